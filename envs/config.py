@@ -1,0 +1,188 @@
+"""Typed, validated configuration of the quadrotor-swarm simulator.
+
+Defaults are the reference values of the QuadSwarm / quad-swarm-rl task (Crazyflie 2.x, ICRA 2024
+obstacle settings), see ``shared/reference/quadrotor-swarm.md``. Every model forbids unknown keys,
+so a typo in a YAML file or a keyword argument fails before anything runs, naming the field.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from envs.scenarios import OBSTACLE_SCENARIOS, SCENARIOS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DynamicsConfig(_Strict):
+    """Crazyflie 2.x rigid-body and motor model (SI units)."""
+
+    mass: float = Field(0.028, gt=0)
+    arm: float = Field(0.046, gt=0, description="centre-to-motor distance; also the collision radius unit")
+    inertia: tuple[float, float, float] = (1.37e-5, 1.44e-5, 2.66e-5)
+    thrust_to_weight: float = Field(1.9, gt=1.0)
+    torque_to_thrust: float = Field(0.006, ge=0)
+    motor_time_up: float = Field(0.15, gt=0, description="motor settling time (4 tau) when spinning up, s")
+    motor_time_down: float = Field(0.15, gt=0, description="motor settling time (4 tau) when spinning down, s")
+    thrust_noise: float = Field(0.05, ge=0, description="Ornstein-Uhlenbeck thrust noise, fraction of thrust")
+    max_omega: float = Field(40.0, gt=0, description="body-rate clip, rad/s")
+    gravity: float = Field(9.81, gt=0)
+    linear_drag: float = Field(0.0, ge=0, description="linear air drag, 1/s")
+    floor_friction: float = Field(0.6, ge=0)
+    wall_restitution: float = Field(0.5, ge=0, le=1, description="velocity kept (reversed) after a wall hit")
+    wall_spin: float = Field(5.0, ge=0, description="std of the random body-rate kick on a wall hit, rad/s")
+    physics_hz: float = Field(200.0, gt=0)
+    sim_steps: int = Field(2, ge=1, description="physics steps per control step")
+    orthonormalize_seconds: float = Field(0.5, gt=0)
+    downwash: bool = False
+    downwash_radius: float = Field(0.1, gt=0)
+    downwash_height: float = Field(0.7, gt=0)
+
+    @property
+    def dt(self) -> float:
+        """Physics step, s."""
+        return 1.0 / self.physics_hz
+
+    @property
+    def control_dt(self) -> float:
+        """Control step, s."""
+        return self.sim_steps / self.physics_hz
+
+    @property
+    def max_thrust(self) -> float:
+        """Maximum thrust of one motor, N."""
+        return self.thrust_to_weight * self.mass * self.gravity / 4.0
+
+
+class NoiseConfig(_Strict):
+    """Sensor noise added to the observation (the true state is never perturbed)."""
+
+    enabled: bool = False
+    position: float = Field(0.005, ge=0)
+    velocity: float = Field(0.01, ge=0)
+    gyro: float = Field(0.01, ge=0)
+
+
+class RandomizationConfig(_Strict):
+    """Per-drone dynamics randomisation, drawn at each reset: value * U(1 - r, 1 + r)."""
+
+    mass: float = Field(0.0, ge=0, lt=1)
+    inertia: float = Field(0.0, ge=0, lt=1)
+    thrust_to_weight: float = Field(0.0, ge=0, lt=1)
+    density_range: tuple[float, float] | None = Field(
+        None, description="obstacle density drawn per environment from this range at reset"
+    )
+    size_range: tuple[float, float] | None = Field(
+        None, description="obstacle diameter drawn per environment from this range at reset"
+    )
+
+
+class RewardConfig(_Strict):
+    """Reward terms and coefficients (per control step, before the clip)."""
+
+    pos: float = 1.0
+    action: float = 0.05
+    floor: float = 1.0
+    orient: float = 1.0
+    spin: float = 0.1
+    neighbour_collision: float = 5.0
+    neighbour_proximity: float = 4.0
+    proximity_radius_arms: float = Field(4.0, gt=0, description="proximity fall-off radius in arm lengths")
+    obstacle_collision: float = 5.0
+    clip: float = Field(10.0, gt=0)
+
+
+class SwarmConfig(_Strict):
+    """One swarm environment (all of a batch share it)."""
+
+    num_drones: int = Field(8, ge=1)
+    num_neighbors: int = Field(2, ge=0, description="K nearest neighbours observed")
+    scenario: str | dict[str, float] = Field(
+        "o_random", description="a scenario name, or a mix {name: sampling weight}"
+    )
+    episode_seconds: float = Field(15.0, gt=0)
+    grace_seconds: float = Field(1.5, ge=0, description="collisions before this are not counted in metrics")
+    density: float = Field(0.2, ge=0, lt=1, description="fraction of the obstacle-grid cells with a column")
+    obstacle_size: float = Field(0.6, gt=0, description="column diameter, m")
+    cell_size: float = Field(1.0, gt=0)
+    obstacle_area: tuple[float, float] = (8.0, 8.0)
+    room: tuple[float, float, float] = (10.0, 10.0, 10.0)
+    spawn_heights: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0)
+    spawn_jitter: float = Field(0.1, ge=0)
+    formation_size: float = Field(1.0, ge=0, description="radius of the goal formation in *_diff_goal scenarios")
+    goal_change_seconds: float = Field(5.0, gt=0, description="period of goal changes in dynamic scenarios")
+    reach_window: int = Field(5, ge=1, description="steps averaged for the reached-goal test")
+    sdf_resolution: float = Field(0.1, gt=0)
+    sdf_max: float = Field(10.0, gt=0, description="SDF values are clipped here (and set here with no obstacles)")
+    dynamics: DynamicsConfig = DynamicsConfig()
+    noise: NoiseConfig = NoiseConfig()
+    randomization: RandomizationConfig = RandomizationConfig()
+    reward: RewardConfig = RewardConfig()
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        names = [v] if isinstance(v, str) else list(v)
+        for name in names:
+            if name not in SCENARIOS:
+                raise ValueError(f"unknown scenario {name!r}; allowed: {', '.join(SCENARIOS)}")
+        if isinstance(v, dict):
+            if not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+                raise ValueError("scenario mix weights must be >= 0 and not all zero")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SwarmConfig:
+        if self.num_neighbors >= self.num_drones and self.num_neighbors > 0:
+            raise ValueError(
+                f"num_neighbors={self.num_neighbors} must be < num_drones={self.num_drones} (allowed: 0..{self.num_drones - 1})"
+            )
+        for i, (area, room) in enumerate(zip(self.obstacle_area, self.room[:2])):
+            if area > room:
+                raise ValueError(f"obstacle_area[{i}]={area} exceeds room[{i}]={room}")
+            if round(area / self.cell_size) < 3:
+                raise ValueError(f"obstacle_area[{i}]={area} must hold at least 3 cells of cell_size={self.cell_size}")
+        if self.obstacle_size >= self.cell_size:
+            raise ValueError(f"obstacle_size={self.obstacle_size} must be < cell_size={self.cell_size}")
+        if max(self.spawn_heights) >= self.room[2]:
+            raise ValueError(f"spawn_heights must lie below the ceiling room[2]={self.room[2]}")
+        return self
+
+    # Derived quantities used by the simulator.
+    @property
+    def episode_steps(self) -> int:
+        """Control steps per episode."""
+        return int(round(self.episode_seconds / self.dynamics.control_dt))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Obstacle-grid cells along x and y."""
+        return tuple(int(round(a / self.cell_size)) for a in self.obstacle_area)  # type: ignore[return-value]
+
+    @property
+    def scenario_weights(self) -> dict[str, float]:
+        """The scenario mix as normalised weights."""
+        mix = {self.scenario: 1.0} if isinstance(self.scenario, str) else dict(self.scenario)
+        total = sum(mix.values())
+        return {k: w / total for k, w in mix.items() if w > 0}
+
+    @property
+    def uses_obstacles(self) -> bool:
+        """True when any scenario of the mix places obstacles."""
+        return any(name in OBSTACLE_SCENARIOS for name in self.scenario_weights)
+
+    @property
+    def obs_dim(self) -> int:
+        """Per-agent observation width: 19 + 6K + 9."""
+        return 19 + 6 * self.num_neighbors + 9
+
+
+def make_config(**kwargs) -> SwarmConfig:
+    """Build a validated SwarmConfig from keyword arguments (nested models as dicts).
+
+    A pydantic ValidationError names the offending field and what is allowed; it subclasses ValueError.
+    """
+    return SwarmConfig(**kwargs)
+

@@ -1,0 +1,109 @@
+"""Obstacle maps (columns on a grid), spawn slots and the local signed-distance observation.
+
+Written by hand: batched over environments on torch tensors. The grid of ``grid[0] x grid[1]``
+cells (``cell_size`` metres) is centred on the room's origin. Row 0 (lowest y) is the start row and
+the last row the goal row; columns are placed only in the rows between, ``round(density * cells)``
+of them where ``cells`` counts those interior cells. Columns are full-height cylinders, so all
+obstacle geometry is 2-D. Inactive column slots (for fewer columns than the batch maximum, or
+obstacle-free scenarios) are parked far outside the room, which keeps every tensor dense.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FAR = 1.0e3  # where inactive columns are parked, m
+
+
+class ObstacleGrid:
+    """Cell geometry of the obstacle grid of one configuration."""
+
+    def __init__(self, grid: tuple[int, int], cell_size: float, device: torch.device):
+        gx, gy = grid
+        self.gx, self.gy = gx, gy
+        xs = (torch.arange(gx, device=device) - (gx - 1) / 2) * cell_size
+        ys = (torch.arange(gy, device=device) - (gy - 1) / 2) * cell_size
+        # Cell c = row * gx + col; centres [gy * gx, 2].
+        self.centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+        self.interior = torch.arange(gx, gx * (gy - 1), device=device)  # cells of rows 1..gy-2
+        self.start_row = torch.arange(0, gx, device=device)
+        self.goal_row = torch.arange(gx * (gy - 1), gx * gy, device=device)
+
+    def num_obstacles(self, density: torch.Tensor) -> torch.Tensor:
+        """Column count per env for densities [E] (rounded fraction of the interior cells)."""
+        return torch.round(density * self.interior.numel()).long()
+
+    def sample(
+        self, density: torch.Tensor, max_count: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random column layouts for densities [E].
+
+        Returns (positions [E, max_count, 2] with inactive ones at FAR, occupied [E, cells] bool).
+        """
+        e = density.shape[0]
+        n = self.num_obstacles(density)  # [E]
+        order = torch.rand(e, self.interior.numel(), generator=gen, device=density.device).argsort(-1)
+        cells = self.interior[order[:, :max_count]]  # [E, max_count]
+        active = torch.arange(max_count, device=density.device) < n.unsqueeze(-1)
+        pos = torch.where(active.unsqueeze(-1), self.centres[cells], torch.full_like(self.centres[cells], FAR))
+        occupied = torch.zeros(e, self.centres.shape[0], dtype=torch.bool, device=density.device)
+        occupied.scatter_(1, cells, active)
+        return pos, occupied
+
+    def random_free_cell(self, occupied: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Centre [E, 2] of a uniformly drawn free cell in each env."""
+        score = torch.rand(occupied.shape, generator=gen, device=occupied.device).masked_fill(occupied, -1.0)
+        return self.centres[score.argmax(-1)]
+
+
+def sample_slots(
+    cells_xy: torch.Tensor,
+    heights: torch.Tensor,
+    num_envs: int,
+    num_drones: int,
+    jitter: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Distinct (cell, height) positions [E, M, 3] for M drones, jittered by +-jitter in x, y, z.
+
+    cells_xy: [C, 2] candidate cell centres; heights: [H]. Requires M <= C * H.
+    """
+    c, h = cells_xy.shape[0], heights.shape[0]
+    device = cells_xy.device
+    pick = torch.rand(num_envs, c * h, generator=gen, device=device).argsort(-1)[:, :num_drones]
+    xy = cells_xy[pick // h]
+    z = heights[pick % h].unsqueeze(-1)
+    pos = torch.cat([xy, z], -1)
+    if jitter > 0:
+        pos = pos + (torch.rand(pos.shape, generator=gen, device=device) * 2 - 1) * jitter
+    return pos
+
+
+def local_sdf(
+    pos_xy: torch.Tensor, obstacles: torch.Tensor, radius: torch.Tensor, resolution: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local signed-distance field and nearest column.
+
+    pos_xy [E, M, 2]; obstacles [E, O, 2]; radius [E].
+    Returns (sdf [E, M, 9]: for the 3 x 3 grid of points p + (i h, j h), i, j in (-1, 0, 1) with i
+    (the x offset) varying slowest, the distance to the nearest column centre minus the radius;
+    nearest [E, M, 2]: vector from the drone to its nearest column centre).
+
+    Uses |c - p - o|^2 = |c - p|^2 - 2 o.(c - p) + |o|^2 on drone-centred [E, M, O] tensors, so the
+    nine grid points cost a few element-wise passes instead of a [E, M, O, 9] tensor.
+    """
+    rx = obstacles[..., 0].unsqueeze(1) - pos_xy[..., 0].unsqueeze(2)  # [E, M, O]
+    ry = obstacles[..., 1].unsqueeze(1) - pos_xy[..., 1].unsqueeze(2)
+    r2 = rx * rx + ry * ry
+    ax, ay = (2.0 * resolution) * rx, (2.0 * resolution) * ry
+    h2 = resolution * resolution
+    mins = []
+    for i, base in ((-1, r2 + ax), (0, r2), (1, r2 - ax)):
+        for j in (-1, 0, 1):
+            d2 = base if j == 0 else (base + ay if j < 0 else base - ay)
+            mins.append(d2.amin(-1) + h2 * (i * i + j * j))
+    d2min = torch.stack(mins, -1)  # [E, M, 9]
+    sdf = d2min.clamp_min(0.0).sqrt() - radius.view(-1, 1, 1)
+    idx = r2.argmin(-1, keepdim=True)  # [E, M, 1]
+    nearest = torch.cat([rx.gather(-1, idx), ry.gather(-1, idx)], -1)
+    return sdf, nearest

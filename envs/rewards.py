@@ -1,0 +1,42 @@
+"""Per-step reward of quad-swarm-rl (obstacle runs), every coefficient a RewardConfig value.
+
+r = -dt (c_pos |p - g| + c_act |a| + c_floor on_floor + c_orient (-R22) + c_spin |omega|)
+    - c_col (new neighbour collisions) - c_prox dt sum_j max(0, 1 - d_ij / (k arm))
+    - c_obst (new obstacle collision),
+scaled collision terms by ``collision_scale`` (the trainer anneals it from 0 to 1), clipped to +-clip.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from envs.config import RewardConfig
+
+
+def swarm_reward(
+    cfg: RewardConfig,
+    dt: float,
+    arm: float,
+    dist_to_goal: torch.Tensor,
+    action: torch.Tensor,
+    on_floor: torch.Tensor,
+    r22: torch.Tensor,
+    omega: torch.Tensor,
+    pair_dist: torch.Tensor,
+    new_nbr_col: torch.Tensor,
+    new_obs_col: torch.Tensor,
+    collision_scale: float,
+) -> torch.Tensor:
+    """Reward [E, M]. pair_dist [E, M, M] has +inf on the diagonal; new_nbr_col [E, M] counts."""
+    shaping = (
+        cfg.pos * dist_to_goal
+        + cfg.action * action.norm(dim=-1)
+        + cfg.floor * on_floor.float()
+        - cfg.orient * r22
+        + cfg.spin * omega.norm(dim=-1)
+    )
+    falloff = cfg.proximity_radius_arms * arm
+    proximity = (1.0 - pair_dist / falloff).clamp_min(0.0).sum(-1)
+    collisions = cfg.neighbour_collision * new_nbr_col + cfg.obstacle_collision * new_obs_col.float()
+    reward = -dt * shaping - collision_scale * (collisions + cfg.neighbour_proximity * dt * proximity)
+    return reward.clamp(-cfg.clip, cfg.clip)

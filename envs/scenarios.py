@@ -1,0 +1,53 @@
+"""Scenario table: where drones start, where their goals are, and how goals change over time.
+
+The names follow quad-swarm-rl. Layout choices that the reference leaves open are ours:
+
+* Obstacle scenarios (``o_*``): the obstacle grid's first row (y < 0 edge) is the start row and its
+  last row is the goal row; both stay free of columns, so starts and goals are always free cell
+  centres. Drones take distinct (cell, height) slots, jittered by ``spawn_jitter``.
+* Obstacle-free scenarios: starts are distinct slots over the whole grid; goals form a horizontal
+  circle of radius ``formation_size * formation`` around a centre drawn in the middle of the room.
+* Events every ``goal_change_seconds``: ``move`` draws a new goal centre (a free cell centre in
+  obstacle maps), ``swap`` reverses the goal assignment across the swarm, ``resize`` draws a new
+  formation radius in [0.5, 2] x ``formation_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """Static description of one scenario."""
+
+    id: int
+    obstacles: bool
+    formation: float  # goal-circle radius in units of formation_size; 0 = one shared goal point
+    event: str | None  # None, "move", "swap" or "resize"
+    reach_threshold: float  # metres; "reached goal" when the windowed mean distance is below it
+    hover: bool = False  # goals are the start positions
+
+
+_TABLE = [
+    ("hover", False, 0.0, None, 0.5, True),
+    ("static_same_goal", False, 0.0, None, 1.0, False),
+    ("static_diff_goal", False, 1.0, None, 0.5, False),
+    ("dynamic_same_goal", False, 0.0, "move", 1.0, False),
+    ("dynamic_diff_goal", False, 1.0, "move", 0.5, False),
+    ("swap_goals", False, 1.0, "swap", 0.5, False),
+    ("dynamic_formations", False, 1.0, "resize", 0.5, False),
+    ("o_random", True, 0.0, None, 0.5, False),
+    ("o_static_same_goal", True, 0.0, None, 1.0, False),
+    ("o_swap_goals", True, 0.0, "swap", 0.5, False),
+    ("o_dynamic_same_goal", True, 0.0, "move", 1.0, False),
+]
+
+SCENARIOS: dict[str, ScenarioSpec] = {
+    name: ScenarioSpec(i, obst, form, event, reach, hover)
+    for i, (name, obst, form, event, reach, hover) in enumerate(_TABLE)
+}
+SCENARIO_NAMES: list[str] = [name for name, *_ in _TABLE]
+OBSTACLE_SCENARIOS = frozenset(name for name, spec in SCENARIOS.items() if spec.obstacles)
+# o_random gives every drone its own goal in the goal row; the other o_* scenarios share one goal.
+DISTINCT_GOAL_ROW = frozenset({"o_random", "o_swap_goals"})

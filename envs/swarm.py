@@ -1,0 +1,337 @@
+"""The batched quadrotor-swarm simulator: E environments x M drones stepped together on tensors.
+
+Written by hand (the field's simulators step one environment at a time in Python/numba). This is
+the vector API that trainers use; the PettingZoo and Gymnasium classes are thin views over it.
+
+    env = QuadSwarmVecEnv(make_config(num_drones=8), num_envs=1024)
+    obs = env.reset(seed=0)                        # [E, M, D]
+    obs, rew, term, trunc, info = env.step(act)    # act [E, M, 4] in [-1, 1]
+
+Episodes of all environments have the same length and reset automatically: when an environment's
+episode ends, ``obs`` already holds its new first observation, ``info["final_obs"]`` the last one,
+and ``info["episode"]`` the per-episode metrics of the environments ``info["episode_env_ids"]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from envs.config import SwarmConfig
+from envs.dynamics import BodyParams, Dynamics
+from envs.maps import FAR, ObstacleGrid, local_sdf, sample_slots
+from envs.metrics import LAST_SECONDS, episode_metrics
+from envs.observations import ObsSpec, build_observation, nearest_neighbours, obs_spec
+from envs.rewards import swarm_reward
+from envs.scenarios import DISTINCT_GOAL_ROW, SCENARIO_NAMES, SCENARIOS
+from envs.state import SimState
+
+ACTION_DIM = 4
+
+
+class QuadSwarmVecEnv:
+    """Batched swarm simulator with auto-reset. All tensors live on ``device``."""
+
+    def __init__(self, cfg: SwarmConfig, num_envs: int = 1, device: str | torch.device = "cpu"):
+        if num_envs < 1:
+            raise ValueError(f"num_envs={num_envs} must be >= 1")
+        self.cfg = cfg
+        self.num_envs = num_envs
+        self.num_drones = cfg.num_drones
+        self.device = torch.device(device)
+        self.spec: ObsSpec = obs_spec(cfg.num_neighbors)
+        self.obs_dim = self.spec.dim
+        self.dyn = Dynamics(cfg.dynamics, cfg.room, self.device)
+        self.grid = ObstacleGrid(cfg.grid, cfg.cell_size, self.device)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(0)
+        self.collision_scale = 1.0
+
+        d = self.device
+        dyn = cfg.dynamics
+        self.ctrl_dt = dyn.control_dt
+        self.episode_steps = cfg.episode_steps
+        self.grace_steps = int(round(cfg.grace_seconds / self.ctrl_dt))
+        self.ortho_every = max(1, int(round(dyn.orthonormalize_seconds / self.ctrl_dt)))
+        self.event_steps = max(1, int(round(cfg.goal_change_seconds / self.ctrl_dt)))
+        last = [min(self.episode_steps, int(round(s / self.ctrl_dt))) for s in LAST_SECONDS]
+        self.last_steps = torch.tensor(last, device=d)
+        self.window_steps = self.last_steps.float()
+        self.heights = torch.tensor(cfg.spawn_heights, device=d)
+        angles = torch.arange(cfg.num_drones, device=d) * (2 * math.pi / cfg.num_drones)
+        self.circle = torch.stack([angles.cos(), angles.sin(), torch.zeros_like(angles)], -1)  # [M, 3]
+
+        names = list(cfg.scenario_weights)
+        self.mix_ids = torch.tensor([SCENARIOS[n].id for n in names], device=d)
+        self.mix_probs = torch.tensor([cfg.scenario_weights[n] for n in names], device=d)
+        per_id = lambda f: torch.tensor([f(SCENARIOS[n]) for n in SCENARIO_NAMES], device=d)  # noqa: E731
+        self.sc_obstacles = per_id(lambda s: s.obstacles)
+        self.sc_formation = per_id(lambda s: s.formation)
+        self.sc_reach = per_id(lambda s: s.reach_threshold)
+        self.sc_event = {ev: per_id(lambda s, ev=ev: s.event == ev) for ev in ("move", "swap", "resize")}
+        self.sc_distinct = per_id(lambda s: s.id in {SCENARIOS[x].id for x in DISTINCT_GOAL_ROW})
+        self.sc_hover = per_id(lambda s: s.hover)
+        self.has_events = any(SCENARIOS[n].event for n in names)
+
+        rnd = cfg.randomization
+        densities = rnd.density_range or (cfg.density, cfg.density)
+        self.max_obstacles = max(1, int(self.grid.num_obstacles(torch.tensor(max(densities))).item()))
+        if cfg.num_drones > self.grid.gx * len(cfg.spawn_heights):
+            raise ValueError(
+                f"num_drones={cfg.num_drones} exceeds the start-row slots "
+                f"({self.grid.gx} cells x {len(cfg.spawn_heights)} spawn_heights)"
+            )
+        self.state = self._empty_state()
+        self._obs: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ public API
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset every environment; returns obs [E, M, D]. ``seed`` reseeds the generator."""
+        if seed is not None:
+            self.gen.manual_seed(int(seed))
+        self._reset_envs(torch.arange(self.num_envs, device=self.device))
+        self._obs, *_ = self._observe_and_score(None, None, None)
+        return self._obs
+
+    def step(self, actions: torch.Tensor):
+        """Advance one control step (sim_steps physics steps).
+
+        actions: [E, M, 4] in [-1, 1] (values outside are clipped; NaN/inf and wrong shapes raise).
+        Returns obs [E, M, D], rewards [E, M], terminated [E, M], truncated [E, M], info.
+        """
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        actions = self._check_actions(actions)
+        s = self.state
+        cmd = (0.5 * (actions + 1.0)).clamp(0.0, 1.0)
+        body = BodyParams(s.mass, s.inertia, s.max_thrust)
+        wall = torch.zeros_like(s.prev_obs_col)
+        for _ in range(self.cfg.dynamics.sim_steps):
+            on_floor, hit = self.dyn.step(s, cmd, body, self.gen)
+            wall |= hit
+        s.t += 1
+        step_no = int(s.t[0])
+        if step_no % self.ortho_every == 0:
+            self.dyn.orthonormalize(s.rot)
+        if self.has_events:
+            self._goal_events()
+
+        obs, reward, _ = self._observe_and_score(actions, on_floor, wall)
+        done = s.t >= self.episode_steps
+        terminated = torch.zeros(self.num_envs, self.num_drones, dtype=torch.bool, device=self.device)
+        truncated = done.unsqueeze(-1).expand(-1, self.num_drones)
+        info: dict = {}
+        if bool(done.any()):
+            ids = done.nonzero().squeeze(-1)
+            info["final_obs"] = obs.clone()
+            info["episode"] = episode_metrics(s, ids, self.window_steps)
+            info["episode_env_ids"] = ids
+            info["scenario"] = [SCENARIO_NAMES[i] for i in s.scenario[ids].tolist()]
+            self._reset_envs(ids)
+            obs, *_ = self._observe_and_score(None, None, None)
+        self._obs = obs
+        return obs, reward, terminated, truncated.clone(), info
+
+    def get_state(self, env_ids: torch.Tensor | list[int]) -> SimState:
+        """Snapshot (detached copy) of the full state of the chosen environments."""
+        return self.state.select(torch.as_tensor(env_ids, device=self.device))
+
+    def set_state(self, env_ids: torch.Tensor | list[int], snapshot: SimState) -> torch.Tensor:
+        """Restore the chosen environments from a snapshot; returns the new obs [E, M, D]."""
+        ids = torch.as_tensor(env_ids, device=self.device)
+        if snapshot.pos.shape[0] != ids.numel():
+            raise ValueError(f"snapshot holds {snapshot.pos.shape[0]} envs, env_ids names {ids.numel()}")
+        self.state.assign(ids, snapshot)
+        self._obs, *_ = self._observe_and_score(None, None, None)
+        return self._obs
+
+    def set_collision_scale(self, scale: float) -> None:
+        """Scale of the collision penalties in [0, 1] (the trainer anneals it)."""
+        if not 0.0 <= scale <= 1.0:
+            raise ValueError(f"collision_scale={scale} must lie in [0, 1]")
+        self.collision_scale = float(scale)
+
+    # ------------------------------------------------------------------ internals
+    def _check_actions(self, actions) -> torch.Tensor:
+        actions = torch.as_tensor(actions, device=self.device)
+        want = (self.num_envs, self.num_drones, ACTION_DIM)
+        if tuple(actions.shape) != want:
+            raise ValueError(f"actions must have shape {list(want)} (envs, drones, motors), got {list(actions.shape)}")
+        if not actions.is_floating_point():
+            raise TypeError(f"actions must be floating point, got {actions.dtype}")
+        actions = actions.to(torch.float32)
+        if not bool(torch.isfinite(actions).all()):
+            bad = (~torch.isfinite(actions)).nonzero()[0].tolist()
+            raise ValueError(f"actions contain NaN or inf (first at [env, drone, motor] = {bad}); allowed: finite values in [-1, 1]")
+        return actions
+
+    def _empty_state(self) -> SimState:
+        e, m, d = self.num_envs, self.num_drones, self.device
+        z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=d)  # noqa: E731
+        b = lambda *shape: z(*shape, dtype=torch.bool)  # noqa: E731
+        return SimState(
+            pos=z(e, m, 3), vel=z(e, m, 3), rot=torch.eye(3, device=d).expand(e, m, 3, 3).clone(), omega=z(e, m, 3),
+            motor=z(e, m, 4), ou=z(e, m, 4), mass=z(e, m), inertia=z(e, m, 3), max_thrust=z(e, m),
+            scenario=z(e, dtype=torch.long), goals=z(e, m, 3), goal_center=z(e, 3), goal_scale=z(e),
+            obstacles=torch.full((e, self.max_obstacles, 2), FAR, device=d), obstacle_radius=z(e),
+            occupied=b(e, self.grid.centres.shape[0]), t=z(e, dtype=torch.long),
+            prev_nbr_col=b(e, m, m), prev_obs_col=b(e, m), ret=z(e, m), reached=b(e, m),
+            dist_window=z(e, m, self.cfg.reach_window), col_nbr=b(e, m), col_obs=b(e, m),
+            col_floor=b(e, m), col_wall=b(e, m), dist_last=z(e, m, 3),
+        )
+
+    def _uniform(self, n: int, lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, *shape, generator=self.gen, device=self.device)
+
+    def _reset_envs(self, ids: torch.Tensor) -> None:
+        cfg, s, n, m = self.cfg, self.state, ids.numel(), self.num_drones
+        g = self.gen
+        scen = self.mix_ids[torch.multinomial(self.mix_probs, n, replacement=True, generator=g)]
+        obstacles_on = self.sc_obstacles[scen]
+
+        # Obstacle map.
+        rnd = cfg.randomization
+        lo_d, hi_d = rnd.density_range or (cfg.density, cfg.density)
+        lo_s, hi_s = rnd.size_range or (cfg.obstacle_size, cfg.obstacle_size)
+        density = self._uniform(n, lo_d, hi_d) * obstacles_on
+        obst, occupied = self.grid.sample(density, self.max_obstacles, g)
+        radius = self._uniform(n, lo_s, hi_s) / 2
+
+        # Starts: start-row slots in obstacle maps, anywhere on the grid otherwise.
+        row_starts = sample_slots(self.grid.centres[self.grid.start_row], self.heights, n, m, cfg.spawn_jitter, g)
+        free_starts = sample_slots(self.grid.centres, self.heights, n, m, cfg.spawn_jitter, g)
+        starts = torch.where(obstacles_on.view(-1, 1, 1), row_starts, free_starts)
+
+        # Goals: a formation around a centre; distinct goal-row slots for o_random / o_swap_goals.
+        scale = self.sc_formation[scen] * cfg.formation_size
+        centre = torch.cat([self._uniform(n, -2.0, 2.0, 2), self._uniform(n, 1.5, 2.5, 1)], -1)
+        goal_row = self.grid.centres[self.grid.goal_row]
+        row_centre = goal_row[torch.randint(goal_row.shape[0], (n,), generator=g, device=self.device)]
+        centre = torch.where(obstacles_on.unsqueeze(-1), torch.cat([row_centre, centre[:, 2:]], -1), centre)
+        goals = centre.unsqueeze(1) + scale.view(-1, 1, 1) * self.circle
+        distinct = self.sc_distinct[scen]
+        row_goals = sample_slots(goal_row, self.heights, n, m, 0.0, g)
+        goals = torch.where(distinct.view(-1, 1, 1), row_goals, goals)
+        hover = self.sc_hover[scen]
+        goals = torch.where(hover.view(-1, 1, 1), starts, goals)
+
+        # Vehicles, with per-drone randomisation of mass, inertia and thrust.
+        dyn = cfg.dynamics
+        mass = dyn.mass * self._uniform(n, 1 - rnd.mass, 1 + rnd.mass, m)
+        inertia = torch.tensor(dyn.inertia, device=self.device) * self._uniform(n, 1 - rnd.inertia, 1 + rnd.inertia, m, 1)
+        tw = dyn.thrust_to_weight * self._uniform(n, 1 - rnd.thrust_to_weight, 1 + rnd.thrust_to_weight, m)
+        max_thrust = tw * mass * dyn.gravity / 4.0
+
+        fresh = SimState(
+            pos=starts, vel=torch.zeros_like(starts), rot=torch.eye(3, device=self.device).expand(n, m, 3, 3).clone(),
+            omega=torch.zeros_like(starts), motor=(1.0 / tw).sqrt().unsqueeze(-1).expand(n, m, 4).clone(),
+            ou=torch.zeros(n, m, 4, device=self.device), mass=mass, inertia=inertia, max_thrust=max_thrust,
+            scenario=scen, goals=goals, goal_center=centre, goal_scale=scale, obstacles=obst,
+            obstacle_radius=radius, occupied=occupied, t=torch.zeros(n, dtype=torch.long, device=self.device),
+            prev_nbr_col=torch.zeros_like(s.prev_nbr_col[:n]), prev_obs_col=torch.zeros_like(s.prev_obs_col[:n]),
+            ret=torch.zeros(n, m, device=self.device), reached=torch.zeros_like(s.reached[:n]),
+            dist_window=(starts - goals).norm(dim=-1, keepdim=True).expand(-1, -1, cfg.reach_window).clone(),
+            col_nbr=torch.zeros_like(s.col_nbr[:n]), col_obs=torch.zeros_like(s.col_obs[:n]),
+            col_floor=torch.zeros_like(s.col_floor[:n]), col_wall=torch.zeros_like(s.col_wall[:n]),
+            dist_last=torch.zeros(n, m, 3, device=self.device),
+        )
+        s.assign(ids, fresh)
+
+    def _goal_events(self) -> None:
+        s = self.state
+        due = (s.t % self.event_steps == 0) & (s.t < self.episode_steps)
+        if not bool(due.any()):
+            return
+        for ev, mask in self.sc_event.items():
+            ids = (due & mask[s.scenario]).nonzero().squeeze(-1)
+            if ids.numel() == 0:
+                continue
+            n = ids.numel()
+            if ev == "swap":
+                s.goals[ids] = s.goals[ids].flip(1)
+                continue
+            centre, scale = s.goal_center[ids], s.goal_scale[ids]
+            if ev == "move":
+                free = torch.cat([self._uniform(n, -2.0, 2.0, 2), self._uniform(n, 1.5, 2.5, 1)], -1)
+                cell = self.grid.random_free_cell(s.occupied[ids], self.gen)
+                obst = self.sc_obstacles[s.scenario[ids]].unsqueeze(-1)
+                centre = torch.where(obst, torch.cat([cell, free[:, 2:]], -1), free)
+            else:  # resize
+                scale = self.cfg.formation_size * self._uniform(n, 0.5, 2.0)
+            s.goal_center[ids], s.goal_scale[ids] = centre, scale
+            s.goals[ids] = centre.unsqueeze(1) + scale.view(-1, 1, 1) * self.circle
+
+    def _observe_and_score(self, actions, on_floor, wall):
+        """Observation of the current state; with actions given, also reward and metric updates."""
+        cfg, s = self.cfg, self.state
+        arm = cfg.dynamics.arm
+        rel_pos = s.pos.unsqueeze(1) - s.pos.unsqueeze(2)  # [E, M, M, 3]: p_j - p_i
+        dist = rel_pos.norm(dim=-1)
+        dist.diagonal(dim1=1, dim2=2).fill_(math.inf)
+        neighbours = None
+        if cfg.num_neighbors > 0:
+            neighbours = nearest_neighbours(s.pos, s.vel, rel_pos, dist, cfg.num_neighbors)
+        sdf, nearest = local_sdf(s.pos[..., :2], s.obstacles, s.obstacle_radius, cfg.sdf_resolution)
+        sdf = sdf.clamp_max(cfg.sdf_max)
+        obs = build_observation(s.pos, s.vel, s.rot, s.omega, s.goals, neighbours, sdf)
+        if cfg.noise.enabled:
+            obs = self._add_sensor_noise(obs)
+        if actions is None:
+            return obs, None, None
+
+        # Collisions: neighbours (3-D), columns (2-D), with a crude but cheap response.
+        nbr_col = dist <= 2 * arm
+        new_nbr = nbr_col & ~s.prev_nbr_col
+        obs_dist = nearest.norm(dim=-1)  # [E, M]
+        obs_col = obs_dist <= arm + s.obstacle_radius.unsqueeze(-1)
+        new_obs = obs_col & ~s.prev_obs_col
+        if bool(new_nbr.any()):
+            self._bounce_neighbours(rel_pos, dist, new_nbr)
+        if bool(obs_col.any()):
+            self._push_out_of_columns(nearest, obs_dist, obs_col)
+        s.prev_nbr_col, s.prev_obs_col = nbr_col, obs_col
+
+        dist_to_goal = (s.pos - s.goals).norm(dim=-1)
+        reward = swarm_reward(
+            cfg.reward, self.ctrl_dt, arm, dist_to_goal, actions, on_floor, s.rot[..., 2, 2], s.omega,
+            dist, new_nbr.sum(-1), new_obs, self.collision_scale,
+        )
+        self._update_metrics(dist_to_goal, reward, nbr_col.any(-1), obs_col, on_floor, wall)
+        return obs, reward, None
+
+    def _update_metrics(self, dist_to_goal, reward, nbr_col, obs_col, on_floor, wall) -> None:
+        s = self.state
+        s.ret += reward
+        s.dist_window = torch.cat([s.dist_window[..., 1:], dist_to_goal.unsqueeze(-1)], -1)
+        threshold = self.sc_reach[s.scenario].unsqueeze(-1)
+        s.reached |= s.dist_window.mean(-1) < threshold
+        after_grace = (s.t > self.grace_steps).unsqueeze(-1)
+        s.col_nbr |= nbr_col & after_grace
+        s.col_obs |= obs_col & after_grace
+        s.col_floor |= on_floor & after_grace
+        s.col_wall |= wall & after_grace
+        in_last = (s.t.unsqueeze(-1) > self.episode_steps - self.last_steps).unsqueeze(1)  # [E, 1, 3]
+        s.dist_last += dist_to_goal.unsqueeze(-1) * in_last
+
+    def _bounce_neighbours(self, rel_pos, dist, new_col) -> None:
+        """Exchange the normal velocity components of newly colliding pairs (equal masses, elastic)."""
+        s = self.state
+        n = rel_pos / dist.clamp_min(1e-6).unsqueeze(-1)  # [E, M, M, 3]
+        closing = ((s.vel.unsqueeze(1) - s.vel.unsqueeze(2)) * n).sum(-1, keepdim=True)
+        s.vel += (closing * n * new_col.unsqueeze(-1)).sum(2)
+
+    def _push_out_of_columns(self, nearest, obs_dist, obs_col) -> None:
+        """Move drones inside a column back to its surface and reflect the inward velocity."""
+        s = self.state
+        normal = -nearest / obs_dist.clamp_min(1e-6).unsqueeze(-1)  # [E, M, 2] from column to drone
+        depth = (self.cfg.dynamics.arm + s.obstacle_radius.unsqueeze(-1) - obs_dist).clamp_min(0.0) * obs_col
+        s.pos[..., :2] += normal * depth.unsqueeze(-1)
+        inward = (s.vel[..., :2] * normal).sum(-1).clamp_max(0.0) * obs_col
+        s.vel[..., :2] -= (1.0 + self.cfg.dynamics.wall_restitution) * inward.unsqueeze(-1) * normal
+
+    def _add_sensor_noise(self, obs: torch.Tensor) -> torch.Tensor:
+        nz = self.cfg.noise
+        sigma = torch.zeros(self.obs_dim, device=self.device)
+        sigma[0:3], sigma[3:6], sigma[15:18], sigma[18] = nz.position, nz.velocity, nz.gyro, nz.position
+        return obs + sigma * torch.randn(obs.shape, generator=self.gen, device=self.device)
