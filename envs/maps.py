@@ -79,31 +79,29 @@ def sample_slots(
     return pos
 
 
-def local_sdf(
-    pos_xy: torch.Tensor, obstacles: torch.Tensor, radius: torch.Tensor, resolution: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local signed-distance field and nearest column.
+def local_sdf(pos: torch.Tensor, obstacles: torch.Tensor, radius: torch.Tensor, resolution: float) -> torch.Tensor:
+    """Local signed-distance field, in the simulator's working layout.
 
-    pos_xy [E, M, 2]; obstacles [E, O, 2]; radius [E].
-    Returns (sdf [E, M, 9]: for the 3 x 3 grid of points p + (i h, j h), i, j in (-1, 0, 1) with i
-    (the x offset) varying slowest, the distance to the nearest column centre minus the radius;
-    nearest [E, M, 2]: vector from the drone to its nearest column centre).
+    pos [3, M, E] (or [2, M, E]); obstacles [2, O, E]; radius [E]. Returns sdf [9, M, E]: for the
+    3 x 3 grid of points p + (i h, j h), i, j in (-1, 0, 1) with i (the x offset) varying slowest,
+    the distance to the nearest column centre minus the radius. Index 4 is the drone itself.
 
-    Uses |c - p - o|^2 = |c - p|^2 - 2 o.(c - p) + |o|^2 on drone-centred [E, M, O] tensors, so the
-    nine grid points cost a few element-wise passes instead of a [E, M, O, 9] tensor.
+    Uses |c - p - o|^2 = |c - p|^2 - 2 o.(c - p) + |o|^2 on drone-centred [O, M, E] tensors, so the
+    nine points cost a few passes and nine reductions over the (outer) column axis.
     """
-    rx = obstacles[..., 0].unsqueeze(1) - pos_xy[..., 0].unsqueeze(2)  # [E, M, O]
-    ry = obstacles[..., 1].unsqueeze(1) - pos_xy[..., 1].unsqueeze(2)
+    rx = obstacles[0].unsqueeze(1) - pos[0]  # [O, M, E]
+    ry = obstacles[1].unsqueeze(1) - pos[1]
     r2 = rx * rx + ry * ry
     ax, ay = (2.0 * resolution) * rx, (2.0 * resolution) * ry
     h2 = resolution * resolution
     mins = []
     for i, base in ((-1, r2 + ax), (0, r2), (1, r2 - ax)):
-        for j in (-1, 0, 1):
-            d2 = base if j == 0 else (base + ay if j < 0 else base - ay)
-            mins.append(d2.amin(-1) + h2 * (i * i + j * j))
-    d2min = torch.stack(mins, -1)  # [E, M, 9]
-    sdf = d2min.clamp_min(0.0).sqrt() - radius.view(-1, 1, 1)
-    idx = r2.argmin(-1, keepdim=True)  # [E, M, 1]
-    nearest = torch.cat([rx.gather(-1, idx), ry.gather(-1, idx)], -1)
-    return sdf, nearest
+        for j, d2 in ((-1, base + ay), (0, base), (1, base - ay)):
+            mins.append(d2.amin(0) + h2 * (i * i + j * j))
+    return torch.stack(mins).clamp_min_(0.0).sqrt_() - radius
+
+
+def sdf_normal(sdf: torch.Tensor, resolution: float) -> torch.Tensor:
+    """Unit xy direction [2, M, E] away from the nearest column, from central differences of the SDF."""
+    grad = torch.stack([sdf[7] - sdf[1], sdf[5] - sdf[3]]) / (2.0 * resolution)
+    return grad / (grad * grad).sum(0).sqrt().clamp_min(1e-6)

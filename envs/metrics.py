@@ -33,28 +33,29 @@ METRIC_NAMES = (
 LAST_SECONDS = (1.0, 3.0, 5.0)
 
 
-def episode_metrics(s: SimState, env_ids: torch.Tensor, window_steps: torch.Tensor) -> dict[str, torch.Tensor]:
+def episode_metrics(live: SimState, env_ids: torch.Tensor, window_steps: torch.Tensor) -> dict[str, torch.Tensor]:
     """Metrics [n] for the environments env_ids at the end of their episodes.
 
-    window_steps: [3] number of steps summed into dist_last (the last 1, 3, 5 s, capped by the episode).
+    live: the simulator's state in its working layout (env axis last, drones before it).
+    window_steps: [3] steps summed into dist_last (the last 1, 3, 5 s, capped by the episode).
     """
-    reached = s.reached[env_ids]
-    nbr, obs = s.col_nbr[env_ids], s.col_obs[env_ids]
+    pick = lambda x: x[..., env_ids]  # noqa: E731
+    rate = lambda x: pick(x).float().mean(0)  # noqa: E731 - fraction of drones
+    reached, nbr, obs = pick(live.reached), pick(live.col_nbr), pick(live.col_obs)
     collided = nbr | obs
-    dist = s.dist_last[env_ids] / window_steps  # [n, M, 3]
-    rate = lambda x: x.float().mean(-1)  # noqa: E731 - fraction of drones
+    dist = (pick(live.dist_last) / window_steps.view(3, 1, 1)).mean(1)  # [3, n]
     return {
-        "success_rate": rate(reached & ~collided),
-        "reached_goal_rate": rate(reached),
-        "deadlock_rate": rate(~reached & ~collided),
-        "collision_rate": rate(collided),
-        "neighbour_collision_rate": rate(nbr),
-        "obstacle_collision_rate": rate(obs),
-        "floor_collision_rate": rate(s.col_floor[env_ids]),
-        "wall_collision_rate": rate(s.col_wall[env_ids]),
-        "distance_to_goal_1s": dist[..., 0].mean(-1),
-        "distance_to_goal_3s": dist[..., 1].mean(-1),
-        "distance_to_goal_5s": dist[..., 2].mean(-1),
-        "episode_return": s.ret[env_ids].mean(-1),
-        "episode_length": s.t[env_ids].float(),
+        "success_rate": (reached & ~collided).float().mean(0),
+        "reached_goal_rate": reached.float().mean(0),
+        "deadlock_rate": (~reached & ~collided).float().mean(0),
+        "collision_rate": collided.float().mean(0),
+        "neighbour_collision_rate": nbr.float().mean(0),
+        "obstacle_collision_rate": obs.float().mean(0),
+        "floor_collision_rate": rate(live.col_floor),
+        "wall_collision_rate": rate(live.col_wall),
+        "distance_to_goal_1s": dist[0],
+        "distance_to_goal_3s": dist[1],
+        "distance_to_goal_5s": dist[2],
+        "episode_return": pick(live.ret).mean(0),
+        "episode_length": pick(live.t).float(),
     }

@@ -15,6 +15,7 @@ import torch
 SELF_DIM = 19
 NEIGHBOUR_DIM = 6
 OBSTACLE_DIM = 9
+TIE_BREAK = 1e-5  # metres added per neighbour index to the ranking score
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,24 @@ def obs_spec(num_neighbors: int) -> ObsSpec:
 def nearest_neighbours(
     pos: torch.Tensor, vel: torch.Tensor, rel_pos: torch.Tensor, dist: torch.Tensor, k: int
 ) -> torch.Tensor:
-    """Neighbour features [E, M, K, 6] of the K best-ranked other drones.
+    """Neighbour features [6 K, M, E] of the K best-ranked other drones (working layout).
 
-    pos, vel: [E, M, 3]; rel_pos: [E, M, M, 3] (p_j - p_i); dist: [E, M, M], +inf on the diagonal.
+    pos, vel: [3, M, E]; rel_pos: [3, M(i), M(j), E] (p_j - p_i); dist: [M, M, E], +inf on the diagonal.
     """
-    rel_vel = vel.unsqueeze(1) - vel.unsqueeze(2)
-    score = dist + (rel_pos * rel_vel).sum(-1) / dist.clamp_min(1e-6)  # inf on the diagonal
-    idx = score.topk(k, dim=-1, largest=False, sorted=True).indices  # [E, M, K]
-    e, m = idx.shape[:2]
-    flat = idx.reshape(e, m * k, 1).expand(-1, -1, 3)
-    own = lambda x: x.unsqueeze(2)  # noqa: E731
-    nb_pos = pos.gather(1, flat).view(e, m, k, 3) - own(pos)
-    nb_vel = vel.gather(1, flat).view(e, m, k, 3) - own(vel)
-    return torch.cat([nb_pos, nb_vel], -1)
+    m = dist.shape[0]
+    index = torch.arange(m, device=dist.device, dtype=dist.dtype).view(1, m, 1)
+    rel_vel = vel.unsqueeze(1) - vel.unsqueeze(2)  # [3, M, M, E]: v_j - v_i
+    # A 10-micrometre tie-break by index keeps the minimum unique for symmetric placements.
+    score = dist + (rel_pos * rel_vel).sum(0) / dist.clamp_min(1e-6) + TIE_BREAK * index
+    out = []
+    # K rounds of a one-hot minimum over the (outer) neighbour axis, turned into an index for a
+    # gather: arg-min or top-k over an outer or a small inner axis are much slower on a CPU.
+    for _ in range(k):
+        first = score == score.amin(1, keepdim=True)  # [M, M, E]
+        j = (first * index).sum(1).long().clamp_(0, m - 1).unsqueeze(0).expand_as(pos)  # [3, M, E]
+        out += [pos.gather(1, j) - pos, vel.gather(1, j) - vel]
+        score.masked_fill_(first, float("inf"))
+    return torch.cat(out)
 
 
 def build_observation(
@@ -64,10 +70,10 @@ def build_observation(
     neighbours: torch.Tensor | None,
     sdf: torch.Tensor,
 ) -> torch.Tensor:
-    """Concatenate the segments into [E, M, 19 + 6K + 9]."""
-    e, m = pos.shape[:2]
-    parts = [pos - goals, vel, rot.reshape(e, m, 9), omega, pos[..., 2:3]]
+    """Concatenate the segments (working layout, [c, M, E]) into the agent-major [E, M, 19 + 6K + 9]."""
+    m, e = pos.shape[1:]
+    parts = [pos - goals, vel, rot.reshape(9, m, e), omega, pos[2:3]]
     if neighbours is not None:
-        parts.append(neighbours.reshape(e, m, -1))
+        parts.append(neighbours)
     parts.append(sdf)
-    return torch.cat(parts, -1)
+    return torch.cat(parts).permute(2, 1, 0).contiguous()

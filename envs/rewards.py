@@ -27,16 +27,20 @@ def swarm_reward(
     new_obs_col: torch.Tensor,
     collision_scale: float,
 ) -> torch.Tensor:
-    """Reward [E, M]. pair_dist [E, M, M] has +inf on the diagonal; new_nbr_col [E, M] counts."""
+    """Reward [M, E] (working layout: components first, envs last).
+
+    action [4, M, E]; omega [3, M, E]; pair_dist [M, M, E] with +inf on the diagonal; new_nbr_col
+    [M, E] counts of new neighbour collisions; the other arguments are [M, E].
+    """
     shaping = (
         cfg.pos * dist_to_goal
-        + cfg.action * action.norm(dim=-1)
+        + cfg.action * (action * action).sum(0).sqrt()
         + cfg.floor * on_floor.float()
         - cfg.orient * r22
-        + cfg.spin * omega.norm(dim=-1)
+        + cfg.spin * (omega * omega).sum(0).sqrt()
     )
     falloff = cfg.proximity_radius_arms * arm
-    proximity = (1.0 - pair_dist / falloff).clamp_min(0.0).sum(-1)
+    proximity = (1.0 - pair_dist / falloff).clamp_min(0.0).sum(1)
     collisions = cfg.neighbour_collision * new_nbr_col + cfg.obstacle_collision * new_obs_col.float()
     reward = -dt * shaping - collision_scale * (collisions + cfg.neighbour_proximity * dt * proximity)
     return reward.clamp(-cfg.clip, cfg.clip)

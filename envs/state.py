@@ -1,8 +1,11 @@
-"""The full batched simulator state, one dataclass whose every field has the env axis first.
+"""The full batched simulator state: one dataclass, in two layouts.
 
-Because every field is indexed by environment first, a snapshot of chosen environments is a plain
-gather (``select``) and a restore a plain scatter (``assign``): this is what a trainer's collision
-replay buffer needs, and what makes resume exact.
+* Snapshot layout (public): every field has the env axis first, [E, M, ...] as documented on the
+  fields. ``QuadSwarmVecEnv.get_state`` returns it and ``set_state`` takes it: what a trainer's
+  collision replay buffer or an exact resume needs.
+* Working layout (the simulator's live copy): the same fields with the env axis last, the drone
+  axis before it and components first ([E, M, 3] -> [3, M, E], [E, M, 3, 3] -> [3, 3, M, E],
+  [E, O, 2] -> [2, O, E]), so that element-wise physics runs over long contiguous rows.
 """
 
 from __future__ import annotations
@@ -48,17 +51,23 @@ class SimState:
     col_wall: torch.Tensor  # [E, M] bool
     dist_last: torch.Tensor  # [E, M, 3] summed distance over the last 1, 3, 5 s
 
-    def select(self, env_ids: torch.Tensor) -> SimState:
-        """A detached copy of the chosen environments' state."""
-        return SimState(**{f.name: getattr(self, f.name)[env_ids].clone() for f in fields(self)})
+    def to_live(self) -> SimState:
+        """This snapshot in the working layout (new tensors)."""
+        return SimState(**{f.name: _to_live(getattr(self, f.name)) for f in fields(self)})
 
-    def assign(self, env_ids: torch.Tensor, other: SimState) -> None:
-        """Overwrite the chosen environments with ``other`` (same number of envs as env_ids)."""
+    def select_live(self, env_ids: torch.Tensor) -> SimState:
+        """From a live state: a detached snapshot (env axis first) of the chosen environments."""
+        return SimState(**{f.name: _to_snapshot(getattr(self, f.name)[..., env_ids]) for f in fields(self)})
+
+    def assign_live(self, env_ids: torch.Tensor, snapshot: SimState) -> None:
+        """Into a live state: overwrite the chosen environments with a snapshot (env axis first)."""
         for f in fields(self):
-            dst, src = getattr(self, f.name), getattr(other, f.name)
-            if src.shape[1:] != dst.shape[1:]:
-                raise ValueError(f"snapshot field {f.name!r} has shape {tuple(src.shape)}, expected [n, {list(dst.shape[1:])}]")
-            dst[env_ids] = src.to(dst.device, dst.dtype)
+            dst, src = getattr(self, f.name), _to_live(getattr(snapshot, f.name))
+            if src.shape[:-1] != dst.shape[:-1] or src.shape[-1] != env_ids.numel():
+                want = [env_ids.numel(), *_to_snapshot(dst[..., :1]).shape[1:]]
+                got = list(getattr(snapshot, f.name).shape)
+                raise ValueError(f"snapshot field {f.name!r} has shape {got}, expected {want}")
+            dst[..., env_ids] = src.to(dst.device, dst.dtype)
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         """Plain tensor dict (for torch.save; loads back with weights_only=True)."""
@@ -71,3 +80,18 @@ class SimState:
         if set(d) != names:
             raise ValueError(f"snapshot keys differ: missing {sorted(names - set(d))}, unknown {sorted(set(d) - names)}")
         return cls(**d)
+
+
+def _live_perm(ndim: int) -> tuple[int, ...]:
+    # [E, A, c...] -> [c..., A, E]
+    return (0,) if ndim == 1 else (*range(2, ndim), 1, 0)
+
+
+def _to_live(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(_live_perm(x.dim())).contiguous()
+
+
+def _to_snapshot(x: torch.Tensor) -> torch.Tensor:
+    perm = _live_perm(x.dim())
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    return x.permute(inverse).contiguous()

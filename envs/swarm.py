@@ -19,8 +19,8 @@ import math
 import torch
 
 from envs.config import SwarmConfig
-from envs.dynamics import BodyParams, Dynamics
-from envs.maps import FAR, ObstacleGrid, local_sdf, sample_slots
+from envs.dynamics import Dynamics
+from envs.maps import FAR, ObstacleGrid, local_sdf, sample_slots, sdf_normal
 from envs.metrics import LAST_SECONDS, episode_metrics
 from envs.observations import ObsSpec, build_observation, nearest_neighbours, obs_spec
 from envs.rewards import swarm_reward
@@ -82,7 +82,13 @@ class QuadSwarmVecEnv:
                 f"num_drones={cfg.num_drones} exceeds the start-row slots "
                 f"({self.grid.gx} cells x {len(cfg.spawn_heights)} spawn_heights)"
             )
-        self.state = self._empty_state()
+        sigma = torch.zeros(self.obs_dim, device=d)
+        nz = cfg.noise
+        sigma[0:3], sigma[3:6], sigma[15:18], sigma[18] = nz.position, nz.velocity, nz.gyro, nz.position
+        self.noise_sigma = sigma
+        # Live state in the working layout (see envs.state); snapshots go through get/set_state.
+        self.live = self._empty_state().to_live()
+        self._steps = 0
         self._obs: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ public API
@@ -91,7 +97,7 @@ class QuadSwarmVecEnv:
         if seed is not None:
             self.gen.manual_seed(int(seed))
         self._reset_envs(torch.arange(self.num_envs, device=self.device))
-        self._obs, *_ = self._observe_and_score(None, None, None)
+        self._obs = self._observe()[0]
         return self._obs
 
     def step(self, actions: torch.Tensor):
@@ -102,48 +108,47 @@ class QuadSwarmVecEnv:
         """
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
-        actions = self._check_actions(actions)
-        s = self.state
-        cmd = (0.5 * (actions + 1.0)).clamp(0.0, 1.0)
-        body = BodyParams(s.mass, s.inertia, s.max_thrust)
-        wall = torch.zeros_like(s.prev_obs_col)
+        act = self._check_actions(actions).permute(2, 1, 0).contiguous()  # [4, M, E]
+        s = self.live
+        cmd = self.dyn.noisy_command((0.5 * (act + 1.0)).clamp_(0.0, 1.0), s.ou, self.gen)
+        on_floor = wall = None
         for _ in range(self.cfg.dynamics.sim_steps):
-            on_floor, hit = self.dyn.step(s, cmd, body, self.gen)
-            wall |= hit
+            floor_hit, wall_hit = self.dyn.step(s, cmd, self.gen)
+            on_floor = floor_hit if on_floor is None else on_floor | floor_hit
+            wall = wall_hit if wall is None else wall | wall_hit
         s.t += 1
-        step_no = int(s.t[0])
-        if step_no % self.ortho_every == 0:
+        self._steps += 1
+        if self._steps % self.ortho_every == 0:
             self.dyn.orthonormalize(s.rot)
         if self.has_events:
             self._goal_events()
 
-        obs, reward, _ = self._observe_and_score(actions, on_floor, wall)
+        obs, geometry = self._observe()
+        reward = self._score(act, on_floor, wall, *geometry)
         done = s.t >= self.episode_steps
         terminated = torch.zeros(self.num_envs, self.num_drones, dtype=torch.bool, device=self.device)
-        truncated = done.unsqueeze(-1).expand(-1, self.num_drones)
+        truncated = done.unsqueeze(-1).expand(-1, self.num_drones).clone()
         info: dict = {}
         if bool(done.any()):
             ids = done.nonzero().squeeze(-1)
-            info["final_obs"] = obs.clone()
+            info["final_obs"] = obs
             info["episode"] = episode_metrics(s, ids, self.window_steps)
             info["episode_env_ids"] = ids
             info["scenario"] = [SCENARIO_NAMES[i] for i in s.scenario[ids].tolist()]
             self._reset_envs(ids)
-            obs, *_ = self._observe_and_score(None, None, None)
+            obs = self._observe()[0]
         self._obs = obs
-        return obs, reward, terminated, truncated.clone(), info
+        return obs, reward.T.contiguous(), terminated, truncated, info
 
     def get_state(self, env_ids: torch.Tensor | list[int]) -> SimState:
-        """Snapshot (detached copy) of the full state of the chosen environments."""
-        return self.state.select(torch.as_tensor(env_ids, device=self.device))
+        """Snapshot (detached copy, env axis first) of the full state of the chosen environments."""
+        return self.live.select_live(torch.as_tensor(env_ids, device=self.device))
 
     def set_state(self, env_ids: torch.Tensor | list[int], snapshot: SimState) -> torch.Tensor:
         """Restore the chosen environments from a snapshot; returns the new obs [E, M, D]."""
         ids = torch.as_tensor(env_ids, device=self.device)
-        if snapshot.pos.shape[0] != ids.numel():
-            raise ValueError(f"snapshot holds {snapshot.pos.shape[0]} envs, env_ids names {ids.numel()}")
-        self.state.assign(ids, snapshot)
-        self._obs, *_ = self._observe_and_score(None, None, None)
+        self.live.assign_live(ids, snapshot)
+        self._obs = self._observe()[0]
         return self._obs
 
     def set_collision_scale(self, scale: float) -> None:
@@ -163,10 +168,13 @@ class QuadSwarmVecEnv:
         actions = actions.to(torch.float32)
         if not bool(torch.isfinite(actions).all()):
             bad = (~torch.isfinite(actions)).nonzero()[0].tolist()
-            raise ValueError(f"actions contain NaN or inf (first at [env, drone, motor] = {bad}); allowed: finite values in [-1, 1]")
+            raise ValueError(
+                f"actions contain NaN or inf (first at [env, drone, motor] = {bad}); allowed: finite values in [-1, 1]"
+            )
         return actions
 
     def _empty_state(self) -> SimState:
+        """An all-zero snapshot of E envs in the env-first layout (filled by the first reset)."""
         e, m, d = self.num_envs, self.num_drones, self.device
         z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=d)  # noqa: E731
         b = lambda *shape: z(*shape, dtype=torch.bool)  # noqa: E731
@@ -185,7 +193,7 @@ class QuadSwarmVecEnv:
         return lo + (hi - lo) * torch.rand(n, *shape, generator=self.gen, device=self.device)
 
     def _reset_envs(self, ids: torch.Tensor) -> None:
-        cfg, s, n, m = self.cfg, self.state, ids.numel(), self.num_drones
+        cfg, n, m = self.cfg, ids.numel(), self.num_drones
         g = self.gen
         scen = self.mix_ids[torch.multinomial(self.mix_probs, n, replacement=True, generator=g)]
         obstacles_on = self.sc_obstacles[scen]
@@ -216,6 +224,7 @@ class QuadSwarmVecEnv:
         hover = self.sc_hover[scen]
         goals = torch.where(hover.view(-1, 1, 1), starts, goals)
 
+        flags = lambda *shape: torch.zeros(*shape, dtype=torch.bool, device=self.device)  # noqa: E731
         # Vehicles, with per-drone randomisation of mass, inertia and thrust.
         dyn = cfg.dynamics
         mass = dyn.mass * self._uniform(n, 1 - rnd.mass, 1 + rnd.mass, m)
@@ -229,17 +238,15 @@ class QuadSwarmVecEnv:
             ou=torch.zeros(n, m, 4, device=self.device), mass=mass, inertia=inertia, max_thrust=max_thrust,
             scenario=scen, goals=goals, goal_center=centre, goal_scale=scale, obstacles=obst,
             obstacle_radius=radius, occupied=occupied, t=torch.zeros(n, dtype=torch.long, device=self.device),
-            prev_nbr_col=torch.zeros_like(s.prev_nbr_col[:n]), prev_obs_col=torch.zeros_like(s.prev_obs_col[:n]),
-            ret=torch.zeros(n, m, device=self.device), reached=torch.zeros_like(s.reached[:n]),
-            dist_window=(starts - goals).norm(dim=-1, keepdim=True).expand(-1, -1, cfg.reach_window).clone(),
-            col_nbr=torch.zeros_like(s.col_nbr[:n]), col_obs=torch.zeros_like(s.col_obs[:n]),
-            col_floor=torch.zeros_like(s.col_floor[:n]), col_wall=torch.zeros_like(s.col_wall[:n]),
+            prev_nbr_col=flags(n, m, m), prev_obs_col=flags(n, m), ret=torch.zeros(n, m, device=self.device),
+            reached=flags(n, m), dist_window=torch.full((n, m, cfg.reach_window), math.inf, device=self.device),
+            col_nbr=flags(n, m), col_obs=flags(n, m), col_floor=flags(n, m), col_wall=flags(n, m),
             dist_last=torch.zeros(n, m, 3, device=self.device),
         )
-        s.assign(ids, fresh)
+        self.live.assign_live(ids, fresh)
 
     def _goal_events(self) -> None:
-        s = self.state
+        s = self.live
         due = (s.t % self.event_steps == 0) & (s.t < self.episode_steps)
         if not bool(due.any()):
             return
@@ -249,89 +256,81 @@ class QuadSwarmVecEnv:
                 continue
             n = ids.numel()
             if ev == "swap":
-                s.goals[ids] = s.goals[ids].flip(1)
+                s.goals[..., ids] = s.goals[..., ids].flip(1)
                 continue
-            centre, scale = s.goal_center[ids], s.goal_scale[ids]
+            centre, scale = s.goal_center[:, ids].T, s.goal_scale[ids]  # [n, 3], [n]
             if ev == "move":
                 free = torch.cat([self._uniform(n, -2.0, 2.0, 2), self._uniform(n, 1.5, 2.5, 1)], -1)
-                cell = self.grid.random_free_cell(s.occupied[ids], self.gen)
+                cell = self.grid.random_free_cell(s.occupied[:, ids].T, self.gen)
                 obst = self.sc_obstacles[s.scenario[ids]].unsqueeze(-1)
                 centre = torch.where(obst, torch.cat([cell, free[:, 2:]], -1), free)
             else:  # resize
                 scale = self.cfg.formation_size * self._uniform(n, 0.5, 2.0)
-            s.goal_center[ids], s.goal_scale[ids] = centre, scale
-            s.goals[ids] = centre.unsqueeze(1) + scale.view(-1, 1, 1) * self.circle
+            s.goal_center[:, ids], s.goal_scale[ids] = centre.T, scale
+            goals = centre.unsqueeze(1) + scale.view(-1, 1, 1) * self.circle  # [n, M, 3]
+            s.goals[..., ids] = goals.permute(2, 1, 0)
 
-    def _observe_and_score(self, actions, on_floor, wall):
-        """Observation of the current state; with actions given, also reward and metric updates."""
-        cfg, s = self.cfg, self.state
-        arm = cfg.dynamics.arm
-        rel_pos = s.pos.unsqueeze(1) - s.pos.unsqueeze(2)  # [E, M, M, 3]: p_j - p_i
-        dist = rel_pos.norm(dim=-1)
-        dist.diagonal(dim1=1, dim2=2).fill_(math.inf)
+    def _observe(self):
+        """Observation [E, M, D] of the live state, and the geometry that scoring reuses."""
+        cfg, s = self.cfg, self.live
+        rel_pos = s.pos.unsqueeze(1) - s.pos.unsqueeze(2)  # [3, M(i), M(j), E]: p_j - p_i
+        dist = (rel_pos * rel_pos).sum(0).sqrt_()  # [M, M, E]
+        dist.diagonal(dim1=0, dim2=1).fill_(math.inf)
         neighbours = None
         if cfg.num_neighbors > 0:
             neighbours = nearest_neighbours(s.pos, s.vel, rel_pos, dist, cfg.num_neighbors)
-        sdf, nearest = local_sdf(s.pos[..., :2], s.obstacles, s.obstacle_radius, cfg.sdf_resolution)
-        sdf = sdf.clamp_max(cfg.sdf_max)
+        sdf = local_sdf(s.pos, s.obstacles, s.obstacle_radius, cfg.sdf_resolution).clamp_max_(cfg.sdf_max)
         obs = build_observation(s.pos, s.vel, s.rot, s.omega, s.goals, neighbours, sdf)
         if cfg.noise.enabled:
-            obs = self._add_sensor_noise(obs)
-        if actions is None:
-            return obs, None, None
+            obs = obs + self.noise_sigma * torch.randn(obs.shape, generator=self.gen, device=self.device)
+        return obs, (rel_pos, dist, sdf)
 
-        # Collisions: neighbours (3-D), columns (2-D), with a crude but cheap response.
-        nbr_col = dist <= 2 * arm
+    def _score(self, act, on_floor, wall, rel_pos, dist, sdf) -> torch.Tensor:
+        """Collisions (with a crude but cheap response), reward [M, E] and metric updates."""
+        cfg, s = self.cfg, self.live
+        arm = cfg.dynamics.arm
+        nbr_col = dist <= 2 * arm  # [M, M, E]
         new_nbr = nbr_col & ~s.prev_nbr_col
-        obs_dist = nearest.norm(dim=-1)  # [E, M]
-        obs_col = obs_dist <= arm + s.obstacle_radius.unsqueeze(-1)
+        obs_col = sdf[4] <= arm  # the drone's own SDF value: 2-D distance to the nearest column surface
         new_obs = obs_col & ~s.prev_obs_col
         if bool(new_nbr.any()):
             self._bounce_neighbours(rel_pos, dist, new_nbr)
         if bool(obs_col.any()):
-            self._push_out_of_columns(nearest, obs_dist, obs_col)
-        s.prev_nbr_col, s.prev_obs_col = nbr_col, obs_col
+            self._push_out_of_columns(sdf, obs_col)
+        s.prev_nbr_col.copy_(nbr_col)
+        s.prev_obs_col.copy_(obs_col)
 
-        dist_to_goal = (s.pos - s.goals).norm(dim=-1)
+        to_goal = s.pos - s.goals
+        dist_to_goal = (to_goal * to_goal).sum(0).sqrt()  # [M, E]
         reward = swarm_reward(
-            cfg.reward, self.ctrl_dt, arm, dist_to_goal, actions, on_floor, s.rot[..., 2, 2], s.omega,
-            dist, new_nbr.sum(-1), new_obs, self.collision_scale,
+            cfg.reward, self.ctrl_dt, arm, dist_to_goal, act, on_floor, s.rot[2, 2], s.omega,
+            dist, new_nbr.sum(1), new_obs, self.collision_scale,
         )
-        self._update_metrics(dist_to_goal, reward, nbr_col.any(-1), obs_col, on_floor, wall)
-        return obs, reward, None
-
-    def _update_metrics(self, dist_to_goal, reward, nbr_col, obs_col, on_floor, wall) -> None:
-        s = self.state
         s.ret += reward
-        s.dist_window = torch.cat([s.dist_window[..., 1:], dist_to_goal.unsqueeze(-1)], -1)
-        threshold = self.sc_reach[s.scenario].unsqueeze(-1)
-        s.reached |= s.dist_window.mean(-1) < threshold
-        after_grace = (s.t > self.grace_steps).unsqueeze(-1)
-        s.col_nbr |= nbr_col & after_grace
+        s.dist_window = torch.cat([s.dist_window[1:], dist_to_goal.unsqueeze(0)])
+        after_grace = s.t > self.grace_steps  # [E]
+        # Counted after the grace period only, so that a start on the goal (hover) is no success.
+        s.reached |= (s.dist_window.mean(0) < self.sc_reach[s.scenario]) & after_grace
+        s.col_nbr |= nbr_col.any(1) & after_grace
         s.col_obs |= obs_col & after_grace
         s.col_floor |= on_floor & after_grace
         s.col_wall |= wall & after_grace
-        in_last = (s.t.unsqueeze(-1) > self.episode_steps - self.last_steps).unsqueeze(1)  # [E, 1, 3]
-        s.dist_last += dist_to_goal.unsqueeze(-1) * in_last
+        in_last = s.t > self.episode_steps - self.last_steps.view(3, 1)  # [3, E]
+        s.dist_last += dist_to_goal * in_last.unsqueeze(1)
+        return reward
 
     def _bounce_neighbours(self, rel_pos, dist, new_col) -> None:
         """Exchange the normal velocity components of newly colliding pairs (equal masses, elastic)."""
-        s = self.state
-        n = rel_pos / dist.clamp_min(1e-6).unsqueeze(-1)  # [E, M, M, 3]
-        closing = ((s.vel.unsqueeze(1) - s.vel.unsqueeze(2)) * n).sum(-1, keepdim=True)
-        s.vel += (closing * n * new_col.unsqueeze(-1)).sum(2)
+        s = self.live
+        n = rel_pos / dist.clamp_min(1e-6)  # [3, M, M, E] from i towards j
+        closing = ((s.vel.unsqueeze(1) - s.vel.unsqueeze(2)) * n).sum(0)  # [M, M, E]
+        s.vel += (closing * new_col * n).sum(2)
 
-    def _push_out_of_columns(self, nearest, obs_dist, obs_col) -> None:
+    def _push_out_of_columns(self, sdf, obs_col) -> None:
         """Move drones inside a column back to its surface and reflect the inward velocity."""
-        s = self.state
-        normal = -nearest / obs_dist.clamp_min(1e-6).unsqueeze(-1)  # [E, M, 2] from column to drone
-        depth = (self.cfg.dynamics.arm + s.obstacle_radius.unsqueeze(-1) - obs_dist).clamp_min(0.0) * obs_col
-        s.pos[..., :2] += normal * depth.unsqueeze(-1)
-        inward = (s.vel[..., :2] * normal).sum(-1).clamp_max(0.0) * obs_col
-        s.vel[..., :2] -= (1.0 + self.cfg.dynamics.wall_restitution) * inward.unsqueeze(-1) * normal
-
-    def _add_sensor_noise(self, obs: torch.Tensor) -> torch.Tensor:
-        nz = self.cfg.noise
-        sigma = torch.zeros(self.obs_dim, device=self.device)
-        sigma[0:3], sigma[3:6], sigma[15:18], sigma[18] = nz.position, nz.velocity, nz.gyro, nz.position
-        return obs + sigma * torch.randn(obs.shape, generator=self.gen, device=self.device)
+        s = self.live
+        normal = sdf_normal(sdf, self.cfg.sdf_resolution)  # [2, M, E] from the column to the drone
+        depth = (self.cfg.dynamics.arm - sdf[4]).clamp_min(0.0) * obs_col
+        s.pos[:2] += normal * depth
+        inward = (s.vel[:2] * normal).sum(0).clamp_max(0.0) * obs_col
+        s.vel[:2] -= (1.0 + self.cfg.dynamics.wall_restitution) * inward * normal
