@@ -137,13 +137,22 @@ class SwarmConfig(_Strict):
     def _consistent(self) -> SwarmConfig:
         if self.num_neighbors >= self.num_drones and self.num_neighbors > 0:
             raise ValueError(
-                f"num_neighbors={self.num_neighbors} must be < num_drones={self.num_drones} (allowed: 0..{self.num_drones - 1})"
+                f"num_neighbors={self.num_neighbors} must be < num_drones={self.num_drones} "
+                f"(allowed: 0..{self.num_drones - 1})"
             )
-        for i, (area, room) in enumerate(zip(self.obstacle_area, self.room[:2])):
+        for i, (area, room) in enumerate(zip(self.obstacle_area, self.room[:2], strict=True)):
             if area > room:
                 raise ValueError(f"obstacle_area[{i}]={area} exceeds room[{i}]={room}")
             if round(area / self.cell_size) < 3:
                 raise ValueError(f"obstacle_area[{i}]={area} must hold at least 3 cells of cell_size={self.cell_size}")
+        # Obstacle maps start every drone in the start row; open rooms anywhere on the grid.
+        cells = self.grid[0] if self.uses_obstacles else self.grid[0] * self.grid[1]
+        slots = cells * len(self.spawn_heights)
+        if self.num_drones > slots:
+            raise ValueError(
+                f"num_drones={self.num_drones} exceeds the {slots} start slots "
+                f"({cells} spawn cells x {len(self.spawn_heights)} spawn_heights); add spawn_heights"
+            )
         if self.obstacle_size >= self.cell_size:
             raise ValueError(f"obstacle_size={self.obstacle_size} must be < cell_size={self.cell_size}")
         if max(self.spawn_heights) >= self.room[2]:

@@ -130,6 +130,13 @@ class Dynamics:
             s.omega.add_(kick * (cfg.wall_spin * wall))
         return on_floor, wall
 
+    def on_reset(self, live, env_ids: torch.Tensor) -> None:
+        """Nothing to do: the batched dynamics read the live state directly."""
+
+    def contacts(self) -> None:
+        """Collisions are detected from distances by the environment."""
+        return None
+
     @staticmethod
     def orthonormalize(rot: torch.Tensor) -> None:
         """Re-orthonormalise rotation matrices [3, 3, M, E] in place (Gram-Schmidt on the columns)."""

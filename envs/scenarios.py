@@ -27,27 +27,24 @@ class ScenarioSpec:
     event: str | None  # None, "move", "swap" or "resize"
     reach_threshold: float  # metres; "reached goal" when the windowed mean distance is below it
     hover: bool = False  # goals are the start positions
+    row_goals: bool = False  # each drone its own goal slot in the goal row (o_random, o_swap_goals)
 
 
+# name, obstacles, formation, event, reach threshold, hover, row goals
 _TABLE = [
-    ("hover", False, 0.0, None, 0.5, True),
-    ("static_same_goal", False, 0.0, None, 1.0, False),
-    ("static_diff_goal", False, 1.0, None, 0.5, False),
-    ("dynamic_same_goal", False, 0.0, "move", 1.0, False),
-    ("dynamic_diff_goal", False, 1.0, "move", 0.5, False),
-    ("swap_goals", False, 1.0, "swap", 0.5, False),
-    ("dynamic_formations", False, 1.0, "resize", 0.5, False),
-    ("o_random", True, 0.0, None, 0.5, False),
-    ("o_static_same_goal", True, 0.0, None, 1.0, False),
-    ("o_swap_goals", True, 0.0, "swap", 0.5, False),
-    ("o_dynamic_same_goal", True, 0.0, "move", 1.0, False),
+    ("hover", False, 0.0, None, 0.5, True, False),
+    ("static_same_goal", False, 0.0, None, 1.0, False, False),
+    ("static_diff_goal", False, 1.0, None, 0.5, False, False),
+    ("dynamic_same_goal", False, 0.0, "move", 1.0, False, False),
+    ("dynamic_diff_goal", False, 1.0, "move", 0.5, False, False),
+    ("swap_goals", False, 1.0, "swap", 0.5, False, False),
+    ("dynamic_formations", False, 1.0, "resize", 0.5, False, False),
+    ("o_random", True, 0.0, None, 0.5, False, True),
+    ("o_static_same_goal", True, 0.0, None, 1.0, False, False),
+    ("o_swap_goals", True, 0.0, "swap", 0.5, False, True),
+    ("o_dynamic_same_goal", True, 0.0, "move", 1.0, False, False),
 ]
 
-SCENARIOS: dict[str, ScenarioSpec] = {
-    name: ScenarioSpec(i, obst, form, event, reach, hover)
-    for i, (name, obst, form, event, reach, hover) in enumerate(_TABLE)
-}
-SCENARIO_NAMES: list[str] = [name for name, *_ in _TABLE]
+SCENARIOS: dict[str, ScenarioSpec] = {row[0]: ScenarioSpec(i, *row[1:]) for i, row in enumerate(_TABLE)}
+SCENARIO_NAMES: list[str] = [row[0] for row in _TABLE]
 OBSTACLE_SCENARIOS = frozenset(name for name, spec in SCENARIOS.items() if spec.obstacles)
-# o_random gives every drone its own goal in the goal row; the other o_* scenarios share one goal.
-DISTINCT_GOAL_ROW = frozenset({"o_random", "o_swap_goals"})

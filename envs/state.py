@@ -78,7 +78,8 @@ class SimState:
         """Inverse of to_dict."""
         names = {f.name for f in fields(cls)}
         if set(d) != names:
-            raise ValueError(f"snapshot keys differ: missing {sorted(names - set(d))}, unknown {sorted(set(d) - names)}")
+            missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
+            raise ValueError(f"snapshot keys differ: missing {missing}, unknown {unknown}")
         return cls(**d)
 
 

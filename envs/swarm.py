@@ -15,6 +15,7 @@ and ``info["episode"]`` the per-episode metrics of the environments ``info["epis
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 
@@ -24,16 +25,45 @@ from envs.maps import FAR, ObstacleGrid, local_sdf, sample_slots, sdf_normal
 from envs.metrics import LAST_SECONDS, episode_metrics
 from envs.observations import ObsSpec, build_observation, nearest_neighbours, obs_spec
 from envs.rewards import swarm_reward
-from envs.scenarios import DISTINCT_GOAL_ROW, SCENARIO_NAMES, SCENARIOS
+from envs.scenarios import SCENARIO_NAMES, SCENARIOS
 from envs.state import SimState
 
 ACTION_DIM = 4
 
 
-class QuadSwarmVecEnv:
-    """Batched swarm simulator with auto-reset. All tensors live on ``device``."""
+class Physics(Protocol):
+    """What steps the vehicles: the batched :class:`envs.dynamics.Dynamics` or another engine (PyBullet).
 
-    def __init__(self, cfg: SwarmConfig, num_envs: int = 1, device: str | torch.device = "cpu"):
+    Scenarios, maps, observations, rewards and metrics stay in QuadSwarmVecEnv whatever the engine.
+    """
+
+    def step(self, live: SimState, cmd: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One physics step of the live state under thrust fractions cmd [4, M, E]; (on_floor, wall) [M, E]."""
+        ...
+
+    def on_reset(self, live: SimState, env_ids: torch.Tensor) -> None:
+        """The live state of env_ids was (re)initialised: rebuild the engine's copy of it."""
+        ...
+
+    def contacts(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Engine-detected (neighbour [M, M, E], column [M, E]) collisions, or None to use distances."""
+        ...
+
+
+class QuadSwarmVecEnv:
+    """Batched swarm simulator with auto-reset. All tensors live on ``device``.
+
+    ``physics`` replaces the batched dynamics with another engine (see :class:`Physics`); an engine
+    that reports its own contacts also resolves them, so the built-in collision response is skipped.
+    """
+
+    def __init__(
+        self,
+        cfg: SwarmConfig,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        physics: Physics | None = None,
+    ):
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs} must be >= 1")
         self.cfg = cfg
@@ -43,6 +73,7 @@ class QuadSwarmVecEnv:
         self.spec: ObsSpec = obs_spec(cfg.num_neighbors)
         self.obs_dim = self.spec.dim
         self.dyn = Dynamics(cfg.dynamics, cfg.room, self.device)
+        self.physics: Physics = physics if physics is not None else self.dyn
         self.grid = ObstacleGrid(cfg.grid, cfg.cell_size, self.device)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(0)
@@ -70,18 +101,13 @@ class QuadSwarmVecEnv:
         self.sc_formation = per_id(lambda s: s.formation)
         self.sc_reach = per_id(lambda s: s.reach_threshold)
         self.sc_event = {ev: per_id(lambda s, ev=ev: s.event == ev) for ev in ("move", "swap", "resize")}
-        self.sc_distinct = per_id(lambda s: s.id in {SCENARIOS[x].id for x in DISTINCT_GOAL_ROW})
+        self.sc_row_goals = per_id(lambda s: s.row_goals)
         self.sc_hover = per_id(lambda s: s.hover)
         self.has_events = any(SCENARIOS[n].event for n in names)
 
         rnd = cfg.randomization
         densities = rnd.density_range or (cfg.density, cfg.density)
         self.max_obstacles = max(1, int(self.grid.num_obstacles(torch.tensor(max(densities))).item()))
-        if cfg.num_drones > self.grid.gx * len(cfg.spawn_heights):
-            raise ValueError(
-                f"num_drones={cfg.num_drones} exceeds the start-row slots "
-                f"({self.grid.gx} cells x {len(cfg.spawn_heights)} spawn_heights)"
-            )
         sigma = torch.zeros(self.obs_dim, device=d)
         nz = cfg.noise
         sigma[0:3], sigma[3:6], sigma[15:18], sigma[18] = nz.position, nz.velocity, nz.gyro, nz.position
@@ -113,7 +139,7 @@ class QuadSwarmVecEnv:
         cmd = self.dyn.noisy_command((0.5 * (act + 1.0)).clamp_(0.0, 1.0), s.ou, self.gen)
         on_floor = wall = None
         for _ in range(self.cfg.dynamics.sim_steps):
-            floor_hit, wall_hit = self.dyn.step(s, cmd, self.gen)
+            floor_hit, wall_hit = self.physics.step(s, cmd, self.gen)
             on_floor = floor_hit if on_floor is None else on_floor | floor_hit
             wall = wall_hit if wall is None else wall | wall_hit
         s.t += 1
@@ -148,6 +174,7 @@ class QuadSwarmVecEnv:
         """Restore the chosen environments from a snapshot; returns the new obs [E, M, D]."""
         ids = torch.as_tensor(env_ids, device=self.device)
         self.live.assign_live(ids, snapshot)
+        self.physics.on_reset(self.live, ids)
         self._obs = self._observe()[0]
         return self._obs
 
@@ -218,7 +245,7 @@ class QuadSwarmVecEnv:
         row_centre = goal_row[torch.randint(goal_row.shape[0], (n,), generator=g, device=self.device)]
         centre = torch.where(obstacles_on.unsqueeze(-1), torch.cat([row_centre, centre[:, 2:]], -1), centre)
         goals = centre.unsqueeze(1) + scale.view(-1, 1, 1) * self.circle
-        distinct = self.sc_distinct[scen]
+        distinct = self.sc_row_goals[scen]
         row_goals = sample_slots(goal_row, self.heights, n, m, 0.0, g)
         goals = torch.where(distinct.view(-1, 1, 1), row_goals, goals)
         hover = self.sc_hover[scen]
@@ -228,7 +255,8 @@ class QuadSwarmVecEnv:
         # Vehicles, with per-drone randomisation of mass, inertia and thrust.
         dyn = cfg.dynamics
         mass = dyn.mass * self._uniform(n, 1 - rnd.mass, 1 + rnd.mass, m)
-        inertia = torch.tensor(dyn.inertia, device=self.device) * self._uniform(n, 1 - rnd.inertia, 1 + rnd.inertia, m, 1)
+        inertia = torch.tensor(dyn.inertia, device=self.device)
+        inertia = inertia * self._uniform(n, 1 - rnd.inertia, 1 + rnd.inertia, m, 1)
         tw = dyn.thrust_to_weight * self._uniform(n, 1 - rnd.thrust_to_weight, 1 + rnd.thrust_to_weight, m)
         max_thrust = tw * mass * dyn.gravity / 4.0
 
@@ -244,6 +272,7 @@ class QuadSwarmVecEnv:
             dist_last=torch.zeros(n, m, 3, device=self.device),
         )
         self.live.assign_live(ids, fresh)
+        self.physics.on_reset(self.live, ids)
 
     def _goal_events(self) -> None:
         s = self.live
@@ -289,13 +318,17 @@ class QuadSwarmVecEnv:
         """Collisions (with a crude but cheap response), reward [M, E] and metric updates."""
         cfg, s = self.cfg, self.live
         arm = cfg.dynamics.arm
-        nbr_col = dist <= 2 * arm  # [M, M, E]
+        contacts = self.physics.contacts()
+        if contacts is None:
+            nbr_col = dist <= 2 * arm  # [M, M, E]
+            obs_col = sdf[4] <= arm  # the drone's own SDF value: 2-D distance to the nearest column surface
+        else:
+            nbr_col, obs_col = contacts
         new_nbr = nbr_col & ~s.prev_nbr_col
-        obs_col = sdf[4] <= arm  # the drone's own SDF value: 2-D distance to the nearest column surface
         new_obs = obs_col & ~s.prev_obs_col
-        if bool(new_nbr.any()):
+        if contacts is None and bool(new_nbr.any()):
             self._bounce_neighbours(rel_pos, dist, new_nbr)
-        if bool(obs_col.any()):
+        if contacts is None and bool(obs_col.any()):
             self._push_out_of_columns(sdf, obs_col)
         s.prev_nbr_col.copy_(nbr_col)
         s.prev_obs_col.copy_(obs_col)
