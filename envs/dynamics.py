@@ -138,12 +138,12 @@ class Dynamics:
         return None
 
     @staticmethod
-    def orthonormalize(rot: torch.Tensor) -> None:
-        """Re-orthonormalise rotation matrices [3, 3, M, E] in place (Gram-Schmidt on the columns)."""
+    def orthonormalized(rot: torch.Tensor) -> torch.Tensor:
+        """Rotation matrices [3, 3, M, E] re-orthonormalised (Gram-Schmidt on the columns)."""
         x = rot[:, 0] / rot[:, 0].norm(dim=0)
         y = rot[:, 1] - (rot[:, 1] * x).sum(0) * x
         y = y / y.norm(dim=0)
-        rot.copy_(torch.stack([x, y, cross(x, y)], 1))
+        return torch.stack([x, y, cross(x, y)], 1)
 
 
 def downwash_acceleration(pos: torch.Tensor, cfg: DynamicsConfig) -> torch.Tensor:

@@ -114,7 +114,6 @@ class QuadSwarmVecEnv:
         self.noise_sigma = sigma
         # Live state in the working layout (see envs.state); snapshots go through get/set_state.
         self.live = self._empty_state().to_live()
-        self._steps = 0
         self._obs: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ public API
@@ -143,14 +142,16 @@ class QuadSwarmVecEnv:
             on_floor = floor_hit if on_floor is None else on_floor | floor_hit
             wall = wall_hit if wall is None else wall | wall_hit
         s.t += 1
-        self._steps += 1
-        if self._steps % self.ortho_every == 0:
-            self.dyn.orthonormalize(s.rot)
+        due = s.t % self.ortho_every == 0  # per env, so that a restored env replays exactly
+        if bool(due.any()):
+            s.rot.copy_(torch.where(due, self.dyn.orthonormalized(s.rot), s.rot))
         if self.has_events:
             self._goal_events()
 
         obs, geometry = self._observe()
-        reward = self._score(act, on_floor, wall, *geometry)
+        reward, responded = self._score(act, on_floor, wall, *geometry)
+        if responded:  # a collision response moved drones: observe where they are now
+            obs = self._observe()[0]
         done = s.t >= self.episode_steps
         terminated = torch.zeros(self.num_envs, self.num_drones, dtype=torch.bool, device=self.device)
         truncated = done.unsqueeze(-1).expand(-1, self.num_drones).clone()
@@ -314,8 +315,11 @@ class QuadSwarmVecEnv:
             obs = obs + self.noise_sigma * torch.randn(obs.shape, generator=self.gen, device=self.device)
         return obs, (rel_pos, dist, sdf)
 
-    def _score(self, act, on_floor, wall, rel_pos, dist, sdf) -> torch.Tensor:
-        """Collisions (with a crude but cheap response), reward [M, E] and metric updates."""
+    def _score(self, act, on_floor, wall, rel_pos, dist, sdf) -> tuple[torch.Tensor, bool]:
+        """Collisions (with a crude but cheap response), reward [M, E] and metric updates.
+
+        Returns the reward and whether the collision response changed positions or velocities.
+        """
         cfg, s = self.cfg, self.live
         arm = cfg.dynamics.arm
         contacts = self.physics.contacts()
@@ -326,10 +330,13 @@ class QuadSwarmVecEnv:
             nbr_col, obs_col = contacts
         new_nbr = nbr_col & ~s.prev_nbr_col
         new_obs = obs_col & ~s.prev_obs_col
+        responded = False
         if contacts is None and bool(new_nbr.any()):
             self._bounce_neighbours(rel_pos, dist, new_nbr)
+            responded = True
         if contacts is None and bool(obs_col.any()):
             self._push_out_of_columns(sdf, obs_col)
+            responded = True
         s.prev_nbr_col.copy_(nbr_col)
         s.prev_obs_col.copy_(obs_col)
 
@@ -350,7 +357,7 @@ class QuadSwarmVecEnv:
         s.col_wall |= wall & after_grace
         in_last = s.t > self.episode_steps - self.last_steps.view(3, 1)  # [3, E]
         s.dist_last += dist_to_goal * in_last.unsqueeze(1)
-        return reward
+        return reward, responded
 
     def _bounce_neighbours(self, rel_pos, dist, new_col) -> None:
         """Exchange the normal velocity components of newly colliding pairs (equal masses, elastic)."""

@@ -1,0 +1,54 @@
+# Developer entry points. `make setup` is idempotent and fast when nothing changed (stamp file).
+#   make run    demo + simulator benchmark (the main job)
+#   make test   lint + unit tests (what CI runs)
+#   make bench  drone-count sweep of the simulator against the PettingZoo path
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+# System packages needed by later work (e.g. gcc-arm-none-eabi qemu-system-arm); none yet.
+APT_PACKAGES ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BENCH_ARGS ?= --steps 100 --density 0.2
+
+.PHONY: setup apt test lint run bench clean distclean
+
+setup: apt $(STAMP)
+
+# Installs the apt packages only when the list is non-empty and some are missing.
+apt:
+ifneq ($(strip $(APT_PACKAGES)),)
+	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		$(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
+endif
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt "setuptools>=64"
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+run: setup
+	$(BIN)/marl demo
+	$(BIN)/marl bench sim --drones 8 --envs 1024 --steps 100 --density 0.2 --json
+
+bench: setup
+	$(BIN)/marl bench sim --sweep $(BENCH_ARGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
