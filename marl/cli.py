@@ -12,6 +12,7 @@ and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,9 @@ from pydantic import ValidationError
 from marl.config import format_validation_error, load_config, shipped_configs
 
 EXIT_USAGE = 2
+# Subcommands that live in their own modules: each module has ``register(subparsers)``, adding its
+# parser(s) with ``set_defaults(func=...)``. Importing them lazily keeps ``marl --help`` fast.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _print_json(obj: Any) -> None:
@@ -135,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     configs = sub.add_parser("configs", help="list the shipped configs, or validate and print one")
     configs.add_argument("name", nargs="?", help="a shipped config name or a YAML path to validate and print")
     configs.set_defaults(func=_cmd_configs)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 

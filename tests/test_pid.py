@@ -1,0 +1,138 @@
+"""The built-in PID controller (agents.pid) on the real simulator: hover, goal reaching, conventions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agents import pid as pid_mod
+from agents.pid import PIDConfig, PIDController
+from envs import dynamics
+from envs.config import make_config
+from envs.swarm import QuadSwarmVecEnv
+
+
+def _run_episode(env: QuadSwarmVecEnv, ctrl: PIDController, obs: torch.Tensor) -> dict[str, float]:
+    """Step until the first episode ends; mean metrics over the envs."""
+    while True:
+        obs, _, _, _, info = env.step(ctrl(obs))
+        if "episode" in info:
+            return {k: float(v.float().mean()) for k, v in info["episode"].items()}
+
+
+def test_motor_layout_matches_simulator():
+    # agents/ may not import envs/, so the layout is copied; it must stay the simulator's.
+    assert pid_mod.PROP_SIGNS_XY == dynamics.PROP_SIGNS_XY
+    assert pid_mod.PROP_CCW == dynamics.PROP_CCW
+
+
+def test_from_dynamics_copies_vehicle_constants():
+    dyn = make_config(dynamics={"mass": 0.03, "thrust_to_weight": 2.2}).dynamics
+    cfg = PIDConfig.from_dynamics(dyn, kp_xy=5.0)
+    assert cfg.mass == 0.03 and cfg.thrust_to_weight == 2.2 and cfg.kp_xy == 5.0
+    assert cfg.control_dt == pytest.approx(dyn.control_dt)
+    assert cfg.max_thrust == pytest.approx(dyn.max_thrust)
+
+
+def test_actions_shape_and_range():
+    ctrl = PIDController()
+    obs = torch.randn(3, 5, 19 + 6 * 2 + 9) * 5.0  # far off and tumbling: the mixer must still clip
+    for avoid in (False, True):
+        ctrl.cfg.avoid = avoid
+        act = ctrl(obs)
+        assert act.shape == (3, 5, 4)
+        assert torch.isfinite(act).all()
+        assert act.min() >= -1.0 and act.max() <= 1.0
+    with pytest.raises(ValueError):
+        ctrl(torch.zeros(3, 5, 10))
+
+
+def test_hover_at_goal_gives_hover_thrust():
+    obs = torch.zeros(1, 1, 28)
+    obs[..., 6:15] = torch.eye(3).flatten()  # level, at the goal, at rest
+    act = PIDController()(obs)
+    frac = 0.5 * (act + 1.0)
+    assert torch.allclose(frac, torch.full_like(frac, 1.0 / 1.9), atol=1e-5)
+
+
+def test_reset_zeroes_chosen_envs_only():
+    ctrl = PIDController()
+    obs = torch.zeros(3, 2, 28)
+    obs[..., 6:15] = torch.eye(3).flatten()
+    obs[..., 0] = 0.2  # inside the integration zone
+    for _ in range(5):
+        ctrl(obs)
+    assert (ctrl.integral[..., 0] > 0).all()
+    ctrl.reset([1])
+    assert (ctrl.integral[1] == 0).all() and (ctrl.integral[0, :, 0] > 0).all() and (ctrl.integral[2, :, 0] > 0).all()
+    ctrl.reset()
+    assert (ctrl.integral == 0).all()
+
+
+def test_hover_stays_within_10cm_with_thrust_noise():
+    cfg = make_config(num_drones=4, scenario="hover", episode_seconds=10.0)
+    assert cfg.dynamics.thrust_noise > 0
+    env = QuadSwarmVecEnv(cfg, num_envs=4)
+    ctrl = PIDController(PIDConfig.from_dynamics(cfg.dynamics))
+    obs = env.reset(seed=0)
+    worst = 0.0
+    for _ in range(300):  # 3 s at 100 Hz
+        obs, *_ = env.step(ctrl(obs))
+        worst = max(worst, float(obs[..., :3].norm(dim=-1).max()))
+    assert worst < 0.10, f"hover drifted {worst:.3f} m from the goal"
+
+
+def test_static_diff_goal_success():
+    cfg = make_config(num_drones=8, scenario="static_diff_goal", episode_seconds=5.0)
+    env = QuadSwarmVecEnv(cfg, num_envs=4)
+    ctrl = PIDController(PIDConfig.from_dynamics(cfg.dynamics))
+    m = _run_episode(env, ctrl, env.reset(seed=1))
+    assert m["reached_goal_rate"] >= 0.95
+    assert m["success_rate"] >= 0.8
+    assert m["floor_collision_rate"] == 0.0 and m["wall_collision_rate"] == 0.0
+
+
+def test_recovers_attitude_and_yaw():
+    # A closed-loop check of the roll/pitch/yaw sign conventions: wrong signs diverge at once.
+    cfg = make_config(num_drones=2, num_neighbors=1, scenario="hover", episode_seconds=10.0)
+    env = QuadSwarmVecEnv(cfg, num_envs=3)
+    ctrl = PIDController(PIDConfig.from_dynamics(cfg.dynamics))
+    env.reset(seed=0)
+    snap = env.get_state([0, 1, 2])
+
+    def rot(axis: int, a: float) -> torch.Tensor:
+        c, s = math.cos(a), math.sin(a)
+        i, j = [k for k in range(3) if k != axis]
+        r = torch.eye(3)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        return r
+
+    snap.rot[0] = rot(2, 1.0)  # yawed
+    snap.rot[1] = rot(0, 0.6) @ rot(2, -2.5)  # rolled and yawed the other way
+    snap.rot[2] = rot(1, 2.0)  # pitched past 90 degrees
+    obs = env.set_state([0, 1, 2], snap)
+    for _ in range(200):
+        obs, *_ = env.step(ctrl(obs))
+    r = obs[..., 6:15].reshape(3, 2, 3, 3)
+    assert (r[..., 2, 2] > math.cos(math.radians(5))).all()  # upright
+    assert (torch.atan2(r[..., 1, 0], r[..., 0, 0]).abs() < 0.05).all()  # yaw back to 0
+
+
+def test_avoidance_option_clears_columns():
+    cfg = make_config(num_drones=8, scenario="o_random", episode_seconds=8.0)
+    env = QuadSwarmVecEnv(cfg, num_envs=2)
+    ctrl = PIDController(PIDConfig.from_dynamics(cfg.dynamics, avoid=True))
+    m = _run_episode(env, ctrl, env.reset(seed=0))
+    assert m["obstacle_collision_rate"] == 0.0 and m["neighbour_collision_rate"] == 0.0
+    assert m["floor_collision_rate"] == 0.0
+
+
+def test_spec_checks_layout():
+    cfg = make_config(num_drones=4, num_neighbors=3, scenario="o_random", episode_seconds=1.0)
+    env = QuadSwarmVecEnv(cfg, num_envs=2)
+    ctrl = PIDController(PIDConfig.from_dynamics(cfg.dynamics, avoid=True), spec=env.spec)
+    assert ctrl(env.reset(seed=0)).shape == (2, 4, 4)
+    with pytest.raises(ValueError):
+        ctrl(torch.zeros(2, 4, 19 + 6 * 2 + 9))  # K = 2 observations for a K = 3 spec
