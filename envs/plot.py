@@ -6,6 +6,7 @@ to call from tests, worker processes and headless machines. Knows nothing of lea
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import matplotlib
@@ -88,5 +89,23 @@ def plot_topdown(
     ]
     ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def contact_points(traj: np.ndarray, obstacles: np.ndarray, radius: float, arm: float) -> list[tuple[float, float]]:
+    """(x, y) of every new contact (drone-column or drone-drone) along trajectories [T, M, 3].
+
+    The simulator's collision tests: 2-D centre distance <= arm + radius for columns, 3-D distance
+    <= 2 arm for drones. A contact is drawn where it starts, not on every step it lasts; contacts in
+    the grace period at the start are drawn too (the metrics ignore those).
+    """
+    d_obs = np.linalg.norm(traj[:, :, None, :2] - obstacles[None, None], axis=-1).min(-1)  # [T, M]
+    pair = np.linalg.norm(traj[:, :, None] - traj[:, None], axis=-1)  # [T, M, M]
+    m = traj.shape[1]
+    pair[:, np.arange(m), np.arange(m)] = np.inf
+    touching = (d_obs <= arm + radius) | (pair.min(-1) <= 2 * arm)  # [T, M]
+    start = touching & ~np.concatenate([np.zeros_like(touching[:1]), touching[:-1]])
+    t, i = np.nonzero(start)
+    return [(float(traj[a, b, 0]), float(traj[a, b, 1])) for a, b in zip(t, i, strict=True)]

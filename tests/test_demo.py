@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from envs.plot import plot_topdown
-from marl.demo import contact_points, run_demo
+from envs.plot import contact_points, plot_topdown
+from marl.demo import run_demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

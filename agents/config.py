@@ -1,0 +1,85 @@
+"""Typed configuration of a learned policy: the ``agent:`` section of an experiment YAML file.
+
+Unknown keys are rejected, and so are keys that do not apply to the chosen policy (``num_heads`` on
+an ``mlp``), naming the field. Width fields left unset (None) keep the preset's value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agents.layers import DEFAULT_INIT_LOG_STD, DEFAULT_LOG_STD_BOUNDS
+
+# Names accepted by agents.make_policy (agents.registry maps each to its class).
+POLICIES: tuple[str, ...] = ("mlp", "attention", "deepsets")
+PRESETS: tuple[str, ...] = ("deployable", "large")
+
+# Encoder fields each policy understands; the rest of PolicyConfig applies to every policy.
+ENCODER_FIELDS: dict[str, tuple[str, ...]] = {
+    "mlp": ("hidden_sizes",),
+    "attention": ("embed_dim", "embed_layers", "num_heads", "head_dim", "hidden_sizes"),
+    "deepsets": ("embed_dim", "embed_layers", "hidden_sizes", "pool"),
+}
+_ALL_ENCODER_FIELDS = sorted({f for fields in ENCODER_FIELDS.values() for f in fields})
+
+
+def unknown_policy_message(name: object) -> str:
+    """The error text for a policy name that is not registered (shared by the config and the registry)."""
+    return f"unknown policy {name!r}; allowed: {', '.join(POLICIES)}"
+
+
+class PolicyConfig(BaseModel):
+    """Which policy to build and its sizes; ``agents.make_policy_from_config`` turns it into a network."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    name: str = Field("attention", description="one of agents.POLICIES")
+    preset: Literal["deployable", "large"] = Field(
+        "deployable", description="deployable: a few thousand actor parameters (Cortex-M4); large: the paper's"
+    )
+    embed_dim: int | None = Field(None, ge=1, description="width of the self/neighbour/obstacle embeddings")
+    embed_layers: int | None = Field(None, ge=1, description="tanh layers per embedding MLP")
+    num_heads: int | None = Field(None, ge=1, description="attention heads")
+    head_dim: int | None = Field(None, ge=1, description="width per attention head (default: embed_dim)")
+    hidden_sizes: tuple[int, ...] | None = Field(None, description="tanh layers of the head (mlp: the whole trunk)")
+    pool: Literal["mean", "sum"] | None = Field(None, description="deep-sets pooling over neighbours")
+    critic: Literal["local", "central"] = Field(
+        "local", description="local: value of own obs; central: own + mean over the env's agents (MAPPO)"
+    )
+    init_log_std: float = Field(DEFAULT_INIT_LOG_STD, description="initial log standard deviation of the actions")
+    log_std_bounds: tuple[float, float] = Field(DEFAULT_LOG_STD_BOUNDS, description="clamp range of the log-std")
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, v: str) -> str:
+        if v not in POLICIES:
+            raise ValueError(unknown_policy_message(v))
+        return v
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_sizes(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and any(size < 1 for size in v):
+            raise ValueError(f"hidden sizes must be >= 1 (got {list(v)})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyConfig:
+        allowed = ENCODER_FIELDS[self.name]
+        for field in _ALL_ENCODER_FIELDS:
+            if getattr(self, field) is not None and field not in allowed:
+                raise ValueError(
+                    f"{field} does not apply to policy {self.name!r} (its encoder fields: {', '.join(allowed)})"
+                )
+        lo, hi = self.log_std_bounds
+        if not lo < hi:
+            raise ValueError(f"log_std_bounds={list(self.log_std_bounds)} must be increasing")
+        if not lo <= self.init_log_std <= hi:
+            raise ValueError(f"init_log_std={self.init_log_std} must lie within log_std_bounds={list((lo, hi))}")
+        return self
+
+    def encoder_kwargs(self) -> dict[str, object]:
+        """The encoder overrides that are set (unset ones keep the preset's values)."""
+        return {f: getattr(self, f) for f in ENCODER_FIELDS[self.name] if getattr(self, f) is not None}

@@ -1,0 +1,54 @@
+"""Policy names -> networks: the one entry point the trainer uses (``make_policy``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from agents.base import ActorCritic, ObsLayout
+from agents.config import POLICIES, PolicyConfig, unknown_policy_message
+from agents.deepsets import DeepSetsPolicy
+from agents.layers import Encoder, EncoderActorCritic
+from agents.mlp import MLPPolicy
+from agents.swarm_attention import SwarmAttentionPolicy
+
+_POLICY_CLASSES: dict[str, type[EncoderActorCritic]] = {
+    "mlp": MLPPolicy,
+    "attention": SwarmAttentionPolicy,
+    "deepsets": DeepSetsPolicy,
+}
+# The encoders alone (obs [N, D] -> features), for wrappers such as the SB3 features extractor.
+ENCODERS: dict[str, type[Encoder]] = {name: cls.encoder_cls for name, cls in _POLICY_CLASSES.items()}
+assert tuple(_POLICY_CLASSES) == POLICIES, "agents.config.POLICIES and the registry disagree"
+
+
+def make_policy(name: str, layout: ObsLayout, num_agents: int, **kwargs: Any) -> ActorCritic:
+    """Build policy ``name`` for observations of ``layout``; ``kwargs`` are ``PolicyConfig`` fields.
+
+    ``make_policy("attention", env.spec, 8, preset="large", critic="central")``. Unknown names raise
+    ValueError listing the allowed ones; bad or inapplicable keywords raise pydantic's ValidationError.
+    """
+    if name not in POLICIES:
+        raise ValueError(unknown_policy_message(name))
+    return make_policy_from_config(PolicyConfig(name=name, **kwargs), layout, num_agents)
+
+
+def make_policy_from_config(cfg: PolicyConfig, layout: ObsLayout, num_agents: int) -> ActorCritic:
+    """Build the policy a validated ``PolicyConfig`` describes; the config is kept as ``policy.config``."""
+    policy = _POLICY_CLASSES[cfg.name](
+        layout,
+        num_agents,
+        preset=cfg.preset,
+        critic=cfg.critic,
+        init_log_std=cfg.init_log_std,
+        log_std_bounds=cfg.log_std_bounds,
+        **cfg.encoder_kwargs(),
+    )
+    policy.config = cfg
+    return policy
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) scalar parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

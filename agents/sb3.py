@@ -1,0 +1,63 @@
+"""Stable-Baselines3 glue: our self/neighbour/obstacle encoders as an SB3 features extractor.
+
+For the single-drone Gymnasium envs (``QuadHover-v0`` etc., flat observations of 19 + 6 K + 9):
+
+    import envs, gymnasium
+    from stable_baselines3 import PPO
+    from agents.sb3 import SwarmFeaturesExtractor
+    env = gymnasium.make("QuadHover-v0")
+    model = PPO("MlpPolicy", env, policy_kwargs={
+        "features_extractor_class": SwarmFeaturesExtractor,
+        "features_extractor_kwargs": {"encoder": "attention", "preset": "deployable"},
+        "net_arch": [],        # our encoder already ends in the head MLP; SB3 adds only its linear heads
+    })
+
+SB3 owns the Gaussian head, the critic and (with ``ortho_init``) re-initialises every ``nn.Linear``,
+including ours; only the encoder is shared with ``agents.make_policy``. Imported on demand, so the
+rest of agents/ does not need SB3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+from agents.base import ObsLayout
+from agents.layers import check_layout, layout_from_dim
+from agents.registry import ENCODERS
+
+
+class SwarmFeaturesExtractor(BaseFeaturesExtractor):
+    """Flat observation [N, D] -> encoder features [N, F] for SB3 policies.
+
+    ``encoder``: one of ``agents.POLICIES``; ``preset`` and ``overrides`` as for ``agents.make_policy``.
+    ``layout``: the env's ``obs_spec``; by default the quad-swarm-rl layout is inferred from D.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        encoder: str = "attention",
+        preset: str = "deployable",
+        layout: ObsLayout | None = None,
+        **overrides: Any,
+    ):
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; allowed: {', '.join(ENCODERS)}")
+        shape = observation_space.shape
+        if shape is None or len(shape) != 1:
+            raise ValueError(f"SwarmFeaturesExtractor needs a flat Box observation space, got shape {shape}")
+        layout = layout if layout is not None else layout_from_dim(int(shape[0]))
+        check_layout(layout)
+        if layout.dim != shape[0]:
+            raise ValueError(f"layout width {layout.dim} != observation width {shape[0]}")
+        net = ENCODERS[encoder].from_preset(layout, preset, **overrides)
+        super().__init__(observation_space, features_dim=net.out_dim)
+        self.encoder = net
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """observations [N, D] -> features [N, F]."""
+        return self.encoder(observations)
