@@ -2,17 +2,18 @@
 #   make run    demo + simulator benchmark (the main job)
 #   make test   lint + unit tests (what CI runs)
 #   make bench  drone-count sweep of the simulator against the PettingZoo path
+#   make train-quickstart  train configs/quickstart.yaml into runs/quickstart (about 10-15 min on 2 cores)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp
-# System packages needed by later work (e.g. gcc-arm-none-eabi qemu-system-arm); none yet.
-APT_PACKAGES ?=
+# System packages: the Cortex-M4 cross toolchain and QEMU for deploy/ (tests/test_deploy.py needs them).
+APT_PACKAGES ?= gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?= --steps 100 --density 0.2
 
-.PHONY: setup apt test lint run bench clean distclean
+.PHONY: setup apt test lint run bench train-quickstart clean distclean
 
 setup: apt $(STAMP)
 
@@ -42,6 +43,12 @@ lint: setup
 run: setup
 	$(BIN)/marl demo
 	$(BIN)/marl bench sim --drones 8 --envs 1024 --steps 100 --density 0.2 --json
+
+# Starts over in runs/quickstart each time; TRAIN_ARGS adds overrides or flags (e.g. --steps 2000000).
+TRAIN_ARGS ?=
+train-quickstart: setup
+	$(BIN)/marl train quickstart --run-dir runs/quickstart --overwrite $(TRAIN_ARGS)
+	$(BIN)/marl plot runs/quickstart
 
 bench: setup
 	$(BIN)/marl bench sim --sweep $(BENCH_ARGS)

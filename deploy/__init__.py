@@ -1,0 +1,3 @@
+"""deploy/: compression (JLCM and baselines), C and ONNX export, host / Cortex-M4 verification, reports.
+
+Entry point: deploy.export.export_policy (behind `marl export`)."""

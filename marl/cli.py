@@ -25,7 +25,7 @@ from marl.config import format_validation_error, load_config, shipped_configs
 EXIT_USAGE = 2
 # Subcommands that live in their own modules: each module has ``register(subparsers)``, adding its
 # parser(s) with ``set_defaults(func=...)``. Importing them lazily keeps ``marl --help`` fast.
-COMMAND_MODULES: tuple[str, ...] = ("marl.evaluate",)
+COMMAND_MODULES: tuple[str, ...] = ("marl.evaluate", "marl.train_cli", "marl.bench_optim", "marl.export_cmd")
 
 
 def _print_json(obj: Any) -> None:

@@ -135,3 +135,17 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ValueError(f"{source}: invalid YAML: {' '.join(str(err).split())}") from None
     return validate_config(raw, source)
+
+
+def load_raw_config(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """(source label, the unvalidated mapping) of a YAML path or shipped config, for overrides before validation."""
+    source, text = _read(name_or_path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source}: invalid YAML: {' '.join(str(err).split())}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    return source, raw

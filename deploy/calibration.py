@@ -1,0 +1,73 @@
+"""Calibration and test states: observations recorded from rollouts of the batched simulator.
+
+    states = record_states(cfg, num_states=2048, seed=0)                 # flown by the built-in PID controller
+    states = record_states(cfg, num_states=2048, seed=0, policy=actor)   # or by the policy's mean actions
+
+The states are what the deployed policy will see (flight near goals, neighbours, SDF patches), which
+matters for JLCM (it matches the actor's outputs on them) and for the fidelity figures (max abs action
+error over many recorded states). Different seeds give disjoint rollouts: the reports measure
+fidelity on states recorded with a seed other than the calibration one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from envs.config import SwarmConfig, make_config
+from envs.swarm import QuadSwarmVecEnv
+
+
+def default_env_config(num_neighbors: int = 2, scenario: str = "o_random") -> SwarmConfig:
+    """The environment used for an untrained policy preset: 8 drones, K neighbours, obstacles."""
+    return make_config(num_drones=max(8, num_neighbors + 1), num_neighbors=num_neighbors, scenario=scenario)
+
+
+def record_states(
+    cfg: SwarmConfig,
+    num_states: int = 2048,
+    seed: int = 0,
+    policy: nn.Module | None = None,
+    num_envs: int = 16,
+    steps: int = 300,
+    every: int = 2,
+) -> torch.Tensor:
+    """``num_states`` observations [N, D] sampled from ``num_envs`` episodes of ``steps`` control steps.
+
+    ``policy``: an actor (obs [..., D] -> action means [..., 4]); None flies the built-in PID controller.
+    Every ``every``-th step is kept; a random subset (from ``seed``) of the pool is returned.
+    """
+    from agents.pid import PIDConfig, PIDController
+
+    env = QuadSwarmVecEnv(cfg, num_envs=num_envs)
+    obs = env.reset(seed=seed)
+    pid = None if policy is not None else PIDController(PIDConfig.from_dynamics(cfg.dynamics))
+    pool = []
+    with torch.no_grad():
+        for t in range(steps):
+            if t % every == 0:
+                pool.append(obs.reshape(-1, obs.shape[-1]).clone())
+            act = pid(obs) if pid is not None else policy(obs).clamp(-1.0, 1.0)
+            obs, _, _, _, info = env.step(act)
+            if pid is not None and "episode_env_ids" in info:
+                pid.reset(info["episode_env_ids"])
+    states = torch.cat(pool)
+    if num_states > states.shape[0]:
+        raise ValueError(f"num_states={num_states} exceeds the {states.shape[0]} states recorded; raise steps")
+    pick = torch.randperm(states.shape[0], generator=torch.Generator().manual_seed(seed))[:num_states]
+    return states[pick].contiguous()
+
+
+def load_states(path: str | Path, obs_dim: int) -> torch.Tensor:
+    """States [N, obs_dim] from a .npy or .pt file; ValueError names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"calibration file {path} does not exist")
+    data = np.load(path) if path.suffix == ".npy" else torch.load(path, map_location="cpu", weights_only=True)
+    states = torch.as_tensor(np.asarray(data), dtype=torch.float32)
+    if states.dim() < 2 or states.shape[-1] != obs_dim or states.numel() == 0:
+        raise ValueError(f"calibration file {path} holds shape {list(states.shape)}; expected [N, {obs_dim}]")
+    return states.reshape(-1, obs_dim)

@@ -1,0 +1,186 @@
+"""The export pipeline behind ``marl export``: policy -> compressed weights -> C (+ ONNX) -> verified report.
+
+    from deploy.export import export_policy
+    report = export_policy(out="runs/export", method="jlcm", bits=3, target="cortex-m4", preset_seed=0)
+
+Steps: load the policy (a run directory / checkpoint via marl.checkpoint.load_policy, or the untrained
+``deployable`` attention preset from a seed), refuse unsupported layers by name, record calibration
+states (PID-flown rollouts, seed 1000 + seed) and 1,000 test states (a different seed), compress,
+generate policy.c / policy.h / controller_policy.c, build on the host with sanitizers and compare with
+the dequantised torch actor, optionally cross-build for the Cortex-M4F and run it under QEMU, and
+write report.json and report.md. deploy/ never calls back into the trainer: the checkpoint loader is
+the only marl function it uses, and only to read the run's files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deploy import verify
+from deploy.calibration import default_env_config, load_states, record_states
+from deploy.crazyflie import CONTROLLER_C
+from deploy.export_c import check_supported, generate_c
+from deploy.quantize import check_method_bits, quantize_actor
+
+TARGETS = ("host", "cortex-m4")
+PRESETS = ("deployable",)
+NUM_TEST_STATES = 1000
+NUM_CALIB_STATES = 2048
+GOLDEN = 4
+
+
+def load_actor(run: str | None, preset: str | None = None, seed: int = 0) -> tuple[nn.Module, Any]:
+    """(actor, env config) of a run directory / checkpoint, or of an untrained policy preset."""
+    if run is not None:
+        if not Path(run).exists():
+            raise ValueError(f"run {run!r} does not exist (give a run directory or checkpoint, or --policy deployable)")
+        try:
+            from marl.checkpoint import load_policy
+        except ImportError as err:
+            raise ValueError(f"cannot load run {run!r}: marl.checkpoint.load_policy is unavailable ({err})") from None
+        policy, cfg = load_policy(Path(run))
+        return policy.actor.eval(), cfg
+    if preset not in PRESETS:
+        raise ValueError(f"policy preset {preset!r} is unknown; allowed: {', '.join(PRESETS)}")
+    from agents import make_policy
+    from envs.observations import obs_spec
+
+    cfg = default_env_config(2)
+    torch.manual_seed(seed)
+    policy = make_policy("attention", obs_spec(cfg.num_neighbors), cfg.num_drones, preset=preset)
+    return policy.actor.eval(), cfg
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def write_report_md(report: dict[str, Any], path: Path) -> None:
+    """A human-readable report: summary, per-layer storage, method notes."""
+    keys = ["method", "bits", "target", "weight_bytes", "float32_weight_bytes", "bits_per_weight", "param_bytes",
+            "float32_param_bytes", "bits_per_param", "max_abs_action_error", "mean_abs_action_error",
+            "c_vs_torch_max_abs_diff", "qemu_vs_host_max_abs_diff", "self_test", "flash_bytes", "ram_bytes", "macs",
+            "instructions_per_inference", "est_inference_ms_168mhz", "onnx_vs_torch_max_abs_diff"]
+    lines = [f"# Policy export: {report['method']} {report['bits']}-bit, target {report['target']}", "",
+             "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(report[k])} |" for k in keys if k in report and report[k] is not None]
+    lines += ["", "## Storage per layer (bytes)", "",
+              "| layer | weights | indices | codebooks | scales | grouping | bias | bits/weight |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, st in report["layers"].items():
+        lines.append(f"| {name} | {st['weights']} | {st['indices']} | {st['codebooks']} | {st['scales']} | "
+                     f"{st['grouping']} | {st['bias']} | {st['bits_per_weight']:.2f} |")
+    lines += ["", "Notes:", "",
+              "- weight_bytes: the Linear weight matrices as stored (indices, codebooks, scales, group ids);",
+              "  param_bytes adds the float32 biases and LayerNorm parameters.",
+              "- max_abs_action_error: compressed vs float torch actor, clamped actions, over "
+              f"{report['test_states']} recorded test states; c_vs_torch: C vs the dequantised torch actor.",
+              f"- latency: {report.get('latency_method', '')}",
+              f"- flash/RAM: {report.get('size_method', '')}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def export_policy(
+    out: str | Path,
+    method: str = "jlcm",
+    bits: int | None = None,
+    target: str = "host",
+    run: str | None = None,
+    preset: str | None = "deployable",
+    seed: int = 0,
+    onnx: bool = False,
+    calib: str | None = "rollout",
+    jlcm_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export a policy and verify it; writes policy.c, policy.h, controller_policy.c, report.json, report.md.
+
+    calib: ``rollout`` (record PID-flown states), a .npy / .pt file of states [N, D], or ``none``
+    (JLCM then refuses). Returns the report dict (the keys of report.json).
+    """
+    t0 = time.perf_counter()
+    bits = check_method_bits(method, bits)
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r} is unknown; allowed: {', '.join(TARGETS)}")
+    actor, cfg = load_actor(run, preset, seed)
+    check_supported(actor)
+    obs_dim = actor.encoder.layout.dim if hasattr(actor.encoder, "layout") else None
+    if calib in (None, "none"):
+        calib_states = None
+    elif calib == "rollout":
+        calib_states = record_states(cfg, NUM_CALIB_STATES, seed=1000 + seed)
+    else:
+        calib_states = load_states(calib, obs_dim)
+    if method == "jlcm" and calib_states is None:
+        raise ValueError("method 'jlcm' needs calibration states: use --calib rollout or --calib FILE, not none")
+    test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed)
+    q = quantize_actor(actor, method, bits, calib=calib_states, **(jlcm_kwargs or {}))
+    deq = q.dequantized(actor)
+    with torch.no_grad():
+        ref_float = actor(test).clamp(-1, 1)
+        ref_q = deq(test).clamp(-1, 1)
+    err = (ref_q - ref_float).abs()
+    hover = 2.0 / cfg.dynamics.thrust_to_weight - 1.0
+
+    outdir = Path(out)
+    build = outdir / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    files, stats = generate_c(actor, q, test[:GOLDEN], ref_q[:GOLDEN], fallback_action=hover)
+    for name, text in files.items():
+        (outdir / name).write_text(text)
+        (build / name).write_text(text)
+    (outdir / "controller_policy.c").write_text(CONTROLLER_C)
+
+    states_np = test.numpy()
+    host_out, host_st = verify.run_host(build, states_np)
+    acc = q.accounting()
+    report: dict[str, Any] = {
+        "method": method, "bits": bits, "target": target, "policy": run or f"{preset} (seed {seed})",
+        "weight_bytes": acc["weight_bytes"], "float32_weight_bytes": acc["float32_weight_bytes"],
+        "bits_per_weight": acc["bits_per_weight"], "param_bytes": acc["param_bytes"],
+        "float32_param_bytes": acc["float32_param_bytes"], "bits_per_param": acc["bits_per_param"],
+        "num_weights": acc["num_weights"], "num_params": acc["num_params"],
+        "max_abs_action_error": float(err.max()), "mean_abs_action_error": float(err.mean()),
+        "c_vs_torch_max_abs_diff": float(np.abs(host_out - ref_q.numpy()).max()),
+        "self_test": "pass" if host_st == 0 else f"fail ({host_st})",
+        "macs": stats["macs"], "test_states": len(test),
+        "calib_states": None if calib_states is None else len(calib_states),
+    }
+    try:
+        sizes = verify.arm_sizes(build)
+        m4_out, m4_st, insns = verify.run_qemu(build, states_np)
+        report.update(
+            flash_bytes=sizes["flash_bytes"], ram_bytes=sizes["ram_bytes"], arm_sizes=sizes,
+            instructions_per_inference=insns, est_inference_ms_168mhz=verify.est_ms(insns),
+            latency_method=(f"guest instructions per inference counted by QEMU -icount shift=0 with SysTick "
+                            f"({verify.INSNS_PER_TICK} instructions per tick, {verify.TIMED_RUNS} runs) x assumed "
+                            f"CPI {verify.CYCLES_PER_INSTRUCTION} / 168 MHz"),
+            size_method="arm-none-eabi-size of policy.c at -O2 (flash = text + rodata + data; RAM = data + bss + "
+                        "stack of policy_forward and its deepest callee); libm not included",
+        )
+        if target == "cortex-m4":
+            report["qemu_vs_host_max_abs_diff"] = float(np.abs(m4_out - host_out).max())
+            report["qemu_self_test"] = "pass" if m4_st == 0 else f"fail ({m4_st})"
+    except RuntimeError:
+        if target == "cortex-m4":
+            raise
+        report.update(flash_bytes=None, ram_bytes=None, est_inference_ms_168mhz=None,
+                      latency_method="ARM toolchain / QEMU not installed", size_method="not measured")
+    if onnx:
+        from deploy.onnx_export import export_onnx
+
+        report["onnx_vs_torch_max_abs_diff"] = export_onnx(actor, test, outdir / "policy.onnx")
+    report["layers"] = acc["layers"]
+    report["quantizer"] = q.info
+    report["wall_s"] = time.perf_counter() - t0
+    (outdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    write_report_md(report, outdir / "report.md")
+    return report

@@ -1,0 +1,597 @@
+"""C99 code generator: a compressed actor -> policy.c + policy.h for a microcontroller (no dynamic memory).
+
+    from deploy.export_c import generate_c
+    files = generate_c(actor, quantized, golden_inputs, golden_outputs)   # {"policy.c": ..., "policy.h": ...}
+
+The generated code is plain C99: ``const`` weight tables (float32, packed int8 / int4 with float32 row
+scales, or packed b-bit codebook indices with float16 codebooks, float16 group scales and packed group
+ids), ``static`` activation buffers sized at generation time, and a handful of hand-written kernels
+(linear per storage format, tanh, relu, LayerNorm, multi-head attention). Codebook weights are *not*
+expanded to float32 matrices: the palette kernel decodes the bit stream while it multiplies, and
+factors the group scale out of each row's dot product, y_i = b_i + s_g(i) * sum_j c[idx_ij] x_j. Only
+the codebooks themselves (at most 2^b float16 entries each) are converted once, on the first call, into
+small float tables in RAM.
+
+Supported actors are ``agents.layers.GaussianActor`` over ``SwarmAttentionEncoder`` (the attention
+policy, any preset) or ``MLPEncoder``, built from ``nn.Linear``, ``nn.Tanh``, ``nn.ReLU``,
+``nn.LayerNorm``, ``nn.Sequential`` and ``agents.layers.MultiHeadAttention``. Anything else is refused
+with a ValueError naming the layer's class and path. The forward pass reproduces
+``SwarmAttentionEncoder.forward`` exactly: self / neighbour / obstacle MLPs, query = own embedding, one
+token per neighbour plus the obstacle token, scaled dot-product attention (scale 1 / sqrt(head_dim)),
+out projection, residual + LayerNorm, head MLP over [e_self, ctx], linear action mean.
+
+All of this is hand-written: the point of the exporter is code we can read, bound (no heap, no
+recursion, fixed buffers) and verify against torch to 1e-5; code generators of the ML toolchains
+(TFLite Micro, ST Edge AI) neither run codebook weights without expanding them nor support our
+attention block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from deploy.quantize import QuantizedActor, QuantizedLinear, pack_bits
+
+ACT_DIM = 4
+
+
+def _supported_types() -> tuple[type, ...]:
+    from agents.layers import GaussianActor, MultiHeadAttention
+    from agents.mlp import MLPEncoder
+    from agents.swarm_attention import SwarmAttentionEncoder
+
+    return (
+        GaussianActor, SwarmAttentionEncoder, MLPEncoder, MultiHeadAttention,
+        nn.Sequential, nn.Linear, nn.Tanh, nn.ReLU, nn.LayerNorm,
+    )
+
+
+def check_supported(actor: nn.Module) -> None:
+    """Raise ValueError naming the first layer (class and path) the exporter cannot translate to C."""
+    from agents.layers import GaussianActor
+
+    allowed = _supported_types()
+    if not isinstance(actor, GaussianActor):
+        raise ValueError(f"unsupported actor {type(actor).__name__}: the exporter expects agents.layers.GaussianActor")
+    for name, module in actor.named_modules():
+        if type(module) not in allowed:
+            raise ValueError(
+                f"unsupported layer {type(module).__name__} at actor.{name}; the C exporter supports "
+                + ", ".join(t.__name__ for t in allowed)
+            )
+        if isinstance(module, nn.LayerNorm) and (not module.elementwise_affine or len(module.normalized_shape) != 1):
+            raise ValueError(f"unsupported layer LayerNorm at actor.{name}: only affine 1-D LayerNorm is exported")
+
+
+def _f(x: float) -> str:
+    """A float32 literal that round-trips exactly."""
+    v = float(np.float32(x))
+    if not math.isfinite(v):
+        raise ValueError(f"non-finite weight {v} cannot be exported")
+    s = f"{v:.9g}"
+    if "e" not in s and "." not in s:
+        s += ".0"
+    return s + "f"
+
+
+def _array(ctype: str, name: str, values: list[str], per_line: int = 8, const: bool = True) -> str:
+    lines = [", ".join(values[i : i + per_line]) for i in range(0, len(values), per_line)] or ["0"]
+    body = ",\n    ".join(lines)
+    return f"static {'const ' if const else ''}{ctype} {name}[{max(len(values), 1)}] = {{\n    {body}\n}};\n"
+
+
+def _half_words(a: np.ndarray) -> list[str]:
+    return [f"0x{int(v):04x}u" for v in np.asarray(a, np.float16).ravel().view(np.uint16)]
+
+
+def _bytes(a: np.ndarray) -> list[str]:
+    return [f"0x{int(v):02x}u" for v in np.asarray(a, np.uint8).ravel()]
+
+
+@dataclass
+class _Emitter:
+    """Collects constants, static buffers and forward-pass statements."""
+
+    q: QuantizedActor
+    consts: list[str] = field(default_factory=list)
+    ram: list[str] = field(default_factory=list)
+    init: list[str] = field(default_factory=list)
+    body: list[str] = field(default_factory=list)
+    emitted: dict[str, str] = field(default_factory=dict)  # module path -> C symbol prefix
+    macs: int = 0
+    nbuf: int = 0
+
+    def buffer(self, n: int, hint: str) -> str:
+        name = f"buf{self.nbuf}_{hint}"
+        self.nbuf += 1
+        self.ram.append(f"static float {name}[{n}];\n")
+        return name
+
+    def weights(self, path: str, layer: nn.Linear) -> str:
+        """Emit the tables of one Linear once; returns its C prefix."""
+        if path in self.emitted:
+            return self.emitted[path]
+        prefix = f"L{len(self.emitted)}"
+        self.emitted[path] = prefix
+        ql: QuantizedLinear = self.q.layers[path]
+        out, inp = ql.shape
+        c = self.consts
+        c.append(f"/* actor.{path}: Linear {inp} -> {out}, {ql.kind} {ql.bits}-bit */\n")
+        if ql.bias is not None:
+            c.append(_array("float", f"{prefix}_b", [_f(v) for v in ql.bias.tolist()]))
+        if ql.kind == "float32":
+            c.append(_array("float", f"{prefix}_w", [_f(v) for v in ql.weight.reshape(-1).tolist()]))
+        elif ql.kind == "int":
+            offset = 1 << (ql.bits - 1)
+            c.append(_array("uint8_t", f"{prefix}_q", _bytes(pack_bits(ql.q.ravel() + offset, ql.bits)), 16))
+            c.append(_array("float", f"{prefix}_s", [_f(v) for v in ql.row_scales.tolist()]))
+        else:
+            c.append(_array("uint8_t", f"{prefix}_idx", _bytes(pack_bits(ql.indices.ravel(), ql.bits)), 16))
+            c.append(_array("uint16_t", f"{prefix}_cb16", _half_words(ql.codebooks), 8))
+            ncb = ql.codebooks.size
+            self.ram.append(f"static float {prefix}_cb[{ncb}];\n")
+            self.init.append(f"    half_table({prefix}_cb16, {prefix}_cb, {ncb});\n")
+            if ql.group_scales is not None:
+                c.append(_array("uint16_t", f"{prefix}_gs16", _half_words(ql.group_scales), 8))
+                self.ram.append(f"static float {prefix}_gs[{ql.group_scales.size}];\n")
+                self.init.append(f"    half_table({prefix}_gs16, {prefix}_gs, {ql.group_scales.size});\n")
+            if ql.groups is not None and ql.group_bits:
+                c.append(_array("uint8_t", f"{prefix}_gid", _bytes(pack_bits(ql.groups, ql.group_bits)), 16))
+        return prefix
+
+    def linear(self, path: str, layer: nn.Linear, x: str, y: str) -> None:
+        """y = layer(x) with the layer's storage format."""
+        p = self.weights(path, layer)
+        ql = self.q.layers[path]
+        out, inp = ql.shape
+        self.macs += out * inp
+        b = f"{p}_b" if ql.bias is not None else "0"
+        if ql.kind == "float32":
+            self.body.append(f"    linear_f32({p}_w, {b}, {x}, {y}, {out}, {inp});\n")
+        elif ql.kind == "int":
+            self.body.append(f"    linear_int({p}_q, {ql.bits}u, {p}_s, {b}, {x}, {y}, {out}, {inp});\n")
+        else:
+            k = 1 << ql.bits
+            gid = f"{p}_gid" if ql.groups is not None and ql.group_bits else "0"
+            gs = f"{p}_gs" if ql.group_scales is not None else "0"
+            per_group = 1 if ql.codebooks.shape[0] > 1 else 0
+            self.body.append(
+                f"    linear_palette({p}_idx, {ql.bits}u, {p}_cb, {k}u, {per_group}, {gid}, {ql.group_bits}u, {gs}, "
+                f"{b}, {x}, {y}, {out}, {inp});\n"
+            )
+
+    def mlp(self, path: str, seq: nn.Sequential, x: str, width: int, hint: str) -> tuple[str, int]:
+        """Emit a Sequential of Linear / Tanh / ReLU; returns (output buffer, width)."""
+        for idx, module in seq.named_children():
+            sub = f"{path}.{idx}"
+            if isinstance(module, nn.Linear):
+                y = self.buffer(module.out_features, hint)
+                self.linear(sub, module, x, y)
+                x, width = y, module.out_features
+            elif isinstance(module, nn.Tanh):
+                self.body.append(f"    act_tanh({x}, {width});\n")
+            elif isinstance(module, nn.ReLU):
+                self.body.append(f"    act_relu({x}, {width});\n")
+            else:  # check_supported ran before; this is a nested container we do not flatten
+                raise ValueError(f"unsupported layer {type(module).__name__} at actor.{sub} inside an MLP")
+        return x, width
+
+
+KERNELS = r"""
+/* ---- kernels (hand-written, see deploy/export_c.py) ---- */
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t expo = (uint32_t)(h >> 10) & 0x1Fu;
+    uint32_t mant = (uint32_t)h & 0x3FFu;
+    uint32_t bits;
+    float f;
+    if (expo == 0u) {
+        f = (float)mant * 5.9604644775390625e-8f; /* subnormal (or zero): mant * 2^-24, exact */
+        return sign ? -f : f;
+    }
+    if (expo == 31u) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else {
+        bits = sign | ((expo + 112u) << 23) | (mant << 13);
+    }
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static void half_table(const uint16_t *src, float *dst, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        dst[i] = half_to_float(src[i]);
+    }
+}
+
+/* y[i] = b[i] + sum_j w[i][j] x[j] */
+static void linear_f32(const float *w, const float *b, const float *x, float *y, int n_out, int n_in)
+{
+    int i, j;
+    for (i = 0; i < n_out; i++) {
+        const float *row = w + (long)i * n_in;
+        float s = 0.0f;
+        for (j = 0; j < n_in; j++) {
+            s += row[j] * x[j];
+        }
+        y[i] = s + (b ? b[i] : 0.0f);
+    }
+}
+
+/* Packed offset-binary integers (LSB-first bit stream, `bits` per weight), float32 scale per row:
+   y[i] = b[i] + scale[i] * sum_j (q_ij - 2^(bits-1)) x[j] */
+static void linear_int(const uint8_t *packed, unsigned bits, const float *scale, const float *b,
+                       const float *x, float *y, int n_out, int n_in)
+{
+    const uint32_t mask = (1u << bits) - 1u;
+    const int offset = 1 << (bits - 1u);
+    uint32_t acc = 0u;
+    unsigned nacc = 0u;
+    int i, j;
+    for (i = 0; i < n_out; i++) {
+        float s = 0.0f;
+        for (j = 0; j < n_in; j++) {
+            if (nacc < bits) {
+                acc |= (uint32_t)(*packed++) << nacc;
+                nacc += 8u;
+            }
+            s += (float)((int)(acc & mask) - offset) * x[j];
+            acc >>= bits;
+            nacc -= bits;
+        }
+        y[i] = scale[i] * s + (b ? b[i] : 0.0f);
+    }
+}
+
+/* Codebook weights, decoded on the fly from the LSB-first bit stream of `bits`-bit indices.
+   Row i belongs to group g(i) (packed `gbits`-bit ids, or group 0 when gid is null); its codebook is
+   cb + g * k when per_group, else cb; its scale gs[g] when gs is not null:
+   y[i] = b[i] + gs[g(i)] * sum_j cb_g[idx_ij] x[j] */
+static void linear_palette(const uint8_t *idx, unsigned bits, const float *cb, unsigned k, int per_group,
+                           const uint8_t *gid, unsigned gbits, const float *gs, const float *b,
+                           const float *x, float *y, int n_out, int n_in)
+{
+    const uint32_t mask = (1u << bits) - 1u;
+    const uint32_t gmask = (1u << gbits) - 1u;
+    uint32_t acc = 0u, gacc = 0u;
+    unsigned nacc = 0u, ngacc = 0u;
+    int i, j;
+    for (i = 0; i < n_out; i++) {
+        unsigned g = 0u;
+        const float *book;
+        float s = 0.0f;
+        if (gid) {
+            if (ngacc < gbits) {
+                gacc |= (uint32_t)(*gid++) << ngacc;
+                ngacc += 8u;
+            }
+            g = gacc & gmask;
+            gacc >>= gbits;
+            ngacc -= gbits;
+        }
+        book = per_group ? cb + g * k : cb;
+        for (j = 0; j < n_in; j++) {
+            if (nacc < bits) {
+                acc |= (uint32_t)(*idx++) << nacc;
+                nacc += 8u;
+            }
+            s += book[acc & mask] * x[j];
+            acc >>= bits;
+            nacc -= bits;
+        }
+        y[i] = (gs ? gs[g] * s : s) + (b ? b[i] : 0.0f);
+    }
+}
+
+static void act_tanh(float *x, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        x[i] = tanhf(x[i]);
+    }
+}
+
+static void act_relu(float *x, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    }
+}
+
+/* torch.nn.LayerNorm over n features: biased variance, y = (x - mean) / sqrt(var + eps) * g + b */
+static void layer_norm(const float *x, const float *g, const float *b, float *y, int n, float eps)
+{
+    float mean = 0.0f, var = 0.0f, inv;
+    int i;
+    for (i = 0; i < n; i++) {
+        mean += x[i];
+    }
+    mean /= (float)n;
+    for (i = 0; i < n; i++) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    var /= (float)n;
+    inv = 1.0f / sqrtf(var + eps);
+    for (i = 0; i < n; i++) {
+        y[i] = (x[i] - mean) * inv * g[i] + b[i];
+    }
+}
+
+/* Scaled dot-product attention of one query over t tokens, h heads of hd each:
+   q [h*hd], keys / values [t][h*hd] -> out [h*hd]; weights = softmax(q.k / sqrt(hd)) per head.
+   w: scratch of at least t floats. */
+static void attention(const float *q, const float *keys, const float *values, float *out, float *w,
+                      int t, int h, int hd)
+{
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int width = h * hd;
+    int head, tok, d;
+    for (head = 0; head < h; head++) {
+        const float *qh = q + head * hd;
+        float wmax = -3.402823466e38f, wsum = 0.0f;
+        for (tok = 0; tok < t; tok++) {
+            const float *kh = keys + tok * width + head * hd;
+            float s = 0.0f;
+            for (d = 0; d < hd; d++) {
+                s += qh[d] * kh[d];
+            }
+            w[tok] = s * scale;
+            wmax = w[tok] > wmax ? w[tok] : wmax;
+        }
+        for (tok = 0; tok < t; tok++) {
+            w[tok] = expf(w[tok] - wmax);
+            wsum += w[tok];
+        }
+        for (d = 0; d < hd; d++) {
+            float s = 0.0f;
+            for (tok = 0; tok < t; tok++) {
+                s += w[tok] * values[tok * width + head * hd + d];
+            }
+            out[head * hd + d] = s / wsum;
+        }
+    }
+}
+"""
+
+
+def _used_kernels(body: str) -> str:
+    """The kernels the forward pass calls (unused static functions would trip -Werror)."""
+    chunks = KERNELS.split("\nstatic ")
+    out = [chunks[0]]
+    for chunk in chunks[1:]:
+        name = chunk.split("(", 1)[0].split()[-1]
+        needed = f"{name}(" in body or (name in ("half_to_float", "half_table") and "half_table(" in body)
+        if needed:
+            out.append(chunk)
+    return "\nstatic ".join(out)
+
+
+def _emit_attention_encoder(em: _Emitter, enc: nn.Module, obs: str) -> tuple[str, int]:
+    """SwarmAttentionEncoder.forward, statement by statement; returns (feature buffer, width)."""
+    lay = enc.layout
+    s, k, nd = lay.self_dim, lay.num_neighbors, lay.neighbour_dim
+    e_self, e = em.mlp("encoder.self_embed", enc.self_embed, obs, s, "self")
+    tokens = []
+    if enc.neighbour_embed is not None:
+        for j in range(k):
+            off = s + j * nd
+            out, _ = em.mlp("encoder.neighbour_embed", enc.neighbour_embed, f"obs + {off}", nd, f"nb{j}")
+            tokens.append(out)
+    if enc.obstacle_embed is not None:
+        off = s + k * nd
+        out, _ = em.mlp("encoder.obstacle_embed", enc.obstacle_embed, f"obs + {off}", lay.obstacle_dim, "obst")
+        tokens.append(out)
+    ctx = em.buffer(e, "ctx")
+    norm = enc.norm
+    em.consts.append(f"/* actor.encoder.norm: LayerNorm {e} (eps {norm.eps}) */\n")
+    em.consts.append(_array("float", "LN_g", [_f(v) for v in norm.weight.detach().tolist()]))
+    em.consts.append(_array("float", "LN_b", [_f(v) for v in norm.bias.detach().tolist()]))
+    if enc.attention is not None:
+        att = enc.attention
+        h, hd, t = att.num_heads, att.head_dim, len(tokens)
+        width = h * hd
+        q = em.buffer(width, "q")
+        keys = em.buffer(t * width, "keys")
+        values = em.buffer(t * width, "values")
+        mixed = em.buffer(width, "mixed")
+        attended = em.buffer(e, "attended")
+        scratch = em.buffer(t, "weights")
+        em.linear("encoder.attention.q_proj", att.q_proj, e_self, q)
+        for j, tok in enumerate(tokens):
+            em.linear("encoder.attention.k_proj", att.k_proj, tok, f"{keys} + {j * width}")
+            em.linear("encoder.attention.v_proj", att.v_proj, tok, f"{values} + {j * width}")
+        em.body.append(f"    attention({q}, {keys}, {values}, {mixed}, {scratch}, {t}, {h}, {hd});\n")
+        em.macs += 2 * t * width
+        em.linear("encoder.attention.out_proj", att.out_proj, mixed, attended)
+        em.body.append(f"    for (i = 0; i < {e}; i++) {{\n        {attended}[i] += {e_self}[i];\n    }}\n")
+        em.body.append(f"    layer_norm({attended}, LN_g, LN_b, {ctx}, {e}, {_f(norm.eps)});\n")
+    else:
+        em.body.append(f"    layer_norm({e_self}, LN_g, LN_b, {ctx}, {e}, {_f(norm.eps)});\n")
+    cat = em.buffer(2 * e, "concat")
+    em.body.append(
+        f"    for (i = 0; i < {e}; i++) {{\n        {cat}[i] = {e_self}[i];\n"
+        f"        {cat}[{e} + i] = {ctx}[i];\n    }}\n"
+    )
+    return em.mlp("encoder.head", enc.head, cat, 2 * e, "head")
+
+
+def _layout_doc(actor: nn.Module) -> str:
+    lay = getattr(actor.encoder, "layout", None)
+    if lay is None:
+        return " *   (layout unknown: the policy's encoder does not record one)\n"
+    s, k, nd, o = lay.self_dim, lay.num_neighbors, lay.neighbour_dim, lay.obstacle_dim
+    lines = [
+        " *   [0, 3)    p - goal: position relative to the goal, world frame, m",
+        " *   [3, 6)    v: velocity, world frame, m/s",
+        " *   [6, 15)   R: rotation matrix body -> world, flattened row-major",
+        " *   [15, 18)  omega: body angular rate, rad/s",
+        f" *   [18, {s})   z: height above the floor, m",
+    ]
+    for j in range(k):
+        a = s + j * nd
+        lines.append(f" *   [{a}, {a + nd})  neighbour {j}: p_j - p (3), v_j - v (3), ranked nearest first")
+    lines.append(f" *   [{s + k * nd}, {s + k * nd + o})  3 x 3 SDF patch around the drone (m, clipped, row-major)")
+    return "\n".join(lines) + "\n"
+
+
+def generate_c(
+    actor: nn.Module,
+    quantized: QuantizedActor,
+    golden_inputs: torch.Tensor,
+    golden_outputs: torch.Tensor,
+    fallback_action: float = 0.0,
+    self_test_tol: float = 1e-4,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Generate ``policy.c`` and ``policy.h``; returns (files, stats with ``macs``).
+
+    golden_inputs [G, D] / golden_outputs [G, 4]: the self-test's vectors (outputs of the dequantised
+    torch actor, clamped to [-1, 1]). ``fallback_action``: the command of every motor for non-finite
+    inputs (e.g. the hover command 2 / thrust_to_weight - 1).
+    """
+    from agents.layers import GaussianActor
+    from agents.mlp import MLPEncoder
+    from agents.swarm_attention import SwarmAttentionEncoder
+
+    check_supported(actor)
+    assert isinstance(actor, GaussianActor)
+    enc = actor.encoder
+    obs_dim = int(golden_inputs.shape[-1])
+    em = _Emitter(quantized)
+    if isinstance(enc, SwarmAttentionEncoder):
+        feat, width = _emit_attention_encoder(em, enc, "obs")
+        kind = "SwarmAttentionEncoder"
+    elif isinstance(enc, MLPEncoder):
+        feat, width = em.mlp("encoder.net", enc.net, "obs", obs_dim, "mlp")
+        kind = "MLPEncoder"
+    else:  # pragma: no cover - check_supported refuses it first
+        raise ValueError(f"unsupported encoder {type(enc).__name__}")
+    out = em.buffer(ACT_DIM, "mean")
+    em.linear("mean", actor.mean, feat, out)
+    missing = set(quantized.layers) - set(em.emitted)
+    if missing:
+        raise ValueError(f"layers {sorted(missing)} are not used by the exported forward pass")
+
+    n_gold = int(golden_inputs.shape[0])
+    gold_in = [_f(v) for v in golden_inputs.reshape(-1).tolist()]
+    gold_out = [_f(v) for v in golden_outputs.reshape(-1).tolist()]
+    header = f"""/* policy.h: generated by deploy/export_c.py (quadswarm-marl). Do not edit.
+ *
+ * Policy: {kind} actor, weights {quantized.method} {quantized.bits}-bit, {em.macs} multiply-accumulates.
+ * Plain C99, no dynamic memory, no recursion; not re-entrant (static buffers).
+ *
+ * Observation (POLICY_OBS_DIM floats, the simulator's layout, world frame x forward / y left / z up):
+{_layout_doc(actor)} *
+ * Actions: POLICY_ACT_DIM motor commands in [-1, 1] (thrust fraction f = (a + 1) / 2), motor order
+ * front-right, back-right, back-left, front-left (Crazyflie M1..M4). Outputs are clamped to [-1, 1].
+ *
+ * Non-finite input: if any observation entry is NaN or +-inf the network is not evaluated and every
+ * motor gets POLICY_FALLBACK_ACTION (the hover command of the nominal vehicle); the same happens if an
+ * output comes out NaN. The caller should treat a fallback as a fault (e.g. land).
+ */
+#ifndef POLICY_H
+#define POLICY_H
+
+#define POLICY_OBS_DIM {obs_dim}
+#define POLICY_ACT_DIM {ACT_DIM}
+#define POLICY_NUM_NEIGHBORS {getattr(getattr(enc, "layout", None), "num_neighbors", 0)}
+#define POLICY_FALLBACK_ACTION ({_f(fallback_action)})
+
+/* actions[POLICY_ACT_DIM] = policy(obs[POLICY_OBS_DIM]). */
+void policy_forward(const float *obs, float *actions);
+
+/* Runs the embedded golden input/output pairs (and a NaN input) through policy_forward.
+   Returns 0 on success, else 1 + the index of the first failing pair. Call it once at boot. */
+int policy_self_test(void);
+
+#endif /* POLICY_H */
+"""
+    ram = "".join(em.ram)
+    init = "".join(em.init) or "    /* nothing to expand */\n"
+    source = f"""/* policy.c: generated by deploy/export_c.py (quadswarm-marl). Do not edit.
+ * {kind} actor, weights {quantized.method} {quantized.bits}-bit. See policy.h for the interface.
+ */
+#include "policy.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+{_used_kernels("".join(em.body) + init)}
+/* ---- weights (const: flash) ---- */
+{"".join(em.consts)}
+/* ---- activations and expanded codebooks (static: RAM) ---- */
+{ram}static int policy_ready = 0;
+
+static void policy_init(void)
+{{
+{init}    policy_ready = 1;
+}}
+
+void policy_forward(const float *obs, float *actions)
+{{
+    int i;
+    int bad = 0;
+    if (!policy_ready) {{
+        policy_init();
+    }}
+    for (i = 0; i < POLICY_OBS_DIM; i++) {{
+        if (!isfinite(obs[i])) {{
+            bad = 1;
+        }}
+    }}
+    if (bad) {{
+        for (i = 0; i < POLICY_ACT_DIM; i++) {{
+            actions[i] = POLICY_FALLBACK_ACTION;
+        }}
+        return;
+    }}
+{"".join(em.body)}    for (i = 0; i < POLICY_ACT_DIM; i++) {{
+        if (isnan({out}[i])) {{
+            bad = 1;
+        }}
+    }}
+    for (i = 0; i < POLICY_ACT_DIM; i++) {{
+        float a = bad ? POLICY_FALLBACK_ACTION : {out}[i];
+        actions[i] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
+    }}
+}}
+
+/* ---- golden self-test: outputs of the dequantised torch actor on recorded states ---- */
+#define POLICY_GOLDEN_N {n_gold}
+{_array("float", "golden_in", gold_in)}{_array("float", "golden_out", gold_out)}
+int policy_self_test(void)
+{{
+    float obs[POLICY_OBS_DIM];
+    float act[POLICY_ACT_DIM];
+    int n, i;
+    for (n = 0; n < POLICY_GOLDEN_N; n++) {{
+        policy_forward(golden_in + n * POLICY_OBS_DIM, act);
+        for (i = 0; i < POLICY_ACT_DIM; i++) {{
+            if (!(fabsf(act[i] - golden_out[n * POLICY_ACT_DIM + i]) <= {_f(self_test_tol)})) {{
+                return 1 + n;
+            }}
+        }}
+    }}
+    for (i = 0; i < POLICY_OBS_DIM; i++) {{
+        obs[i] = golden_in[i];
+    }}
+    obs[0] = NAN;
+    policy_forward(obs, act);
+    for (i = 0; i < POLICY_ACT_DIM; i++) {{
+        if (act[i] != POLICY_FALLBACK_ACTION) {{
+            return 1 + POLICY_GOLDEN_N;
+        }}
+    }}
+    return 0;
+}}
+"""
+    return {"policy.c": source, "policy.h": header}, {"macs": em.macs}

@@ -1,0 +1,271 @@
+"""Build and run the generated C: host (gcc with sanitizers) and emulated Cortex-M4F (QEMU mps2-an386).
+
+    out = run_host(build_dir, states)                  # [N, 4] from the sanitizer build, via binary files
+    out, insns = run_qemu(build_dir, states)           # same on the emulated Cortex-M4F, + instructions / inference
+    sizes = arm_sizes(build_dir)                       # flash / RAM of the policy on the target
+
+Both builds use one small driver (hand-written below): it runs the golden self-test, reads float32
+observations from ``in.bin``, writes float32 actions to ``out.bin`` and, on the target, times
+``TIMED_RUNS`` inferences with SysTick. The bare-metal target follows the recipe of
+../shared/reference/compression-export.md: a vector table whose reset handler enables the FPU (CPACR
+bits 20-23) and calls newlib's ``_start``, a linker script with code at 0x0 and data/bss/stack in RAM
+at 0x20000000, semihosting for stdio and files.
+
+Instruction counts: QEMU runs with ``-icount shift=0`` (virtual time advances 1 ns per guest
+instruction) and mps2-an386's SysTick counts its 25 MHz reference clock in virtual time, so one
+SysTick tick is 40 guest instructions (checked against a loop of known length). QEMU is not cycle
+accurate: the latency estimate multiplies the instruction count by an assumed CPI of
+``CYCLES_PER_INSTRUCTION`` = 1.5 for a Cortex-M4F running from flash with wait states (loads take 2
+cycles, VFP multiply-accumulate 3, branches 2-4; most ALU ops 1) at 168 MHz.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+ARM_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"]
+HOST_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-fsanitize=address,undefined",
+               "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+INSNS_PER_TICK = 40  # 1 ns per instruction (-icount shift=0) / 25 MHz SysTick reference clock
+CYCLES_PER_INSTRUCTION = 1.5
+CLOCK_HZ = 168e6
+TIMED_RUNS = 50
+APT_HINT = "apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm (or `make setup`)"
+
+DRIVER_C = r"""/* Test driver for the generated policy (host and Cortex-M4F under QEMU semihosting). */
+#include <stdint.h>
+#include <stdio.h>
+
+#include "policy.h"
+
+#ifdef POLICY_SYSTICK
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#endif
+
+int main(void)
+{
+    float obs[POLICY_OBS_DIM];
+    float act[POLICY_ACT_DIM];
+    long n = 0;
+    int st = policy_self_test();
+    FILE *in = fopen("in.bin", "rb");
+    FILE *out = fopen("out.bin", "wb");
+    printf("self_test %d\n", st);
+    if (!in || !out) {
+        printf("error: cannot open in.bin / out.bin\n");
+        return 2;
+    }
+    while (fread(obs, sizeof(float), POLICY_OBS_DIM, in) == POLICY_OBS_DIM) {
+        policy_forward(obs, act);
+        if (fwrite(act, sizeof(float), POLICY_ACT_DIM, out) != POLICY_ACT_DIM) {
+            printf("error: write failed\n");
+            return 2;
+        }
+        n++;
+    }
+    fclose(in);
+    fclose(out);
+    printf("inferences %ld\n", n);
+#ifdef POLICY_SYSTICK
+    {
+        uint32_t t0, t1;
+        int r;
+        SYST_RVR = 0xFFFFFFu;
+        SYST_CVR = 0u;
+        SYST_CSR = 5u; /* enable, processor clock, no interrupt */
+        t0 = SYST_CVR;
+        for (r = 0; r < TIMED_RUNS; r++) {
+            policy_forward(obs, act);
+        }
+        t1 = SYST_CVR;
+        printf("ticks %lu runs %d\n", (unsigned long)((t0 - t1) & 0xFFFFFFu), TIMED_RUNS);
+    }
+#endif
+    return st == 0 ? 0 : 1;
+}
+"""
+
+STARTUP_C = r"""/* Minimal Cortex-M4F start-up: vector table, FPU enable, newlib's _start (semihosting crt0). */
+#include <stdint.h>
+
+extern void _start(void);
+extern uint32_t __stack_top;
+void Reset_Handler(void);
+void Default_Handler(void);
+
+void Default_Handler(void)
+{
+    for (;;) {
+    }
+}
+
+__attribute__((section(".isr_vector"), used)) void (*const vectors[16])(void) = {
+    (void (*)(void))(&__stack_top), Reset_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, Default_Handler, 0, 0, 0, 0,
+    Default_Handler, Default_Handler, 0, Default_Handler, Default_Handler};
+
+void Reset_Handler(void)
+{
+    *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20); /* CPACR: full access to CP10 / CP11 (the FPU) */
+    __asm volatile("dsb\n isb");
+    _start();
+    for (;;) {
+    }
+}
+"""
+
+LINKER_LD = """/* mps2-an386: code at 0x0, data / bss / stack in RAM at 0x20000000 (.data placed directly in RAM:
+   QEMU loads the ELF segments as they are and crt0 does not copy .data). */
+MEMORY { FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 4M
+         RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 4M }
+ENTRY(Reset_Handler)
+SECTIONS {
+  .text : { KEEP(*(.isr_vector)) *(.text*) *(.rodata*) KEEP(*(.init)) KEEP(*(.fini)) } > FLASH
+  .ARM.exidx : { *(.ARM.exidx*) } > FLASH
+  .preinit_array : { PROVIDE_HIDDEN(__preinit_array_start = .); KEEP(*(.preinit_array));
+                     PROVIDE_HIDDEN(__preinit_array_end = .); } > FLASH
+  .init_array : { PROVIDE_HIDDEN(__init_array_start = .); KEEP(*(.init_array*));
+                  PROVIDE_HIDDEN(__init_array_end = .); } > FLASH
+  .fini_array : { PROVIDE_HIDDEN(__fini_array_start = .); KEEP(*(.fini_array*));
+                  PROVIDE_HIDDEN(__fini_array_end = .); } > FLASH
+  .data : { *(.data*) } > RAM
+  .bss : { __bss_start__ = .; *(.bss*) *(COMMON) __bss_end__ = .; } > RAM
+  end = .; __end__ = .;
+  __stack_top = ORIGIN(RAM) + LENGTH(RAM);
+  __HeapLimit = __stack_top - 0x10000;
+}
+"""
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise RuntimeError(f"{tool} not found; install it: {APT_HINT}")
+    return path
+
+
+def _write_inputs(build: Path, states: np.ndarray) -> None:
+    np.ascontiguousarray(states, dtype="<f4").tofile(build / "in.bin")
+    (build / "out.bin").unlink(missing_ok=True)
+
+
+def _read_outputs(build: Path, n: int) -> np.ndarray:
+    out = np.fromfile(build / "out.bin", dtype="<f4")
+    if out.size != 4 * n:
+        raise RuntimeError(f"the driver wrote {out.size} floats for {n} inputs")
+    return out.reshape(n, 4)
+
+
+def _self_test(stdout: str) -> int:
+    m = re.search(r"self_test (-?\d+)", stdout)
+    if m is None:
+        raise RuntimeError(f"no self-test result in the driver's output:\n{stdout}")
+    return int(m.group(1))
+
+
+def build_host(build: Path, cc: str = "gcc", sanitize: bool = True) -> Path:
+    """Compile policy.c + the driver for the host (C99, -Wall -Wextra -Werror, ASan + UBSan)."""
+    build = Path(build)
+    (build / "driver.c").write_text(DRIVER_C)
+    flags = HOST_CFLAGS if sanitize else [f for f in HOST_CFLAGS if "sanitize" not in f]
+    exe = build / "policy_host"
+    _run([_need(cc), *flags, "policy.c", "driver.c", "-lm", "-o", exe.name], build)
+    return exe
+
+
+def run_host(build: Path, states: np.ndarray, sanitize: bool = True) -> tuple[np.ndarray, int]:
+    """Actions [N, 4] of the host build on ``states`` [N, D] and the self-test status (0 = pass)."""
+    build = Path(build)
+    exe = build_host(build, sanitize=sanitize)
+    _write_inputs(build, states)
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    proc = subprocess.run([str(exe)], cwd=build, capture_output=True, text=True, timeout=120, env=env)
+    if proc.returncode not in (0, 1) or "runtime error" in proc.stderr or "AddressSanitizer" in proc.stderr:
+        raise RuntimeError(f"host build failed at run time ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return _read_outputs(build, len(states)), _self_test(proc.stdout)
+
+
+def build_arm(build: Path, timed_runs: int = TIMED_RUNS) -> Path:
+    """Cross-compile policy.c + driver + start-up for the Cortex-M4F (hard float, semihosting)."""
+    build = Path(build)
+    (build / "driver.c").write_text(DRIVER_C)
+    (build / "startup.c").write_text(STARTUP_C)
+    (build / "link.ld").write_text(LINKER_LD)
+    elf = build / "policy_m4.elf"
+    _run(
+        [_need("arm-none-eabi-gcc"), *ARM_CFLAGS, "--specs=rdimon.specs", "-std=c99", "-O2", "-Wall", "-Wextra",
+         "-Werror", "-DPOLICY_SYSTICK", f"-DTIMED_RUNS={timed_runs}", "-T", "link.ld", "startup.c", "policy.c",
+         "driver.c", "-lm", "-o", elf.name],
+        build,
+    )
+    return elf
+
+
+def run_qemu(build: Path, states: np.ndarray, timeout: float = 60) -> tuple[np.ndarray, int, float]:
+    """Actions [N, 4] from the Cortex-M4F build under QEMU, the self-test status and instructions / inference."""
+    build = Path(build)
+    elf = build_arm(build)
+    _write_inputs(build, states)
+    cmd = [_need("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "none",
+           "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", elf.name]
+    proc = subprocess.run(cmd, cwd=build, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"QEMU run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    m = re.search(r"ticks (\d+) runs (\d+)", proc.stdout)
+    if m is None:
+        raise RuntimeError(f"no timing in the QEMU output:\n{proc.stdout}\n{proc.stderr}")
+    insns = int(m.group(1)) * INSNS_PER_TICK / int(m.group(2))
+    return _read_outputs(build, len(states)), _self_test(proc.stdout), insns
+
+
+def arm_sizes(build: Path) -> dict[str, int]:
+    """Flash and RAM of the policy alone on the Cortex-M4F (policy.c at -O2, arm-none-eabi-size).
+
+    flash = text + data of policy.o (code, const weights, golden vectors); ram = data + bss (buffers,
+    expanded codebooks) + the deepest stack frame chain of policy_forward from -fstack-usage
+    (policy_forward's frame plus its largest callee's). libm (tanhf, expf, sqrtf) comes on top of flash.
+    """
+    build = Path(build)
+    _run([_need("arm-none-eabi-gcc"), *ARM_CFLAGS, "-std=c99", "-O2", "-fstack-usage", "-c", "policy.c",
+          "-o", "policy_m4.o"], build)
+    proc = _run([_need("arm-none-eabi-size"), "-A", "policy_m4.o"], build)
+    sections = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            sections[parts[0]] = int(parts[1])
+    text = sum(v for k, v in sections.items() if k.startswith((".text", ".rodata")))
+    data = sum(v for k, v in sections.items() if k.startswith(".data"))
+    bss = sum(v for k, v in sections.items() if k.startswith(".bss"))
+    frames = {}
+    su = build / "policy_m4.su"
+    if su.exists():
+        for line in su.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                frames[parts[0].rsplit(":", 1)[-1]] = int(parts[1])
+    stack = frames.get("policy_forward", 0) + max(
+        (v for k, v in frames.items() if k not in ("policy_forward", "policy_self_test")), default=0
+    )
+    return {"flash_bytes": text + data, "ram_bytes": data + bss + stack, "text": text, "data": data, "bss": bss,
+            "stack_bytes": stack}
+
+
+def est_ms(instructions: float) -> float:
+    """Estimated latency in ms at 168 MHz from an instruction count (see the module docstring for the CPI)."""
+    return instructions * CYCLES_PER_INSTRUCTION / CLOCK_HZ * 1e3

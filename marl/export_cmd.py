@@ -1,0 +1,45 @@
+"""``marl export``: a thin shell over deploy.export.export_policy (compress, generate C, verify, report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from deploy.quantize import METHODS
+
+
+def register(sub) -> None:
+    """Add ``marl export`` to the command line."""
+    ex = sub.add_parser(
+        "export", help="compress a policy and export it as C (and ONNX) for a flight controller",
+        description="Compress RUN's actor (or an untrained --policy preset), write policy.c / policy.h / "
+        "controller_policy.c / report.json / report.md to --out, verify the C against torch on the host "
+        "(sanitizers) and, for --target cortex-m4, under QEMU.",
+    )
+    ex.add_argument("run", nargs="?", default=None, help="a training run directory or checkpoint file")
+    ex.add_argument("--method", choices=METHODS, default="jlcm", help="compression method (default jlcm)")
+    ex.add_argument("--bits", type=int, default=None, help="bits per weight index (jlcm / kmeans: 2, 3, 4, 8)")
+    ex.add_argument("--target", default="host", help="host or cortex-m4 (default host)")
+    ex.add_argument("--out", default="runs/export", help="output directory (default runs/export)")
+    ex.add_argument("--onnx", action="store_true", help="also write policy.onnx and check it with onnxruntime")
+    ex.add_argument("--policy", default=None, help="untrained policy preset when no RUN is given: deployable")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the preset's weights and of the states")
+    ex.add_argument("--calib", default="rollout", help="calibration states: rollout, a .npy/.pt file, or none")
+    ex.add_argument("--json", action="store_true", help="print report.json instead of a summary")
+    ex.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from deploy.export import export_policy
+
+    if args.run is None and args.policy is None:
+        raise ValueError("give a RUN directory / checkpoint or --policy deployable")
+    report = export_policy(
+        out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
+        preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib,
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k not in ("layers", "quantizer")}, indent=2))
+    else:
+        print((__import__("pathlib").Path(args.out) / "report.md").read_text())
+    return 0

@@ -1,0 +1,153 @@
+"""The PPO update (clipped surrogate, clipped value loss, entropy bonus), value normalisation and the NaN guard.
+
+``ppo_update`` is the whole algorithm after the rollout and reads top to bottom like CleanRL's. With
+shared parameters it is MAPPO when the policy's critic sees all agents of an environment and IPPO
+when it sees each agent's own observation; the update itself is the same.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from marl.rollout import RolloutBuffer
+from marl.train_config import TrainConfig
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or inf appeared in a named tensor; training stops instead of corrupting the run."""
+
+    def __init__(self, tensor: str, update: int, detail: str = ""):
+        self.tensor, self.update = tensor, update
+        msg = f"non-finite values in {tensor} at update {update}"
+        super().__init__(f"{msg} ({detail})" if detail else msg)
+
+
+def check_finite(name: str, x: torch.Tensor, update: int) -> None:
+    """Raise NonFiniteError naming ``name`` and the update when ``x`` holds a NaN or inf."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteError(name, update, f"{bad} of {x.numel()} values")
+
+
+def check_parameters(module: nn.Module, update: int, grads: bool = False) -> None:
+    """Raise NonFiniteError naming the first parameter (or its gradient) that is not finite."""
+    for name, p in module.named_parameters():
+        x = p.grad if grads else p
+        if x is not None and not bool(torch.isfinite(x).all()):
+            raise NonFiniteError(f"{'gradient of ' if grads else 'parameter '}{name}", update)
+
+
+class ValueNorm(nn.Module):
+    """Running (debiased exponential) mean and std of the value targets; the critic predicts normalised values.
+
+    Keeps the critic's regression well scaled while returns drift from large negative to near zero as
+    the swarm learns. The statistics are buffers, so they travel in the state dict and the checkpoint.
+    """
+
+    def __init__(self, beta: float = 0.99, eps: float = 1e-5):
+        super().__init__()
+        self.beta, self.eps = beta, eps
+        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean_sq", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("debias", torch.zeros((), dtype=torch.float64))
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as float32 scalars; (0, 1) before the first update."""
+        if float(self.debias) == 0.0:
+            return torch.tensor(0.0), torch.tensor(1.0)
+        mean = self.mean / self.debias
+        var = (self.mean_sq / self.debias - mean**2).clamp_min(self.eps)
+        return mean.float(), var.sqrt().float()
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch of targets into the running statistics."""
+        x = x.double()
+        self.mean.mul_(self.beta).add_((1 - self.beta) * x.mean())
+        self.mean_sq.mul_(self.beta).add_((1 - self.beta) * (x * x).mean())
+        self.debias.mul_(self.beta).add_(1 - self.beta)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Targets -> critic units."""
+        mean, std = self.stats()
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Critic units -> targets."""
+        mean, std = self.stats()
+        return x * std + mean
+
+
+def ppo_update(
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    buf: RolloutBuffer,
+    cfg: TrainConfig,
+    value_norm: ValueNorm | None,
+    gen: torch.Generator,
+    update: int,
+) -> dict[str, float]:
+    """Epochs x minibatches of clipped PPO on the filled buffer; returns mean losses and diagnostics.
+
+    ``gen`` draws the minibatch permutation (its state is checkpointed, so a resumed run draws the same).
+    Raises NonFiniteError (naming the tensor and ``update``) before a step could spread a NaN.
+    """
+    b = buf.flat()
+    adv = b["advantages"]
+    if cfg.norm_adv:  # over the whole batch: minibatches then see the same scale
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    returns, old_values = b["returns"], b["values"]
+    if value_norm is not None:
+        value_norm.update(returns)
+        returns, old_values = value_norm.normalize(returns), value_norm.normalize(old_values)
+
+    rows = adv.shape[0]
+    mb_rows = max(1, rows // cfg.minibatches)
+    sums = dict(policy_loss=0.0, value_loss=0.0, entropy=0.0, approx_kl=0.0, clip_frac=0.0, grad_norm=0.0)
+    n = 0
+    for _epoch in range(cfg.epochs):
+        perm = torch.randperm(rows, generator=gen)
+        kl_epoch = 0.0
+        for idx in perm[: mb_rows * cfg.minibatches].split(mb_rows):
+            logp, entropy, value = policy.evaluate(b["obs"][idx], b["actions"][idx])
+            log_ratio = logp - b["logprobs"][idx]
+            ratio = log_ratio.exp()
+            mb_adv = adv[idx]
+            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
+
+            v_err = (value - returns[idx]) ** 2
+            if cfg.clip_value_loss:
+                v_clipped = old_values[idx] + (value - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
+                v_err = torch.max(v_err, (v_clipped - returns[idx]) ** 2)
+            v_loss = 0.5 * v_err.mean()
+            ent = entropy.mean()
+            loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+            check_finite("loss", loss, update)
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if not bool(torch.isfinite(grad_norm)):
+                check_parameters(policy, update, grads=True)
+                raise NonFiniteError("gradient norm", update)
+            optimizer.step()
+
+            with torch.no_grad():
+                kl = ((ratio - 1) - log_ratio).mean().item()
+                sums["policy_loss"] += pg_loss.item()
+                sums["value_loss"] += v_loss.item()
+                sums["entropy"] += ent.item()
+                sums["approx_kl"] += kl
+                sums["clip_frac"] += ((ratio - 1).abs() > cfg.clip).float().mean().item()
+                sums["grad_norm"] += float(grad_norm)
+                kl_epoch += kl
+            n += 1
+        if cfg.target_kl is not None and kl_epoch / cfg.minibatches > cfg.target_kl:
+            break
+    check_parameters(policy, update)
+    out = {k: v / max(n, 1) for k, v in sums.items()}
+    with torch.no_grad():  # how much of the return variance the critic explains (1 is perfect)
+        y, pred = b["returns"], b["values"]
+        out["explained_variance"] = float(1 - (y - pred).var() / y.var().clamp_min(1e-8))
+    return out

@@ -1,0 +1,286 @@
+"""Typed configuration of a training run, one pydantic model per concern, validated before anything starts.
+
+An experiment YAML (see ``marl.config``) holds sections; training reads these:
+
+* ``env``      -> ``envs.config.SwarmConfig`` (the simulator)
+* ``agent``    -> ``agents.config.PolicyConfig`` (the policy; passed through unchanged while agents/ has none)
+* ``optim``    -> :class:`OptimConfig` (optimiser by name and its settings)
+* ``train``    -> :class:`TrainConfig` (rollouts, PPO, annealing, collision replay, cadences, threads)
+* ``logging``  -> :class:`LoggingConfig` (TensorBoard, progress bar)
+* ``seed``, ``name``, ``description``; ``eval`` etc. are kept as they are for their owners.
+
+Every model forbids unknown keys, so ``train.lrr=1e-3`` fails naming ``train.lrr`` before an
+environment is built. ``key=value`` overrides (dotted keys, YAML-typed values) are applied to the raw
+mapping first, and the fully resolved config (all defaults filled in) is what a run directory stores.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from envs.config import SwarmConfig
+from marl.config import SECTIONS, format_validation_error, load_raw_config
+
+# Shared-parameter PPO is MAPPO with a centralised critic and IPPO with per-agent critics; the critic
+# is the policy's (agents.config.PolicyConfig.critic), so train.algo sets it.
+CRITIC_OF_ALGO = {"mappo": "central", "ippo": "local"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class AnnealConfig(_Strict):
+    """Collision-penalty annealing: ``env.set_collision_scale`` rises linearly from ``start`` to 1."""
+
+    collision_steps: int = Field(
+        0, ge=0, description="agent steps over which the collision penalty scale goes from start to 1 (0 = off)"
+    )
+    start: float = Field(0.0, ge=0, le=1, description="collision penalty scale at the first step")
+
+
+class ReplayConfig(_Strict):
+    """Collision replay buffer of quad-swarm-rl (see ``marl.replay``). Off by default."""
+
+    enabled: bool = False
+    snapshot_seconds: float = Field(0.5, gt=0, description="env time between state snapshots")
+    history_seconds: float = Field(3.0, gt=0, description="env time of snapshots kept")
+    lookback_seconds: float = Field(1.5, ge=0, description="a crash stores the state at least this long before it")
+    capacity: int = Field(20, ge=1, description="crash events kept (the oldest is dropped)")
+    max_replays: int = Field(10, ge=1, description="times one event is replayed before it is dropped")
+    prob: float = Field(0.75, ge=0, le=1, description="probability that a new episode starts from a replay")
+    max_crashes: float = Field(
+        1.0, gt=0, description="replay only while recent episodes average fewer crashed drones than this"
+    )
+    recent_episodes: int = Field(100, ge=1, description="episodes in the crash average")
+
+    @model_validator(mode="after")
+    def _history_covers_lookback(self) -> ReplayConfig:
+        if self.history_seconds < self.lookback_seconds + self.snapshot_seconds:
+            raise ValueError(
+                f"history_seconds={self.history_seconds} must be >= lookback_seconds + snapshot_seconds "
+                f"= {self.lookback_seconds + self.snapshot_seconds}"
+            )
+        return self
+
+
+class TrainConfig(_Strict):
+    """The rollout and PPO update loop (shared-parameter MAPPO / IPPO over the batched vector env)."""
+
+    algo: Literal["mappo", "ippo"] = Field(
+        "mappo", description="mappo: the policy's central critic; ippo: its local critic (sets agent.critic)"
+    )
+    total_agent_steps: int = Field(20_000_000, ge=1, description="agent steps (envs x drones x control steps)")
+    num_envs: int = Field(1024, ge=1)
+    rollout_steps: int = Field(32, ge=1, description="control steps per env between updates")
+    epochs: int = Field(4, ge=1)
+    minibatches: int = Field(4, ge=1, description="minibatches per epoch (split over env rows)")
+    lr: float = Field(3e-4, gt=0)
+    lr_decay: bool = Field(True, description="decay the learning rate linearly to lr_final_fraction * lr")
+    lr_final_fraction: float = Field(0.0, ge=0, le=1)
+    gamma: float = Field(0.99, ge=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    clip: float = Field(0.2, gt=0, description="PPO ratio clip")
+    clip_value_loss: bool = True
+    value_clip: float = Field(0.2, gt=0, description="clip of the value change (normalised units)")
+    ent_coef: float = Field(0.0, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    norm_adv: bool = True
+    norm_value: bool = Field(True, description="the critic predicts running-normalised returns")
+    target_kl: float | None = Field(None, gt=0, description="stop the epochs of an update early above this KL")
+    anneal: AnnealConfig = AnnealConfig()
+    replay: ReplayConfig = ReplayConfig()
+    eval_every: int = Field(0, ge=0, description="updates between evaluations (0 = only at the end, if available)")
+    eval_episodes: int = Field(32, ge=1)
+    checkpoint_every: int = Field(10, ge=1, description="updates between checkpoints (and one at the end)")
+    threads: int = Field(2, ge=1, description="cores the run is pinned to (and torch threads)")
+    device: str = "cpu"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        import torch
+
+        try:
+            dev = torch.device(v)
+        except RuntimeError:
+            raise ValueError(f"{v!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{v!r} is not available here; allowed: cpu")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> TrainConfig:
+        if self.minibatches > self.num_envs * self.rollout_steps:
+            raise ValueError(
+                f"minibatches={self.minibatches} exceeds the {self.num_envs * self.rollout_steps} rows of a rollout "
+                "(num_envs * rollout_steps)"
+            )
+        return self
+
+
+class OptimConfig(_Strict):
+    """Optimiser by name (``marl.optimizers.make_optimizer``) and its settings; lr lives in ``train``."""
+
+    name: str = "adam"
+    eps: float = Field(1e-5, gt=0, description="adam/adamw/rmsprop epsilon")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0, description="sgd/rmsprop momentum")
+
+    @model_validator(mode="after")
+    def _known(self) -> OptimConfig:
+        from marl.optimizers import OPTIMIZERS
+
+        if self.name.lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimiser {self.name!r}; allowed: {', '.join(OPTIMIZERS)}")
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """The settings that the chosen optimiser takes."""
+        name = self.name.lower()
+        if name in ("adam", "adamw"):
+            return dict(eps=self.eps, betas=self.betas, weight_decay=self.weight_decay)
+        if name == "rmsprop":
+            return dict(eps=self.eps, momentum=self.momentum, weight_decay=self.weight_decay)
+        return dict(momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+class LoggingConfig(_Strict):
+    """Where progress goes besides metrics.jsonl (always written)."""
+
+    tensorboard: bool = True
+    progress: bool = Field(True, description="live rich progress bar (only on a terminal)")
+    episode_window: int = Field(
+        0, ge=0, description="finished episodes averaged in the logged episode metrics (0 = num_envs)"
+    )
+
+
+class RunConfig(BaseModel):
+    """A fully validated experiment for training."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = "run"
+    description: str = ""
+    seed: int = 0
+    env: SwarmConfig
+    agent: Any = None  # agents.config.PolicyConfig when agents/ has it, else the raw mapping
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    logging: LoggingConfig = LoggingConfig()
+    extra: dict[str, Any] = Field(default_factory=dict, description="sections training does not read (eval, ...)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain YAML-able data (what config.yaml holds)."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed}
+        for key in ("env", "agent", "optim", "train", "logging"):
+            value = getattr(self, key)
+            out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else copy.deepcopy(value)
+        out.update(copy.deepcopy(self.extra))
+        return out
+
+
+def _policy_config_class():
+    """agents.config.PolicyConfig, or None while agents/ does not provide it."""
+    try:
+        from agents.config import PolicyConfig
+    except ImportError:
+        return None
+    return PolicyConfig
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=3e-4`` -> (["train", "lr"], 0.0003): a dotted key and a YAML-typed value."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ValueError(f"override {text!r} must look like section.key=value (e.g. train.lr=3e-4)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    # YAML 1.1 reads "3e-4" as a string (it wants "3.0e-4"); numbers are what anyone means here.
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed) if any(c in parsed.lower() for c in ".e") else int(parsed)
+        except ValueError:
+            pass
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A deep copy of ``raw`` with each ``dotted.key=value`` set (intermediate mappings are created)."""
+    out = copy.deepcopy(raw) if raw else {}
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] not in SECTIONS:
+            raise ValueError(f"override {text!r}: unknown section {path[0]!r}; allowed: {', '.join(SECTIONS)}")
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate every section that training reads; ValueError names the section and field."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown top-level section {', '.join(map(repr, unknown))}; allowed: {', '.join(SECTIONS)}"
+        )
+    out: dict[str, Any] = {}
+    for key, model in (("env", SwarmConfig), ("optim", OptimConfig), ("train", TrainConfig),
+                       ("logging", LoggingConfig)):
+        section = raw.get(key) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"{source}: section {key!r} must be a mapping, got {type(section).__name__}")
+        try:
+            out[key] = model(**section)
+        except ValidationError as err:
+            raise ValueError(f"{source}: {format_validation_error(err, key)}") from None
+    agent = raw.get("agent") or {}
+    if not isinstance(agent, dict):
+        raise ValueError(f"{source}: section 'agent' must be a mapping, got {type(agent).__name__}")
+    policy_cls = _policy_config_class()
+    algo = out["train"].algo
+    critic = CRITIC_OF_ALGO[algo]
+    if agent.get("critic", critic) != critic:
+        raise ValueError(
+            f"{source}: agent.critic={agent['critic']!r} contradicts train.algo={algo!r} "
+            f"(mappo uses the central critic, ippo the local one); set one of them"
+        )
+    if policy_cls is not None:
+        try:
+            out["agent"] = policy_cls(**{**agent, "critic": critic})
+        except ValidationError as err:
+            raise ValueError(f"{source}: {format_validation_error(err, 'agent')}") from None
+    else:
+        out["agent"] = {**agent, "critic": critic}
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{source}: seed must be an integer, got {seed!r}")
+    extra = {k: v for k, v in raw.items() if k not in ("name", "description", "seed", *out)}
+    return RunConfig(
+        name=str(raw.get("name") or "run"), description=str(raw.get("description") or ""), seed=seed,
+        extra=extra, **out,
+    )
+
+
+def resolve_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
+    """Load an experiment (shipped name or YAML path), apply ``key=value`` overrides, validate it all."""
+    source, raw = load_raw_config(name_or_path)
+    return validate_run_config(apply_overrides(raw, list(overrides or [])), source)
