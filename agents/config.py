@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agents.layers import DEFAULT_INIT_LOG_STD, DEFAULT_LOG_STD_BOUNDS
 
 # Names accepted by agents.make_policy (agents.registry maps each to its class).
-POLICIES: tuple[str, ...] = ("mlp", "attention", "deepsets")
+POLICIES: tuple[str, ...] = ("mlp", "attention", "deepsets", "commformer")
 PRESETS: tuple[str, ...] = ("deployable", "large")
 
 # Encoder fields each policy understands; the rest of PolicyConfig applies to every policy.
@@ -21,6 +21,26 @@ ENCODER_FIELDS: dict[str, tuple[str, ...]] = {
     "mlp": ("hidden_sizes",),
     "attention": ("embed_dim", "embed_layers", "num_heads", "head_dim", "hidden_sizes"),
     "deepsets": ("embed_dim", "embed_layers", "hidden_sizes", "pool"),
+    # CommFormer's fields are not all encoder sizes (graph, gating, schedule), but they follow the same
+    # rule: set on another policy they are rejected, unset they keep agents.commformer's defaults.
+    "commformer": (
+        "embed_dim",
+        "embed_layers",
+        "num_heads",
+        "head_dim",
+        "width",
+        "num_blocks",
+        "sparsity",
+        "gating",
+        "gate_hidden",
+        "gate_penalty",
+        "tau",
+        "warmup_updates",
+        "post_stable",
+        "post_ratio",
+        "num_actions",
+        "graph_size",
+    ),
 }
 _ALL_ENCODER_FIELDS = sorted({f for fields in ENCODER_FIELDS.values() for f in fields})
 
@@ -45,6 +65,25 @@ class PolicyConfig(BaseModel):
     head_dim: int | None = Field(None, ge=1, description="width per attention head (default: embed_dim)")
     hidden_sizes: tuple[int, ...] | None = Field(None, description="tanh layers of the head (mlp: the whole trunk)")
     pool: Literal["mean", "sum"] | None = Field(None, description="deep-sets pooling over neighbours")
+    # CommFormer (agents.commformer): the learned communication graph, the gate and their schedule.
+    width: int | None = Field(None, ge=1, description="commformer: width of the agent tokens and blocks")
+    num_blocks: int | None = Field(None, ge=1, description="commformer: graph-attention blocks (rounds of messages)")
+    sparsity: float | None = Field(
+        None, gt=0.0, le=1.0, description="commformer: S in (0, 1]; each agent hears max(int(n S), 1) others"
+    )
+    gating: bool | None = Field(None, description="commformer: per-agent temporal gate on receiving messages")
+    gate_hidden: int | None = Field(None, ge=1, description="commformer: hidden width of the gate network")
+    gate_penalty: float | None = Field(None, ge=0.0, description="commformer: loss weight of the communication rate")
+    tau: float | None = Field(None, gt=0.0, description="commformer: Gumbel-softmax / Gumbel-sigmoid temperature")
+    warmup_updates: int | None = Field(None, ge=0, description="commformer: updates trained on the raw edge logits")
+    post_stable: bool | None = Field(None, description="commformer: exact top-k late in training")
+    post_ratio: float | None = Field(
+        None, ge=0.0, le=1.0, description="commformer: fraction of the updates after which post_stable applies"
+    )
+    num_actions: int | None = Field(
+        None, ge=2, description="commformer: Discrete(num_actions) categorical head instead of the Gaussian"
+    )
+    graph_size: int | None = Field(None, ge=1, description="commformer: nodes of the graph; must equal the agents")
     critic: Literal["local", "central"] = Field(
         "local", description="local: value of own obs; central: own + mean over the env's agents (MAPPO)"
     )

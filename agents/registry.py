@@ -7,19 +7,24 @@ from typing import Any
 from torch import nn
 
 from agents.base import ActorCritic, ObsLayout
+from agents.commformer import CommFormerPolicy
 from agents.config import POLICIES, PolicyConfig, unknown_policy_message
 from agents.deepsets import DeepSetsPolicy
 from agents.layers import Encoder, EncoderActorCritic
 from agents.mlp import MLPPolicy
 from agents.swarm_attention import SwarmAttentionPolicy
 
-_POLICY_CLASSES: dict[str, type[EncoderActorCritic]] = {
+_POLICY_CLASSES: dict[str, type[EncoderActorCritic] | type[CommFormerPolicy]] = {
     "mlp": MLPPolicy,
     "attention": SwarmAttentionPolicy,
     "deepsets": DeepSetsPolicy,
+    "commformer": CommFormerPolicy,
 }
-# The encoders alone (obs [N, D] -> features), for wrappers such as the SB3 features extractor.
-ENCODERS: dict[str, type[Encoder]] = {name: cls.encoder_cls for name, cls in _POLICY_CLASSES.items()}
+# The per-agent encoders alone (obs [N, D] -> features), for wrappers such as the SB3 features
+# extractor. CommFormer has none: its network mixes the agents of a row through the graph.
+ENCODERS: dict[str, type[Encoder]] = {
+    name: cls.encoder_cls for name, cls in _POLICY_CLASSES.items() if issubclass(cls, EncoderActorCritic)
+}
 assert tuple(_POLICY_CLASSES) == POLICIES, "agents.config.POLICIES and the registry disagree"
 
 
