@@ -2,7 +2,7 @@
 #   make run    demo + simulator benchmark (the main job)
 #   make test   lint + unit tests (what CI runs)
 #   make bench  drone-count sweep of the simulator against the PettingZoo path
-#   make train-quickstart  train configs/quickstart.yaml into runs/quickstart (about 10-15 min on 2 cores)
+#   make train-quickstart  train configs/quickstart.yaml into runs/quickstart, plot and evaluate it (~10 min)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -49,6 +49,7 @@ TRAIN_ARGS ?=
 train-quickstart: setup
 	$(BIN)/marl train quickstart --run-dir runs/quickstart --overwrite $(TRAIN_ARGS)
 	$(BIN)/marl plot runs/quickstart
+	$(BIN)/marl eval runs/quickstart --episodes 64
 
 bench: setup
 	$(BIN)/marl bench sim --sweep $(BENCH_ARGS)

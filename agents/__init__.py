@@ -2,8 +2,9 @@
 
 ``make_policy(name, layout, num_agents, **kwargs)`` builds one of ``POLICIES`` ("mlp", "attention",
 "deepsets", "commformer"); the built-in ``pid`` controller (agents.pid) is not trainable and is
-resolved by name where a policy is evaluated; ``PolicyConfig`` is the validated ``agent:`` section of an experiment file. The SB3
-features extractor lives in ``agents.sb3`` (imported on demand, so SB3 is only needed there).
+resolved by name where a policy is evaluated; ``PolicyConfig`` is the validated ``agent:`` section of
+an experiment file. The SB3 features extractor lives in ``agents.sb3`` (imported on demand, so SB3 is
+only needed there).
 """
 
 from agents.base import ActorCritic, ObsLayout

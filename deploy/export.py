@@ -86,6 +86,13 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
               f"{report['test_states']} recorded test states; c_vs_torch: C vs the dequantised torch actor.",
               f"- latency: {report.get('latency_method', '')}",
               f"- flash/RAM: {report.get('size_method', '')}"]
+    if report.get("closed_loop"):
+        from deploy.closed_loop import closed_loop_markdown
+
+        backends = tuple(k[len("success_"):] for k in report["closed_loop"][0] if k.startswith("success_")
+                         and not k.startswith("success_change"))
+        lines += ["", "## Closed loop (dequantised torch actors)", "",
+                  closed_loop_markdown(report["closed_loop"], backends)]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -100,11 +107,18 @@ def export_policy(
     onnx: bool = False,
     calib: str | None = "rollout",
     jlcm_kwargs: dict[str, Any] | None = None,
+    closed_loop: int = 0,
+    closed_loop_backends: tuple[str, ...] = ("sim", "pybullet"),
+    closed_loop_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export a policy and verify it; writes policy.c, policy.h, controller_policy.c, report.json, report.md.
 
     calib: ``rollout`` (record PID-flown states), a .npy / .pt file of states [N, D], or ``none``
-    (JLCM then refuses). Returns the report dict (the keys of report.json).
+    (JLCM then refuses). closed_loop: episodes per method and backend of the closed-loop check
+    (deploy/closed_loop.py: float32, int8, int4, kmeans 3, jlcm 3 and the exported method, dequantised
+    torch actors flown with marl.evaluate on the policy's environment; 0 = skip), stored as
+    ``closed_loop`` (a list of rows); closed_loop_kwargs go to evaluate_policy (e.g. episode_seconds).
+    Returns the report dict (the keys of report.json).
     """
     t0 = time.perf_counter()
     bits = check_method_bits(method, bits)
@@ -163,8 +177,8 @@ def export_policy(
             latency_method=(f"guest instructions per inference counted by QEMU -icount shift=0 with SysTick "
                             f"({verify.INSNS_PER_TICK} instructions per tick, {verify.TIMED_RUNS} runs) x assumed "
                             f"CPI {verify.CYCLES_PER_INSTRUCTION} / 168 MHz"),
-            size_method="arm-none-eabi-size of policy.c at -O2 (flash = text + rodata + data; RAM = data + bss + "
-                        "stack of policy_forward and its deepest callee); libm not included",
+            size_method=f"arm-none-eabi-size of policy.c at {verify.ARM_OPT} (flash = text + rodata + data; "
+                        "RAM = data + bss + stack of policy_forward and its deepest callee); libm not included",
         )
         if target == "cortex-m4":
             report["qemu_vs_host_max_abs_diff"] = float(np.abs(m4_out - host_out).max())
@@ -178,6 +192,18 @@ def export_policy(
         from deploy.onnx_export import export_onnx
 
         report["onnx_vs_torch_max_abs_diff"] = export_onnx(actor, test, outdir / "policy.onnx")
+    if closed_loop > 0:
+        from deploy.closed_loop import DEFAULT_METHODS, closed_loop_report
+
+        methods = list(DEFAULT_METHODS)
+        if (method, bits) not in methods:
+            methods.append((method, bits))
+        if calib_states is None:
+            methods = [m for m in methods if m[0] != "jlcm"]
+        report["closed_loop"] = closed_loop_report(
+            actor, cfg, methods, episodes=closed_loop, backends=closed_loop_backends, calib=calib_states, test=test,
+            seed=seed, jlcm_kwargs=jlcm_kwargs, **(closed_loop_kwargs or {}),
+        )
     report["layers"] = acc["layers"]
     report["quantizer"] = q.info
     report["wall_s"] = time.perf_counter() - t0

@@ -6,11 +6,19 @@
 The generated code is plain C99: ``const`` weight tables (float32, packed int8 / int4 with float32 row
 scales, or packed b-bit codebook indices with float16 codebooks, float16 group scales and packed group
 ids), ``static`` activation buffers sized at generation time, and a handful of hand-written kernels
-(linear per storage format, tanh, relu, LayerNorm, multi-head attention). Codebook weights are *not*
+(linear per storage format and token count, tanh, relu, LayerNorm, multi-head attention). Codebook weights are *not*
 expanded to float32 matrices: the palette kernel decodes the bit stream while it multiplies, and
 factors the group scale out of each row's dot product, y_i = b_i + s_g(i) * sum_j c[idx_ij] x_j. Only
 the codebooks themselves (at most 2^b float16 entries each) are converted once, on the first call, into
 small float tables in RAM.
+
+Speed (Cortex-M4F, see README "Deploy"): indices are read one 32-bit little-endian word at a time (a
+row starts at a multiple of gcd(bits, 8) bits, so one load holds 13 / 8 / 7 / 4 whole 2- / 3- / 4- /
+8-bit indices, decoded with constant shifts; arrays carry INDEX_PAD bytes of padding for the last load);
+integer weights use the same kernels with a lookup table k - 2^(bits-1); dot products use fmaf (one
+VFMA, IEEE fused); layers that share weights across tokens (neighbour MLP, key / value projections) run
+as one call over up to MAX_TOKENS inputs, so each weight is decoded once per call; tanh is a rational
+minimax approximation instead of newlib's tanhf (|error| < 3e-7, tests/test_deploy.py).
 
 Supported actors are ``agents.layers.GaussianActor`` over ``SwarmAttentionEncoder`` (the attention
 policy, any preset) or ``MLPEncoder``, built from ``nn.Linear``, ``nn.Tanh``, ``nn.ReLU``,
@@ -89,6 +97,11 @@ def _half_words(a: np.ndarray) -> list[str]:
     return [f"0x{int(v):04x}u" for v in np.asarray(a, np.float16).ravel().view(np.uint16)]
 
 
+def _padded(packed: np.ndarray) -> list[str]:
+    """Bytes of a packed index stream plus INDEX_PAD zero bytes (the word-wise reader's overrun)."""
+    return _bytes(np.concatenate([np.asarray(packed, np.uint8).ravel(), np.zeros(INDEX_PAD, np.uint8)]))
+
+
 def _bytes(a: np.ndarray) -> list[str]:
     return [f"0x{int(v):02x}u" for v in np.asarray(a, np.uint8).ravel()]
 
@@ -128,10 +141,14 @@ class _Emitter:
             c.append(_array("float", f"{prefix}_w", [_f(v) for v in ql.weight.reshape(-1).tolist()]))
         elif ql.kind == "int":
             offset = 1 << (ql.bits - 1)
-            c.append(_array("uint8_t", f"{prefix}_q", _bytes(pack_bits(ql.q.ravel() + offset, ql.bits)), 16))
+            c.append(_array("uint8_t", f"{prefix}_q", _padded(pack_bits(ql.q.ravel() + offset, ql.bits)), 16))
             c.append(_array("float", f"{prefix}_s", [_f(v) for v in ql.row_scales.tolist()]))
+            lut = f"INT{ql.bits}_lut"
+            if not any(lut in r for r in self.ram):
+                self.ram.append(f"static float {lut}[{1 << ql.bits}];\n")
+                self.init.append(f"    int_table({lut}, {ql.bits});\n")
         else:
-            c.append(_array("uint8_t", f"{prefix}_idx", _bytes(pack_bits(ql.indices.ravel(), ql.bits)), 16))
+            c.append(_array("uint8_t", f"{prefix}_idx", _padded(pack_bits(ql.indices.ravel(), ql.bits)), 16))
             c.append(_array("uint16_t", f"{prefix}_cb16", _half_words(ql.codebooks), 8))
             ncb = ql.codebooks.size
             self.ram.append(f"static float {prefix}_cb[{ncb}];\n")
@@ -144,42 +161,223 @@ class _Emitter:
                 c.append(_array("uint8_t", f"{prefix}_gid", _bytes(pack_bits(ql.groups, ql.group_bits)), 16))
         return prefix
 
-    def linear(self, path: str, layer: nn.Linear, x: str, y: str) -> None:
-        """y = layer(x) with the layer's storage format."""
+    def linear(self, path: str, layer: nn.Linear, x: str, y: str, count: int = 1, xs: int = 0, ys: int = 0) -> None:
+        """y + n * ys = layer(x + n * xs) for n < count, with the layer's storage format; up to MAX_TOKENS
+        inputs share one kernel call (each weight decoded once)."""
         p = self.weights(path, layer)
         ql = self.q.layers[path]
         out, inp = ql.shape
-        self.macs += out * inp
+        self.macs += out * inp * count
         b = f"{p}_b" if ql.bias is not None else "0"
         if ql.kind == "float32":
-            self.body.append(f"    linear_f32({p}_w, {b}, {x}, {y}, {out}, {inp});\n")
+            name, args = "linear_f32", f"{p}_w, {b}"
         elif ql.kind == "int":
-            self.body.append(f"    linear_int({p}_q, {ql.bits}u, {p}_s, {b}, {x}, {y}, {out}, {inp});\n")
+            name, args = f"linear_pal{ql.bits}", f"{p}_q, INT{ql.bits}_lut, 0u, 0, 0, 0u, 0, {p}_s, {b}"
         else:
             k = 1 << ql.bits
             gid = f"{p}_gid" if ql.groups is not None and ql.group_bits else "0"
             gs = f"{p}_gs" if ql.group_scales is not None else "0"
             per_group = 1 if ql.codebooks.shape[0] > 1 else 0
-            self.body.append(
-                f"    linear_palette({p}_idx, {ql.bits}u, {p}_cb, {k}u, {per_group}, {gid}, {ql.group_bits}u, {gs}, "
-                f"{b}, {x}, {y}, {out}, {inp});\n"
-            )
+            name = f"linear_pal{ql.bits}"
+            args = f"{p}_idx, {p}_cb, {k}u, {per_group}, {gid}, {ql.group_bits}u, {gs}, 0, {b}"
+        done = 0
+        while done < count:
+            t = min(MAX_TOKENS, count - done)
+            xi = x if done == 0 else f"{x} + {done * xs}"
+            yi = y if done == 0 else f"{y} + {done * ys}"
+            io = f"{xi}, {yi}" if t == 1 else f"{xi}, {xs}, {yi}, {ys}"
+            self.body.append(f"    {name}_t{t}({args}, {io}, {out}, {inp});\n")
+            done += t
 
-    def mlp(self, path: str, seq: nn.Sequential, x: str, width: int, hint: str) -> tuple[str, int]:
-        """Emit a Sequential of Linear / Tanh / ReLU; returns (output buffer, width)."""
-        for idx, module in seq.named_children():
+    def mlp(self, path: str, seq: nn.Sequential, x: str, width: int, hint: str, count: int = 1, xs: int = 0,
+            out: str | None = None) -> tuple[str, int]:
+        """Emit a Sequential of Linear / Tanh / ReLU applied to ``count`` inputs x + n * xs (all layers
+        batched); returns (output buffer: count rows of width, contiguous, width). ``out``: where the last
+        Linear writes (default: a new buffer); a trailing activation then runs in place there."""
+        children = list(seq.named_children())
+        last_linear = max((n for n, (_, m) in enumerate(children) if isinstance(m, nn.Linear)), default=-1)
+        for n, (idx, module) in enumerate(children):
             sub = f"{path}.{idx}"
             if isinstance(module, nn.Linear):
-                y = self.buffer(module.out_features, hint)
-                self.linear(sub, module, x, y)
-                x, width = y, module.out_features
+                w = module.out_features
+                y = out if (out is not None and n == last_linear) else self.buffer(count * w, hint)
+                self.linear(sub, module, x, y, count, xs, w)
+                x, width, xs = y, w, w
             elif isinstance(module, nn.Tanh):
-                self.body.append(f"    act_tanh({x}, {width});\n")
+                self.body.append(f"    act_tanh({x}, {count * width});\n")
             elif isinstance(module, nn.ReLU):
-                self.body.append(f"    act_relu({x}, {width});\n")
+                self.body.append(f"    act_relu({x}, {count * width});\n")
             else:  # check_supported ran before; this is a nested container we do not flatten
                 raise ValueError(f"unsupported layer {type(module).__name__} at actor.{sub} inside an MLP")
         return x, width
+
+
+# Bits per index -> indices decoded from one 32-bit word: every row starts at a bit offset that is a
+# multiple of gcd(bits, 8), so a word loaded at the row's byte holds N whole indices after the shift.
+PALETTE_CHUNK = {2: 13, 3: 8, 4: 7, 8: 4}
+# Bytes of zero padding after every packed index array: the word-wise reader loads 4 bytes at a time.
+INDEX_PAD = 4
+
+
+MAX_TOKENS = 3  # inputs one kernel call multiplies by the same weights (decoded once per weight)
+
+
+def _kernel_args(t: int) -> tuple[str, str, str]:
+    """(x / y parameters, per-token pointer set-up, accumulator declarations) of a t-input kernel."""
+    if t == 1:
+        return "const float *x, float *y", "", "float s0 = 0.0f;"
+    params = "const float *x, int xs, float *y, int ys"
+    setup = "".join(f"    const float *x{n} = x + {n} * xs;\n" for n in range(1, t))
+    return params, setup, "float " + ", ".join(f"s{n} = 0.0f" for n in range(t)) + ";"
+
+
+def _xin(n: int, j: str) -> str:
+    return f"x[{j}]" if n == 0 else f"x{n}[{j}]"
+
+
+def _store(t: int, scale: str) -> str:
+    out = []
+    for n in range(t):
+        y = "y[i]" if n == 0 else f"y[{n} * ys + i]"
+        out.append(f"        {y} = {scale.format(s=f's{n}')} + (b ? b[i] : 0.0f);\n")
+    return "".join(out)
+
+
+def _f32_kernel(t: int) -> str:
+    """linear_f32_t<t>: y_n = W x_n + b for t inputs x_n (fused multiply-add, in order of j)."""
+    params, setup, acc = _kernel_args(t)
+    body4 = "".join(
+        f"            w = row[j + {k}];\n" + "".join(f"            s{n} = fmaf(w, {_xin(n, f'j + {k}')}, s{n});\n"
+                                                   for n in range(t))
+        for k in range(4)
+    )
+    tail = "".join(f"            s{n} = fmaf(w, {_xin(n, 'j')}, s{n});\n" for n in range(t))
+    return f"""
+/* y_n[i] = b[i] + sum_j w[i][j] x_n[j] for {t} input(s) x_n = x + n * xs (outputs y + n * ys) */
+static void linear_f32_t{t}(const float *wt, const float *b, {params}, int n_out, int n_in)
+{{
+{setup}    const int n4 = n_in & ~3;
+    int i, j;
+    for (i = 0; i < n_out; i++) {{
+        const float *row = wt + (long)i * n_in;
+        float w;
+        {acc}
+        for (j = 0; j < n4; j += 4) {{
+{body4}        }}
+        for (j = n4; j < n_in; j++) {{
+            w = row[j];
+{tail}        }}
+{_store(t, "{s}")}    }}
+}}
+"""
+
+
+def _palette_kernel(bits: int, t: int) -> str:
+    """linear_pal<bits>_t<t>: codebook (or integer lookup-table) weights, decoded one 32-bit word at a time."""
+    n, mask = PALETTE_CHUNK[bits], (1 << bits) - 1
+    params, setup, acc = _kernel_args(t)
+    shift = "" if bits % 8 == 0 else "            w >>= (p & 7u);\n"
+    unrolled = "".join(
+        f"            c = book[{'w' if k == 0 else f'(w >> {k * bits}u)'} & {mask}u];\n"
+        + "".join(f"            s{m} = fmaf(c, {_xin(m, f'j + {k}')}, s{m});\n" for m in range(t))
+        for k in range(n)
+    )
+    tail = "".join(f"                s{m} = fmaf(c, {_xin(m, 'j')}, s{m});\n" for m in range(t))
+    return f"""
+/* {bits}-bit indices (LSB-first bit stream over the whole tensor, row-major), {n} decoded per 32-bit
+   little-endian load (the array carries {INDEX_PAD} bytes of padding), applied to {t} input(s). Row i belongs
+   to group g(i) (packed gbits-bit ids, group 0 when gid is null); its codebook is book + g * k when
+   per_group, else book: y[i] = b[i] + gs[g(i)] * rs[i] * sum_j book_g[idx_ij] x[j]
+   (gs, rs, b: skipped when null) */
+static void linear_pal{bits}_t{t}(const uint8_t *idx, const float *cb, unsigned k, int per_group,
+                           const uint8_t *gid, unsigned gbits, const float *gs, const float *rs,
+                           const float *b, {params}, int n_out, int n_in)
+{{
+{setup}    const int nc = n_in - n_in % {n};
+    const uint32_t gmask = (1u << gbits) - 1u;
+    uint32_t gacc = 0u, row = 0u;
+    unsigned ngacc = 0u;
+    int i, j;
+    for (i = 0; i < n_out; i++) {{
+        unsigned g = 0u;
+        uint32_t p = row, w;
+        const float *book;
+        float c, f = 1.0f;
+        {acc}
+        if (gid) {{
+            if (ngacc < gbits) {{
+                gacc |= (uint32_t)(*gid++) << ngacc;
+                ngacc += 8u;
+            }}
+            g = gacc & gmask;
+            gacc >>= gbits;
+            ngacc -= gbits;
+        }}
+        book = per_group ? cb + g * k : cb;
+        for (j = 0; j < nc; j += {n}) {{
+            memcpy(&w, idx + (p >> 3), sizeof w);
+{shift}{unrolled}            p += {n * bits}u;
+        }}
+        if (nc < n_in) {{
+            memcpy(&w, idx + (p >> 3), sizeof w);
+{shift}            for (j = nc; j < n_in; j++) {{
+                c = book[w & {mask}u];
+{tail}                w >>= {bits}u;
+            }}
+        }}
+        row += (uint32_t)n_in * {bits}u;
+        if (gs) {{
+            f = gs[g];
+        }}
+        if (rs) {{
+            f = gs ? f * rs[i] : rs[i];
+        }}
+{_store(t, "{s} * f")}    }}
+}}
+"""
+
+
+FAST_KERNELS = "".join(_f32_kernel(t) for t in range(1, MAX_TOKENS + 1)) + "".join(
+    _palette_kernel(b, t) for b in sorted(PALETTE_CHUNK) for t in range(1, MAX_TOKENS + 1)) + r"""
+/* Integer weights as a lookup table: t[k] = k - 2^(bits-1) (offset-binary storage). */
+static void int_table(float *t, int bits)
+{
+    int n;
+    for (n = 0; n < (1 << bits); n++) {
+        t[n] = (float)(n - (1 << (bits - 1)));
+    }
+}
+
+/* tanh as Eigen's rational minimax approximation (odd degree 13 / even degree 6), input clamped to
+   +-7.90531 where it rounds to +-1, tanh(x) = x below 4e-4; |error| vs torch.tanh < 3e-7 in float32
+   (checked on a dense grid by tests/test_deploy.py). No libm call, plain IEEE arithmetic. */
+static void act_tanh(float *v, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        float x = v[i], x2, p, q;
+        if (x > 7.90531110763549805f) {
+            x = 7.90531110763549805f;
+        } else if (x < -7.90531110763549805f) {
+            x = -7.90531110763549805f;
+        } else if (fabsf(x) < 0.0004f) {
+            continue;
+        }
+        x2 = x * x;
+        p = fmaf(x2, -2.76076847742355e-16f, 2.00018790482477e-13f);
+        p = fmaf(x2, p, -8.60467152213735e-11f);
+        p = fmaf(x2, p, 5.12229709037114e-08f);
+        p = fmaf(x2, p, 1.48572235717979e-05f);
+        p = fmaf(x2, p, 6.37261928875436e-04f);
+        p = fmaf(x2, p, 4.89352455891786e-03f);
+        q = fmaf(x2, 1.19825839466702e-06f, 1.18534705686654e-04f);
+        q = fmaf(x2, q, 2.26843463243900e-03f);
+        q = fmaf(x2, q, 4.89352518554385e-03f);
+        v[i] = (x * p) / q;
+    }
+}
+
+"""
 
 
 KERNELS = r"""
@@ -212,93 +410,7 @@ static void half_table(const uint16_t *src, float *dst, int n)
     }
 }
 
-/* y[i] = b[i] + sum_j w[i][j] x[j] */
-static void linear_f32(const float *w, const float *b, const float *x, float *y, int n_out, int n_in)
-{
-    int i, j;
-    for (i = 0; i < n_out; i++) {
-        const float *row = w + (long)i * n_in;
-        float s = 0.0f;
-        for (j = 0; j < n_in; j++) {
-            s += row[j] * x[j];
-        }
-        y[i] = s + (b ? b[i] : 0.0f);
-    }
-}
-
-/* Packed offset-binary integers (LSB-first bit stream, `bits` per weight), float32 scale per row:
-   y[i] = b[i] + scale[i] * sum_j (q_ij - 2^(bits-1)) x[j] */
-static void linear_int(const uint8_t *packed, unsigned bits, const float *scale, const float *b,
-                       const float *x, float *y, int n_out, int n_in)
-{
-    const uint32_t mask = (1u << bits) - 1u;
-    const int offset = 1 << (bits - 1u);
-    uint32_t acc = 0u;
-    unsigned nacc = 0u;
-    int i, j;
-    for (i = 0; i < n_out; i++) {
-        float s = 0.0f;
-        for (j = 0; j < n_in; j++) {
-            if (nacc < bits) {
-                acc |= (uint32_t)(*packed++) << nacc;
-                nacc += 8u;
-            }
-            s += (float)((int)(acc & mask) - offset) * x[j];
-            acc >>= bits;
-            nacc -= bits;
-        }
-        y[i] = scale[i] * s + (b ? b[i] : 0.0f);
-    }
-}
-
-/* Codebook weights, decoded on the fly from the LSB-first bit stream of `bits`-bit indices.
-   Row i belongs to group g(i) (packed `gbits`-bit ids, or group 0 when gid is null); its codebook is
-   cb + g * k when per_group, else cb; its scale gs[g] when gs is not null:
-   y[i] = b[i] + gs[g(i)] * sum_j cb_g[idx_ij] x[j] */
-static void linear_palette(const uint8_t *idx, unsigned bits, const float *cb, unsigned k, int per_group,
-                           const uint8_t *gid, unsigned gbits, const float *gs, const float *b,
-                           const float *x, float *y, int n_out, int n_in)
-{
-    const uint32_t mask = (1u << bits) - 1u;
-    const uint32_t gmask = (1u << gbits) - 1u;
-    uint32_t acc = 0u, gacc = 0u;
-    unsigned nacc = 0u, ngacc = 0u;
-    int i, j;
-    for (i = 0; i < n_out; i++) {
-        unsigned g = 0u;
-        const float *book;
-        float s = 0.0f;
-        if (gid) {
-            if (ngacc < gbits) {
-                gacc |= (uint32_t)(*gid++) << ngacc;
-                ngacc += 8u;
-            }
-            g = gacc & gmask;
-            gacc >>= gbits;
-            ngacc -= gbits;
-        }
-        book = per_group ? cb + g * k : cb;
-        for (j = 0; j < n_in; j++) {
-            if (nacc < bits) {
-                acc |= (uint32_t)(*idx++) << nacc;
-                nacc += 8u;
-            }
-            s += book[acc & mask] * x[j];
-            acc >>= bits;
-            nacc -= bits;
-        }
-        y[i] = (gs ? gs[g] * s : s) + (b ? b[i] : 0.0f);
-    }
-}
-
-static void act_tanh(float *x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) {
-        x[i] = tanhf(x[i]);
-    }
-}
-
+@@FAST_KERNELS@@
 static void act_relu(float *x, int n)
 {
     int i;
@@ -364,13 +476,16 @@ static void attention(const float *q, const float *keys, const float *values, fl
 """
 
 
+KERNELS = KERNELS.replace("@@FAST_KERNELS@@\n", FAST_KERNELS)
+
+
 def _used_kernels(body: str) -> str:
     """The kernels the forward pass calls (unused static functions would trip -Werror)."""
     chunks = KERNELS.split("\nstatic ")
     out = [chunks[0]]
     for chunk in chunks[1:]:
         name = chunk.split("(", 1)[0].split()[-1]
-        needed = f"{name}(" in body or (name in ("half_to_float", "half_table") and "half_table(" in body)
+        needed = f"{name}(" in body or (name == "half_to_float" and "half_table(" in body)
         if needed:
             out.append(chunk)
     return "\nstatic ".join(out)
@@ -381,16 +496,19 @@ def _emit_attention_encoder(em: _Emitter, enc: nn.Module, obs: str) -> tuple[str
     lay = enc.layout
     s, k, nd = lay.self_dim, lay.num_neighbors, lay.neighbour_dim
     e_self, e = em.mlp("encoder.self_embed", enc.self_embed, obs, s, "self")
-    tokens = []
-    if enc.neighbour_embed is not None:
-        for j in range(k):
-            off = s + j * nd
-            out, _ = em.mlp("encoder.neighbour_embed", enc.neighbour_embed, f"obs + {off}", nd, f"nb{j}")
-            tokens.append(out)
+    # all tokens (neighbours, then the obstacle patch) land in one [t][e] array, so the shared-weight
+    # layers (neighbour MLP, key and value projections) run once over several inputs
+    t = (k if enc.neighbour_embed is not None else 0) + (1 if enc.obstacle_embed is not None else 0)
+    tok = em.buffer(max(t, 1) * e, "tokens")
+    nt = 0
+    if enc.neighbour_embed is not None and k > 0:
+        em.mlp("encoder.neighbour_embed", enc.neighbour_embed, f"obs + {s}", nd, "nb", count=k, xs=nd, out=tok)
+        nt = k
     if enc.obstacle_embed is not None:
         off = s + k * nd
-        out, _ = em.mlp("encoder.obstacle_embed", enc.obstacle_embed, f"obs + {off}", lay.obstacle_dim, "obst")
-        tokens.append(out)
+        em.mlp("encoder.obstacle_embed", enc.obstacle_embed, f"obs + {off}", lay.obstacle_dim, "obst",
+               out=tok if nt == 0 else f"{tok} + {nt * e}")
+        nt += 1
     ctx = em.buffer(e, "ctx")
     norm = enc.norm
     em.consts.append(f"/* actor.encoder.norm: LayerNorm {e} (eps {norm.eps}) */\n")
@@ -398,7 +516,7 @@ def _emit_attention_encoder(em: _Emitter, enc: nn.Module, obs: str) -> tuple[str
     em.consts.append(_array("float", "LN_b", [_f(v) for v in norm.bias.detach().tolist()]))
     if enc.attention is not None:
         att = enc.attention
-        h, hd, t = att.num_heads, att.head_dim, len(tokens)
+        h, hd, t = att.num_heads, att.head_dim, nt
         width = h * hd
         q = em.buffer(width, "q")
         keys = em.buffer(t * width, "keys")
@@ -407,9 +525,8 @@ def _emit_attention_encoder(em: _Emitter, enc: nn.Module, obs: str) -> tuple[str
         attended = em.buffer(e, "attended")
         scratch = em.buffer(t, "weights")
         em.linear("encoder.attention.q_proj", att.q_proj, e_self, q)
-        for j, tok in enumerate(tokens):
-            em.linear("encoder.attention.k_proj", att.k_proj, tok, f"{keys} + {j * width}")
-            em.linear("encoder.attention.v_proj", att.v_proj, tok, f"{values} + {j * width}")
+        em.linear("encoder.attention.k_proj", att.k_proj, tok, keys, t, e, width)
+        em.linear("encoder.attention.v_proj", att.v_proj, tok, values, t, e, width)
         em.body.append(f"    attention({q}, {keys}, {values}, {mixed}, {scratch}, {t}, {h}, {hd});\n")
         em.macs += 2 * t * width
         em.linear("encoder.attention.out_proj", att.out_proj, mixed, attended)

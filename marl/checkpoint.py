@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs.config import SwarmConfig
+
 FORMAT = 1
 
 
@@ -80,3 +82,34 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     version, py_state, gauss = state["python"]
     random.setstate((version, tuple(py_state), gauss))
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's checkpoints/latest.pt (the final policy of the run)."""
+    path = Path(path)
+    return path / "checkpoints" / "latest.pt" if path.is_dir() else path
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, SwarmConfig]:
+    """The trained policy (an ``agents.ActorCritic``, in eval mode) and env config of a run or checkpoint.
+
+    ``path``: a run directory (its checkpoints/latest.pt) or a checkpoint file. Returns
+    (policy, envs.config.SwarmConfig). CheckpointError says why one cannot be used.
+    """
+    from marl.train_config import validate_run_config
+    from marl.trainer import build_policy
+
+    file = checkpoint_path(path)
+    ckpt = load_checkpoint(file)
+    try:
+        cfg = validate_run_config(ckpt["config"], str(file))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {file} holds no usable config ({err})") from None
+    from envs.observations import obs_spec
+
+    policy = build_policy(cfg, obs_spec(cfg.env.num_neighbors), cfg.env.num_drones)
+    try:
+        policy.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {file}: the model does not fit its config ({err})") from None
+    return policy.to(device).eval(), cfg.env

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from agents.pid import PIDConfig, PIDController
 from envs.config import SwarmConfig, make_config
@@ -47,8 +48,15 @@ class Controller:
             self._reset(env_ids)
 
 
-def resolve_policy(policy: str, cfg: SwarmConfig, device: str = "cpu", deterministic: bool = True) -> Controller:
-    """A built-in controller by name, or the trained policy of a run directory / checkpoint file."""
+def resolve_policy(
+    policy: str | nn.Module, cfg: SwarmConfig, device: str = "cpu", deterministic: bool = True
+) -> Controller:
+    """A built-in controller by name, the trained policy of a run directory / checkpoint file, or a
+    policy module (an agents.base.ActorCritic, or any module mapping obs [E, M, D] to actions)."""
+    if isinstance(policy, nn.Module):
+        if hasattr(policy, "act"):
+            return Controller(lambda obs: policy.act(obs, deterministic=deterministic)[0])
+        return Controller(policy)
     if policy == "pid":
         pid = PIDController(PIDConfig.from_dynamics(cfg.dynamics), device=device)
         return Controller(pid, pid.reset)
@@ -65,8 +73,10 @@ def resolve_policy(policy: str, cfg: SwarmConfig, device: str = "cpu", determini
     )
 
 
-def run_config(policy: str) -> SwarmConfig | None:
-    """The environment config a run was trained with (None for built-in controllers)."""
+def run_config(policy: str | nn.Module) -> SwarmConfig | None:
+    """The environment config a run was trained with (None for built-in controllers and modules)."""
+    if isinstance(policy, nn.Module):
+        return None
     path = Path(policy)
     if policy in BUILTIN_POLICIES or not path.exists():
         return None
@@ -76,15 +86,17 @@ def run_config(policy: str) -> SwarmConfig | None:
 
 
 def eval_config(
-    policy: str,
+    policy: str | nn.Module,
     scenario: str | None = None,
     drones: int | None = None,
     density: float | None = None,
     episode_seconds: float | None = None,
+    base: SwarmConfig | None = None,
     **overrides: Any,
 ) -> SwarmConfig:
-    """The environment of an evaluation: the run's config (or defaults) with the given settings on top."""
-    base = run_config(policy)
+    """The environment of an evaluation: ``base``, else the run's config, else the defaults, with the
+    given settings on top."""
+    base = base if base is not None else run_config(policy)
     values = base.model_dump() if base is not None else {}
     if drones is not None:
         values["num_drones"] = drones
@@ -97,7 +109,7 @@ def eval_config(
 
 
 def evaluate(
-    policy: str = "pid",
+    policy: str | nn.Module = "pid",
     backend: str = "sim",
     scenario: str | None = None,
     drones: int | None = None,
@@ -109,18 +121,20 @@ def evaluate(
     plot: str | None = None,
     device: str = "cpu",
     deterministic: bool = True,
+    env_config: SwarmConfig | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Fly ``episodes`` episodes and return the mean of every metric, its std (``<name>_std``) and the settings.
 
     video: write an MP4/GIF of episode 0 (PyBullet's renderer); plot: a top-down PNG of episode 0.
-    Keyword overrides go to the environment config (e.g. ``num_neighbors=2``).
+    env_config: the environment to start from (default: the run's, or the defaults); keyword
+    overrides go on top of it (e.g. ``num_neighbors=2``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
-    cfg = eval_config(policy, scenario, drones, density, episode_seconds, **overrides)
+    cfg = eval_config(policy, scenario, drones, density, episode_seconds, env_config, **overrides)
     controller = resolve_policy(policy, cfg, device, deterministic)
     physics = None
     if backend == "pybullet":
@@ -140,7 +154,8 @@ def evaluate(
         report[name] = float(values.mean())
         report[f"{name}_std"] = float(values.std(unbiased=False)) if episodes > 1 else 0.0
     report.update(
-        policy=policy, backend=backend, scenario=cfg.scenario, drones=cfg.num_drones, episodes=episodes,
+        policy=policy if isinstance(policy, str) else type(policy).__name__, backend=backend,
+        scenario=cfg.scenario, drones=cfg.num_drones, episodes=episodes,
         density=cfg.density, episode_seconds=cfg.episode_seconds, seed=seed, wall_s=time.perf_counter() - t0,
     )
     if plot is not None:
@@ -153,6 +168,13 @@ def evaluate(
             room_height=cfg.room[2], arm=cfg.dynamics.arm, control_hz=1.0 / cfg.dynamics.control_dt,
         )
     return report
+
+
+def evaluate_policy(policy: nn.Module, cfg: Any, episodes: int = 20, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate an in-memory policy on the environment of ``cfg`` (a run config with ``.env``, or a
+    SwarmConfig): the trainer's end-of-run and periodic evaluations, and deploy's closed-loop check."""
+    env_cfg = cfg.env if hasattr(cfg, "env") else cfg
+    return evaluate(policy, episodes=episodes, env_config=env_cfg, **kwargs)
 
 
 def _run_episode(env: QuadSwarmVecEnv, controller: Controller, seed: int, keep: bool):

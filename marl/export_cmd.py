@@ -25,6 +25,10 @@ def register(sub) -> None:
     ex.add_argument("--policy", default=None, help="untrained policy preset when no RUN is given: deployable")
     ex.add_argument("--seed", type=int, default=0, help="seed of the preset's weights and of the states")
     ex.add_argument("--calib", default="rollout", help="calibration states: rollout, a .npy/.pt file, or none")
+    ex.add_argument("--closed-loop", type=int, default=0, metavar="N",
+                    help="also fly the dequantised actor of every method N episodes (report.json closed_loop)")
+    ex.add_argument("--closed-loop-backends", default="sim,pybullet",
+                    help="backends of --closed-loop, comma-separated (default sim,pybullet)")
     ex.add_argument("--json", action="store_true", help="print report.json instead of a summary")
     ex.set_defaults(func=_cmd_export)
 
@@ -36,7 +40,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise ValueError("give a RUN directory / checkpoint or --policy deployable")
     report = export_policy(
         out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
-        preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib,
+        preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, closed_loop=args.closed_loop,
+        closed_loop_backends=tuple(b for b in args.closed_loop_backends.split(",") if b),
     )
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("layers", "quantizer")}, indent=2))

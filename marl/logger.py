@@ -75,9 +75,10 @@ class RunLogger:
         if progress and sys.stderr.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+            # Times before the text, so that a narrow terminal cuts the text rather than the ETA.
             self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("[bold]train"), BarColumn(bar_width=12), TextColumn("{task.percentage:>5.1f}%"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                 transient=False,
             )
             self.task = self.progress.add_task("train", total=total_steps, completed=start_steps, info="")
@@ -101,6 +102,13 @@ class RunLogger:
             f"{fmt(r.get('agent_steps_per_s'), ',.0f')} agent-steps/s  return {fmt(r.get('episode_return'), '.2f')}"
             f"  success {fmt(r.get('success_rate'), '.2f')}"
         )
+        if self.progress is not None:  # compact: the bar shares an 80-column terminal with the times
+            sps = r.get("agent_steps_per_s")
+            sps = None if sps is None else sps / 1e3
+            info = (
+                f"{fmt(sps, '.1f')}k steps/s  ret {fmt(r.get('episode_return'), '.1f')}"
+                f"  succ {fmt(r.get('success_rate'), '.2f')}"
+            )
         if self.progress is not None:
             self.progress.update(self.task, completed=r["agent_steps"], info=info)
         elif self.show and time.monotonic() - self._last_print > 10.0:

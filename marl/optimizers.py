@@ -1,5 +1,7 @@
-"""Optimisers by name. One entry point, ``make_optimizer``, so that the registry of ``optim/`` can take
-over later (SSO, tpSGD, schedules) without the trainer changing: it only ever calls this function."""
+"""Optimisers by name for the trainer. One entry point, ``make_optimizer``: adam, adamw, sgd and rmsprop
+are built here from torch.optim (with its fast CPU kernels); every other name is delegated to the
+registry of ``optim/`` (``optim.build``: torch.optim and pytorch-optimizer names), as long as its
+``step()`` fits PPO's plain ``backward(); step()`` loop."""
 
 from __future__ import annotations
 
@@ -15,17 +17,41 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
 }
+FUSED = ("adam", "adamw")  # torch has fused CPU kernels for these; the others get the foreach path
+
+
+def check_optimizer_name(name: str) -> None:
+    """Raise ValueError unless ``name`` can drive the PPO update (known, no closure, first order)."""
+    if name.lower() in OPTIMIZERS:
+        return
+    import optim  # the registry: imported only for names beyond the four above
+
+    canonical, _ = optim.resolve(name)  # OptimizerNameError (a ValueError) lists the available names
+    if canonical in optim.registry.OURS or optim.needs_closure(name) or optim.is_second_order(name):
+        raise ValueError(
+            f"optimiser {name!r} needs its own training step (closure, second-order graph or layer-wise "
+            "targets), which the PPO loop does not provide; use a first-order optimiser such as adam"
+        )
 
 
 def make_optimizer(name: str, params: Iterable[Any], **kw: Any) -> torch.optim.Optimizer:
-    """Build the optimiser called ``name`` (adam, adamw, sgd, rmsprop) over ``params`` with settings ``kw``.
+    """Build the optimiser called ``name`` over ``params`` with settings ``kw``.
 
     Raises ValueError naming the allowed names for an unknown one, or the rejected setting.
     """
-    cls = OPTIMIZERS.get(name.lower())
-    if cls is None:
-        raise ValueError(f"unknown optimiser {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        check_optimizer_name(name)
+        import optim
+
+        return optim.build(name, params, **kw)
+    # The per-parameter loop of the default implementation dominated small-minibatch steps on a CPU
+    # (Adam: 1.4 ms per step vs 0.3 ms fused, for a 55-tensor policy; forward+backward took 6 ms).
+    if key in FUSED:
+        kw.setdefault("fused", True)
+    else:
+        kw.setdefault("foreach", True)
     try:
-        return cls(params, **kw)
+        return OPTIMIZERS[key](params, **kw)
     except TypeError as err:
         raise ValueError(f"optimiser {name!r}: {err}") from None

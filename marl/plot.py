@@ -35,10 +35,12 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 
     def draw(ax, panel: str) -> None:
         for key, label in PANELS[panel]:
-            pts = [(r["agent_steps"], r[key]) for r in records if r.get(key) is not None]
+            # Episode metrics change only when episodes finish; the records in between repeat them.
+            pts = [(r["agent_steps"], r[key]) for r in records
+                   if r.get(key) is not None and r.get("episodes_update", 1) > 0]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, label=label)
+                ax.plot(xs, ys, marker=".", label=label)
         ax.set_xlabel("agent steps")
         ax.set_title(panel)
         ax.grid(alpha=0.3)

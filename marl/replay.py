@@ -26,6 +26,7 @@ from collections import deque
 import torch
 
 from envs.state import SimState
+from envs.swarm import QuadSwarmVecEnv
 from marl.train_config import ReplayConfig
 
 
@@ -58,7 +59,7 @@ class CollisionReplay:
             return False
         return sum(self.crash_history) / len(self.crash_history) < self.cfg.max_crashes
 
-    def after_step(self, env, step: int, t_before: torch.Tensor, info: dict) -> torch.Tensor | None:
+    def after_step(self, env: QuadSwarmVecEnv, step: int, t_before: torch.Tensor, info: dict) -> torch.Tensor | None:
         """Record crashes of the step just taken and take the periodic snapshot.
 
         step: the trainer's count of vector steps so far (after this one); t_before: [E] env time
@@ -104,7 +105,7 @@ class CollisionReplay:
                     self.replays.pop(0)
                 return
 
-    def restore(self, env, ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    def restore(self, env: QuadSwarmVecEnv, ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
         """Maybe restart some of the just-reset envs ``ids`` from events; returns the new obs or None."""
         if ids.numel() == 0 or not self.active():
             return None

@@ -125,30 +125,39 @@ class TrainConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """Optimiser by name (``marl.optimizers.make_optimizer``) and its settings; lr lives in ``train``."""
+    """Optimiser by name (``marl.optimizers.make_optimizer``) and its settings; lr lives in ``train``.
+
+    eps, betas, weight_decay and momentum apply to adam, adamw, sgd and rmsprop; any other first-order
+    name of the ``optim`` registry (lion, lamb, ...) gets weight_decay (when set) and ``settings``.
+    """
 
     name: str = "adam"
     eps: float = Field(1e-5, gt=0, description="adam/adamw/rmsprop epsilon")
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0, description="sgd/rmsprop momentum")
+    settings: dict[str, Any] = Field(default_factory=dict, description="further keywords for the optimiser")
 
-    @model_validator(mode="after")
-    def _known(self) -> OptimConfig:
-        from marl.optimizers import OPTIMIZERS
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from marl.optimizers import check_optimizer_name
 
-        if self.name.lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimiser {self.name!r}; allowed: {', '.join(OPTIMIZERS)}")
-        return self
+        check_optimizer_name(v)
+        return v
 
     def kwargs(self) -> dict[str, Any]:
         """The settings that the chosen optimiser takes."""
         name = self.name.lower()
         if name in ("adam", "adamw"):
-            return dict(eps=self.eps, betas=self.betas, weight_decay=self.weight_decay)
-        if name == "rmsprop":
-            return dict(eps=self.eps, momentum=self.momentum, weight_decay=self.weight_decay)
-        return dict(momentum=self.momentum, weight_decay=self.weight_decay)
+            base: dict[str, Any] = dict(eps=self.eps, betas=self.betas, weight_decay=self.weight_decay)
+        elif name == "rmsprop":
+            base = dict(eps=self.eps, momentum=self.momentum, weight_decay=self.weight_decay)
+        elif name == "sgd":
+            base = dict(momentum=self.momentum, weight_decay=self.weight_decay)
+        else:
+            base = dict(weight_decay=self.weight_decay) if self.weight_decay else {}
+        return {**base, **self.settings}
 
 
 class LoggingConfig(_Strict):

@@ -194,3 +194,71 @@ def test_crazyflie_template_compiles_and_runs(setup, tmp_path):
     assert obs.shape == (40,) and np.allclose(obs[:6], 0) and np.allclose(obs[6:15], np.eye(3).ravel())
     assert obs[18] == pytest.approx(1.0) and np.allclose(obs[31:], 10.0)
     assert np.all((forces >= 0) & (forces <= 1)) and lines["mode"] == "2"
+
+
+def test_fast_tanh_matches_torch_on_dense_grid(tmp_path):
+    """act_tanh (rational approximation, no libm) vs torch.tanh on 2M+ float32 points over [-12, 12]."""
+    from deploy.export_c import _used_kernels
+
+    grid = np.concatenate([np.linspace(-12, 12, 2_000_001, dtype=np.float32),
+                           np.array([0.0, -0.0, 4e-4, -4e-4, 7.9053111, -7.9053111, 1e-30, 3e38, -3e38], np.float32)])
+    (tmp_path / "t.c").write_text(
+        "#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+        + _used_kernels("act_tanh(") + r"""
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 0;
+    float *v = malloc(sizeof(float) * (size_t)n);
+    FILE *f = fopen("g.bin", "rb");
+    if (!v || !f || fread(v, sizeof(float), (size_t)n, f) != (size_t)n) return 2;
+    fclose(f);
+    act_tanh(v, (int)n);
+    f = fopen("o.bin", "wb");
+    fwrite(v, sizeof(float), (size_t)n, f);
+    fclose(f);
+    free(v);
+    return 0;
+}
+""")
+    grid.tofile(tmp_path / "g.bin")
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function", "t.c", "-lm",
+                    "-o", "t"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(["./t", str(grid.size)], cwd=tmp_path, check=True)
+    out = np.fromfile(tmp_path / "o.bin", dtype=np.float32)
+    err = np.abs(out.astype(np.float64) - torch.tanh(torch.from_numpy(grid)).double().numpy())
+    assert err.max() < 3e-7, err.max()
+    assert np.all(np.abs(out) <= 1.0)
+
+
+def test_batched_tokens_more_neighbours(tmp_path):
+    """Four neighbours + obstacle = 5 tokens: the shared layers run as a 3-input and a 2-input call."""
+    torch.manual_seed(3)
+    cfg = default_env_config(4)
+    actor = make_policy("attention", obs_spec(4), 8, preset="deployable").actor.eval()
+    with torch.no_grad():
+        actor.mean.weight.mul_(100.0)
+    states = record_states(cfg, 100, seed=5, steps=100)
+    for method, bits in (("float32", None), ("kmeans", 3)):
+        q = quantize_actor(actor, method, bits)
+        ref, _ = _export(actor, q, states, tmp_path / method)
+        body = (tmp_path / method / "policy.c").read_text()
+        assert "_t3(" in body and "_t2(" in body
+        host, st = verify.run_host(tmp_path / method, states.numpy())
+        assert st == 0 and np.abs(host - ref).max() <= 1e-5
+
+
+def test_closed_loop_report_in_export(tmp_path):
+    """``closed_loop`` in report.json: one short sim episode per method (jlcm skipped without calibration)."""
+    from deploy.closed_loop import closed_loop_markdown
+    from deploy.export import export_policy
+
+    report = export_policy(tmp_path / "cl", method="int8", target="host", preset="deployable", calib="none",
+                           closed_loop=1, closed_loop_backends=("sim",),
+                           closed_loop_kwargs={"episode_seconds": 0.4})
+    rows = report["closed_loop"]
+    assert [(r["method"], r["bits"]) for r in rows] == [("float32", 32), ("int8", 8), ("int4", 4), ("kmeans", 3)]
+    assert rows[0]["max_abs_action_error"] == 0.0 and rows[0]["success_change_sim"] == 0.0
+    assert all(0.0 <= r["success_sim"] <= 1.0 and r["max_abs_action_error"] >= 0.0 for r in rows)
+    assert json.loads((tmp_path / "cl" / "report.json").read_text())["closed_loop"] == rows
+    assert "success sim" in closed_loop_markdown(rows, ("sim",))
+    assert "Closed loop" in (tmp_path / "cl" / "report.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from envs.config import make_config
 from envs.swarm import QuadSwarmVecEnv
-from marl.checkpoint import CheckpointError, load_checkpoint
+from marl.checkpoint import CheckpointError, load_checkpoint, load_policy
 from marl.logger import TIMING_KEYS, read_metrics
 from marl.ppo import NonFiniteError
 from marl.replay import CollisionReplay
@@ -52,7 +53,8 @@ def test_overrides_are_yaml_typed_and_dotted():
         ("train.clip=-0.1", "train.clip"),  # bad range
         ("train.gamma=1.5", "train.gamma"),
         ("env.num_drones=0", "env.num_drones"),
-        ("optim.name=lion", "optim"),
+        ("optim.name=lionn", "optim.name"),  # unknown: the registry lists the names
+        ("optim.name=sso", "optim.name"),  # known, but needs its own training step
         ("agent.num_heads=0", "agent.num_heads"),
         ("train.replay.capacity=0", "train.replay.capacity"),
         ("bogus.key=1", "bogus"),
@@ -164,6 +166,10 @@ def test_checkpoint_loads_weights_only(tmp_path):
     assert ckpt["counters"]["update"] == 1
     assert ckpt["env"]["state"]["pos"].shape == (16, 2, 3)
     assert ckpt["config"]["env"]["num_drones"] == 2
+    policy, env_cfg = load_policy(tmp_path / "run")  # what `marl eval RUN` uses
+    assert env_cfg.num_drones == 2
+    action = policy.act(torch.zeros(3, 2, env_cfg.obs_dim), deterministic=True)[0]
+    assert action.shape == (3, 2, 4)
 
 
 def test_resume_refuses_incompatible_config_and_corrupt_checkpoint(tmp_path):
@@ -238,9 +244,31 @@ def test_cli_train_quickstart_writes_the_run(tmp_path):
     # A second start in the same directory refuses rather than mixing two runs.
     again = _marl("train", "quickstart", "--steps", "2000", "--run-dir", str(run))
     assert again.returncode == 2 and "--resume" in again.stderr
+    # Resume with a larger step budget: one more update, the same run directory.
+    more = _marl("train", "--resume", str(run), "--steps", "4000", "--no-progress")
+    assert more.returncode == 0, more.stderr
+    assert [r["update"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2]
     plot = _marl("plot", str(run))
     assert plot.returncode == 0, plot.stderr
     assert (run / "plots" / "learning_curves.png").is_file()
+
+
+def test_cli_sigkill_then_resume_gives_the_same_numbers(tmp_path):
+    args = [*TINY, "train.total_agent_steps=12800", "--no-progress"]  # 50 updates
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train(resolve_config("quickstart", args[:-1]), straight, progress=False)  # in-process: same numbers
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "marl", "train", "quickstart", *args, "--run-dir", str(killed)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    deadline = time.monotonic() + 120
+    while len(read_metrics(killed / "metrics.jsonl")) < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL: no chance to write anything more
+    proc.wait()
+    assert (killed / "checkpoints" / "latest.pt").is_file()
+    train(load_run_config(killed), killed, resume=True, progress=False)  # what `marl train --resume` runs
+    assert _numbers(read_metrics(killed / "metrics.jsonl")) == _numbers(read_metrics(straight / "metrics.jsonl"))
 
 
 def test_cli_config_error_exits_2_before_training(tmp_path):

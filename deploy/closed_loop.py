@@ -1,0 +1,97 @@
+"""Closed-loop check of compressed policies: fly the dequantised (fake-quantised) torch actor of every method.
+
+    from deploy.closed_loop import closed_loop_report
+    rows = closed_loop_report(actor, env_cfg, methods=[("float32", 32), ("jlcm", 3)], episodes=20,
+                              backends=("sim", "pybullet"), calib=states, test=test_states)
+
+Every row: method, bits, max / mean abs action error against the float actor on the test states, and
+per backend the success rate (and collision rate) of ``episodes`` episodes flown with
+``marl.evaluate.evaluate_policy`` on the policy's own environment config, the same seed for every
+method (same maps, starts and goals), plus the change in success against float32. The C code computes
+the dequantised actor to 1e-5 (see deploy/verify.py), so this measures what compression does to flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from deploy.quantize import check_method_bits, quantize_actor
+
+DEFAULT_METHODS: tuple[tuple[str, int], ...] = (("float32", 32), ("int8", 8), ("int4", 4), ("kmeans", 3), ("jlcm", 3))
+
+
+class ActorPolicy(nn.Module):
+    """obs [E, M, D] -> clamped action means [E, M, 4] of an actor (deterministic, as deployed)."""
+
+    def __init__(self, actor: nn.Module):
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs).clamp(-1.0, 1.0)
+
+
+def closed_loop_report(
+    actor: nn.Module,
+    cfg: Any,
+    methods: Iterable[tuple[str, int | None]] = DEFAULT_METHODS,
+    episodes: int = 20,
+    backends: Sequence[str] = ("sim", "pybullet"),
+    calib: torch.Tensor | None = None,
+    test: torch.Tensor | None = None,
+    seed: int = 0,
+    jlcm_kwargs: dict[str, Any] | None = None,
+    **eval_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Closed-loop success of the actor compressed with each (method, bits); see the module docstring.
+
+    actor: a GaussianActor (``policy.actor``); cfg: the run config (with ``.env``) or a SwarmConfig.
+    calib: calibration states [N, D] (JLCM needs them); test: states [N, D] for the action errors.
+    eval_kwargs go to evaluate_policy (e.g. ``episode_seconds`` to shorten a test).
+    """
+    from marl.evaluate import evaluate_policy
+
+    actor = actor.eval()
+    rows: list[dict[str, Any]] = []
+    float_success: dict[str, float] = {}
+    with torch.no_grad():
+        ref = actor(test).clamp(-1, 1) if test is not None else None
+    for method, bits in methods:
+        bits = check_method_bits(method, bits)
+        if method == "jlcm" and calib is None:
+            raise ValueError("method 'jlcm' needs calibration states for the closed-loop check")
+        q = quantize_actor(actor, method, bits, calib=calib if method == "jlcm" else None, **(jlcm_kwargs or {}))
+        deq = q.dequantized(actor).eval()
+        row: dict[str, Any] = {"method": method, "bits": bits}
+        if ref is not None:
+            with torch.no_grad():
+                err = (deq(test).clamp(-1, 1) - ref).abs()
+            row.update(max_abs_action_error=float(err.max()), mean_abs_action_error=float(err.mean()))
+        for backend in backends:
+            res = evaluate_policy(ActorPolicy(deq), cfg, episodes=episodes, backend=backend, seed=seed, **eval_kwargs)
+            success = float(res["success_rate"])
+            row[f"success_{backend}"] = success
+            if "collision_rate" in res:
+                row[f"collision_rate_{backend}"] = float(res["collision_rate"])
+            if method == "float32":
+                float_success[backend] = success
+            if backend in float_success:
+                row[f"success_change_{backend}"] = success - float_success[backend]
+        rows.append(row)
+    return rows
+
+
+def closed_loop_markdown(rows: list[dict[str, Any]], backends: Sequence[str] = ("sim", "pybullet")) -> str:
+    """The rows as a markdown table (method, bits, action errors, success per backend)."""
+    head = "| method | bits | max abs action error | mean abs action error | " + " | ".join(
+        f"success {b}" for b in backends) + " |"
+    lines = [head, "|" + "---|" * (4 + len(backends))]
+    for r in rows:
+        succ = " | ".join(f"{r.get(f'success_{b}', float('nan')):.2f}" for b in backends)
+        lines.append(f"| {r['method']} | {r['bits']} | {r.get('max_abs_action_error', float('nan')):.2e} | "
+                     f"{r.get('mean_abs_action_error', float('nan')):.2e} | {succ} |")
+    return "\n".join(lines) + "\n"
