@@ -1,5 +1,6 @@
 # Developer entry points. `make setup` is idempotent and fast when nothing changed (stamp file).
-#   make run    demo + simulator benchmark (the main job)
+#   make run    the main job: demo, train quickstart, evaluate it (sim and PyBullet), export it to C for a
+#               Cortex-M4 (JLCM 8-bit, verified on host and QEMU), simulator benchmark (~15 min on 2 cores)
 #   make test   lint + unit tests (what CI runs)
 #   make bench  drone-count sweep of the simulator against the PettingZoo path
 #   make train-quickstart  train configs/quickstart.yaml into runs/quickstart, plot and evaluate it (~10 min)
@@ -42,6 +43,10 @@ lint: setup
 
 run: setup
 	$(BIN)/marl demo
+	$(MAKE) train-quickstart
+	$(BIN)/marl eval runs/quickstart --backend pybullet --episodes 20 --video runs/quickstart/episode.mp4
+	$(BIN)/marl export runs/quickstart --method jlcm --bits 8 --target cortex-m4 --out runs/quickstart/export --onnx \
+		--closed-loop 20
 	$(BIN)/marl bench sim --drones 8 --envs 1024 --steps 100 --density 0.2 --json
 
 # Starts over in runs/quickstart each time; TRAIN_ARGS adds overrides or flags (e.g. --steps 2000000).
