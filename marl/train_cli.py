@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 RUNS = Path("runs")
-RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "checkpoints", "tb", "plots", "nan_report.json")
+RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "checkpoints", "tb", "plots", "nan_report.json", "eval.json")
 
 
 def _run_path(run: str) -> Path:

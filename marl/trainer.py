@@ -400,4 +400,5 @@ def train(
         }
         if evaluate is not None and summary["finished"]:
             summary["eval"] = evaluate(trainer.policy, cfg, tc.eval_episodes)
+            (run_dir / "eval.json").write_text(json.dumps(summary["eval"], indent=2, default=str) + "\n")
     return summary

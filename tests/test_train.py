@@ -229,8 +229,9 @@ def _marl(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_cli_train_quickstart_writes_the_run(tmp_path):
     run = tmp_path / "qs"
+    # Short episodes keep the end-of-run evaluation (when marl.evaluate offers one) quick.
     proc = _marl("train", "quickstart", "--steps", "2000", "train.num_envs=16", "train.threads=1",
-                 "--run-dir", str(run), "--no-progress")
+                 "env.episode_seconds=1", "train.eval_episodes=4", "--run-dir", str(run), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["updates"] == 1
     for name in ("config.yaml", "metrics.jsonl", "checkpoints/latest.pt"):
