@@ -125,7 +125,7 @@ class Dynamics:
         # Walls and ceiling: reverse the normal velocity with restitution, kick the spin.
         hit = ((below | above) & self.wall_axes) | (above & ~self.wall_axes)
         s.vel.copy_(torch.where(hit, -cfg.wall_restitution * s.vel, s.vel))
-        if cfg.wall_spin > 0:
+        if cfg.wall_spin > 0 and bool(wall.any()):  # floor contacts alone need no random kick
             kick = torch.randn(s.omega.shape, generator=gen, device=s.omega.device)
             s.omega.add_(kick * (cfg.wall_spin * wall))
         return on_floor, wall

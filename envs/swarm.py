@@ -114,6 +114,7 @@ class QuadSwarmVecEnv:
         self.noise_sigma = sigma
         # Live state in the working layout (see envs.state); snapshots go through get/set_state.
         self.live = self._empty_state().to_live()
+        self._pending = False  # whether live.dpos / live.dvel hold a collision response to apply
         self._obs: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ public API
@@ -135,6 +136,12 @@ class QuadSwarmVecEnv:
             raise RuntimeError("call reset() before step()")
         act = self._check_actions(actions).permute(2, 1, 0).contiguous()  # [4, M, E]
         s = self.live
+        if self._pending:  # the collision response decided at the last observation
+            s.pos.add_(s.dpos)
+            s.vel.add_(s.dvel)
+            s.dpos.zero_()
+            s.dvel.zero_()
+            self._pending = False
         cmd = self.dyn.noisy_command((0.5 * (act + 1.0)).clamp_(0.0, 1.0), s.ou, self.gen)
         on_floor = wall = None
         for _ in range(self.cfg.dynamics.sim_steps):
@@ -149,9 +156,7 @@ class QuadSwarmVecEnv:
             self._goal_events()
 
         obs, geometry = self._observe()
-        reward, responded = self._score(act, on_floor, wall, *geometry)
-        if responded:  # a collision response moved drones: observe where they are now
-            obs = self._observe()[0]
+        reward = self._score(act, on_floor, wall, *geometry)
         done = s.t >= self.episode_steps
         terminated = torch.zeros(self.num_envs, self.num_drones, dtype=torch.bool, device=self.device)
         truncated = done.unsqueeze(-1).expand(-1, self.num_drones).clone()
@@ -175,6 +180,7 @@ class QuadSwarmVecEnv:
         """Restore the chosen environments from a snapshot; returns the new obs [E, M, D]."""
         ids = torch.as_tensor(env_ids, device=self.device)
         self.live.assign_live(ids, snapshot)
+        self._pending = True  # the snapshot may carry a pending collision response
         self.physics.on_reset(self.live, ids)
         self._obs = self._observe()[0]
         return self._obs
@@ -214,7 +220,7 @@ class QuadSwarmVecEnv:
             occupied=b(e, self.grid.centres.shape[0]), t=z(e, dtype=torch.long),
             prev_nbr_col=b(e, m, m), prev_obs_col=b(e, m), ret=z(e, m), reached=b(e, m),
             dist_window=z(e, m, self.cfg.reach_window), col_nbr=b(e, m), col_obs=b(e, m),
-            col_floor=b(e, m), col_wall=b(e, m), dist_last=z(e, m, 3),
+            col_floor=b(e, m), col_wall=b(e, m), dist_last=z(e, m, 3), dpos=z(e, m, 3), dvel=z(e, m, 3),
         )
 
     def _uniform(self, n: int, lo: float, hi: float, *shape: int) -> torch.Tensor:
@@ -270,7 +276,8 @@ class QuadSwarmVecEnv:
             prev_nbr_col=flags(n, m, m), prev_obs_col=flags(n, m), ret=torch.zeros(n, m, device=self.device),
             reached=flags(n, m), dist_window=torch.full((n, m, cfg.reach_window), math.inf, device=self.device),
             col_nbr=flags(n, m), col_obs=flags(n, m), col_floor=flags(n, m), col_wall=flags(n, m),
-            dist_last=torch.zeros(n, m, 3, device=self.device),
+            dist_last=torch.zeros(n, m, 3, device=self.device), dpos=torch.zeros_like(starts),
+            dvel=torch.zeros_like(starts),
         )
         self.live.assign_live(ids, fresh)
         self.physics.on_reset(self.live, ids)
@@ -315,10 +322,13 @@ class QuadSwarmVecEnv:
             obs = obs + self.noise_sigma * torch.randn(obs.shape, generator=self.gen, device=self.device)
         return obs, (rel_pos, dist, sdf)
 
-    def _score(self, act, on_floor, wall, rel_pos, dist, sdf) -> tuple[torch.Tensor, bool]:
-        """Collisions (with a crude but cheap response), reward [M, E] and metric updates.
+    def _score(self, act, on_floor, wall, rel_pos, dist, sdf) -> torch.Tensor:
+        """Collisions, reward [M, E] and metric updates.
 
-        Returns the reward and whether the collision response changed positions or velocities.
+        The collision response (a crude but cheap one) is decided here from the observed geometry and
+        stored in the state (dpos, dvel); the next step applies it before its physics. The returned
+        observation and get_state() thus both describe the moment of contact, and a new observation
+        pass is never needed for it.
         """
         cfg, s = self.cfg, self.live
         arm = cfg.dynamics.arm
@@ -330,13 +340,12 @@ class QuadSwarmVecEnv:
             nbr_col, obs_col = contacts
         new_nbr = nbr_col & ~s.prev_nbr_col
         new_obs = obs_col & ~s.prev_obs_col
-        responded = False
         if contacts is None and bool(new_nbr.any()):
             self._bounce_neighbours(rel_pos, dist, new_nbr)
-            responded = True
+            self._pending = True
         if contacts is None and bool(obs_col.any()):
             self._push_out_of_columns(sdf, obs_col)
-            responded = True
+            self._pending = True
         s.prev_nbr_col.copy_(nbr_col)
         s.prev_obs_col.copy_(obs_col)
 
@@ -357,20 +366,20 @@ class QuadSwarmVecEnv:
         s.col_wall |= wall & after_grace
         in_last = s.t > self.episode_steps - self.last_steps.view(3, 1)  # [3, E]
         s.dist_last += dist_to_goal * in_last.unsqueeze(1)
-        return reward, responded
+        return reward
 
     def _bounce_neighbours(self, rel_pos, dist, new_col) -> None:
         """Exchange the normal velocity components of newly colliding pairs (equal masses, elastic)."""
         s = self.live
         n = rel_pos / dist.clamp_min(1e-6)  # [3, M, M, E] from i towards j
         closing = ((s.vel.unsqueeze(1) - s.vel.unsqueeze(2)) * n).sum(0)  # [M, M, E]
-        s.vel += (closing * new_col * n).sum(2)
+        s.dvel += (closing * new_col * n).sum(2)
 
     def _push_out_of_columns(self, sdf, obs_col) -> None:
         """Move drones inside a column back to its surface and reflect the inward velocity."""
         s = self.live
         normal = sdf_normal(sdf, self.cfg.sdf_resolution)  # [2, M, E] from the column to the drone
         depth = (self.cfg.dynamics.arm - sdf[4]).clamp_min(0.0) * obs_col
-        s.pos[:2] += normal * depth
+        s.dpos[:2] += normal * depth
         inward = (s.vel[:2] * normal).sum(0).clamp_max(0.0) * obs_col
-        s.vel[:2] -= (1.0 + self.cfg.dynamics.wall_restitution) * inward * normal
+        s.dvel[:2] -= (1.0 + self.cfg.dynamics.wall_restitution) * inward * normal

@@ -278,10 +278,12 @@ def test_drone_inside_column_is_penalised_and_pushed_out():
     _, rew, *_ = env.step(act)
     s = env.get_state([0])
     radius, arm = float(s.obstacle_radius[0]), cfg.dynamics.arm
-    dist = float((s.pos[0, 0, :2] - col).norm())
+    # The response is stored with the state and applied at the start of the next step.
+    pos_after, vel_after = s.pos[0, 0, :2] + s.dpos[0, 0, :2], s.vel[0, 0, :2] + s.dvel[0, 0, :2]
+    dist = float((pos_after - col).norm())
     # pushed to the surface along the SDF normal (central differences: within 0.5 mm of exact)
     assert dist >= arm + radius - 5e-4, f"drone still inside the column: {dist:.4f} < {arm + radius:.4f}"
-    assert float(((s.pos[0, 0, :2] - col) * s.vel[0, 0, :2]).sum()) >= 0, "velocity still points into the column"
+    assert float(((pos_after - col) * vel_after).sum()) >= 0, "velocity still points into the column"
     # reward: shaping of the state after the step, minus the obstacle penalty for drone 0 only
     dt = cfg.dynamics.control_dt
     c = cfg.reward
@@ -312,8 +314,8 @@ def test_obstacle_collision_after_grace_is_reported():
 
 
 def test_step_obs_matches_the_state_after_the_collision_response():
-    """The observation returned by step() must describe the state the next step starts from (here the
-    position after the push out of the column), exactly as set_state() would report it."""
+    """The observation returned by step() must describe the state get_state() reports (the moment of
+    contact, with the push out of the column pending), exactly as set_state() would observe it."""
     env = _obstacle_env()
     _put_drone_in_first_column(env)
     obs, *_ = env.step(_hover(env))
