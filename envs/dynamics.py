@@ -66,18 +66,22 @@ class Dynamics:
         ou.mul_(1.0 - OU_THETA).add_(torch.randn(ou.shape, generator=gen, device=ou.device), alpha=OU_SIGMA)
         return (cmd * (1.0 + self.cfg.thrust_noise * ou)).clamp_(0.0, 1.0)
 
+    def motor_thrust(self, motor: torch.Tensor, cmd: torch.Tensor, max_thrust: torch.Tensor) -> torch.Tensor:
+        """Advance the motor lag state [4, M, E] in place towards sqrt(cmd); return the thrusts in newtons."""
+        target = cmd.sqrt()
+        if self.alpha_up == self.alpha_down:
+            motor.add_(target - motor, alpha=self.alpha_up)
+        else:
+            motor.add_(torch.where(target >= motor, self.alpha_up, self.alpha_down) * (target - motor))
+        return motor.square() * max_thrust
+
     def step(self, s, cmd: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Advance the live state ``s`` (pos, vel, rot, omega, motor; in place) by one physics step.
 
         cmd: [4, M, E] thrust fractions in [0, 1]. Returns (on_floor, wall_hit), bool [M, E].
         """
         cfg, dt = self.cfg, self.dt
-        target = cmd.sqrt()
-        if self.alpha_up == self.alpha_down:
-            s.motor.add_(target - s.motor, alpha=self.alpha_up)
-        else:
-            s.motor.add_(torch.where(target >= s.motor, self.alpha_up, self.alpha_down) * (target - s.motor))
-        thrust = s.motor.square() * s.max_thrust  # [4, M, E] newtons
+        thrust = self.motor_thrust(s.motor, cmd, s.max_thrust)  # [4, M, E] newtons
         m, e = thrust.shape[1:]
 
         # Rotational dynamics in the body frame: I w' = tau - w x (I w).

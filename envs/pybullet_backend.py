@@ -168,13 +168,7 @@ class PyBulletPhysics:
         self._require(e, m)
         dev = live.pos.device
         dyn = self.dyn
-        # Motor model: the same formula as Dynamics.step (first-order lag on sqrt(thrust)).
-        target = cmd.sqrt()
-        if dyn.alpha_up == dyn.alpha_down:
-            live.motor.add_(target - live.motor, alpha=dyn.alpha_up)
-        else:
-            live.motor.add_(torch.where(target >= live.motor, dyn.alpha_up, dyn.alpha_down) * (target - live.motor))
-        thrust = live.motor.square() * live.max_thrust  # [4, M, E] newtons
+        thrust = dyn.motor_thrust(live.motor, cmd, live.max_thrust)  # the batched sim's motor model, [4, M, E] N
         yaw = (dyn.torque_map[2].to(dev) @ thrust.reshape(4, -1)).reshape(m, e)  # [M, E] body z torque
         thrust_l = thrust.permute(2, 1, 0).tolist()  # [E][M][4] python floats: cheapest for pybullet calls
         yaw_l = yaw.T.tolist()  # [E][M]

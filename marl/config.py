@@ -39,6 +39,17 @@ _SUFFIXES = (".yaml", ".yml")
 _REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
+def check_sections(raw: Any, source: str) -> None:
+    """Raise ValueError unless ``raw`` is a mapping whose keys are all known top-level sections."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown top-level section {', '.join(map(repr, unknown))}; allowed: {', '.join(SECTIONS)}"
+        )
+
+
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One line naming each offending field: ``env.density: Input should be less than 1 (got 1.5)``."""
     parts = []
@@ -100,13 +111,7 @@ def validate_config(raw: Any, source: str = "config") -> dict[str, Any]:
     """Validate a mapping of sections; returns it with ``env`` as a SwarmConfig."""
     if raw is None:
         raw = {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
-    unknown = [k for k in raw if k not in SECTIONS]
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown top-level section {', '.join(map(repr, unknown))}; allowed: {', '.join(SECTIONS)}"
-        )
+    check_sections(raw, source)
     out: dict[str, Any] = dict(raw)
     env = raw.get("env") or {}
     if not isinstance(env, dict):

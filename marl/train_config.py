@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from envs.config import SwarmConfig
-from marl.config import SECTIONS, format_validation_error, load_raw_config
+from marl.config import SECTIONS, check_sections, format_validation_error, load_raw_config
 
 # Shared-parameter PPO is MAPPO with a centralised critic and IPPO with per-agent critics; the critic
 # is the policy's (agents.config.PolicyConfig.critic), so train.algo sets it.
@@ -244,13 +244,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Validate every section that training reads; ValueError names the section and field."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
-    unknown = [k for k in raw if k not in SECTIONS]
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown top-level section {', '.join(map(repr, unknown))}; allowed: {', '.join(SECTIONS)}"
-        )
+    check_sections(raw, source)
     out: dict[str, Any] = {}
     for key, model in (("env", SwarmConfig), ("optim", OptimConfig), ("train", TrainConfig),
                        ("logging", LoggingConfig)):
