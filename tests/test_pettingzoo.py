@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from helpers import strict_api_warnings
 from pettingzoo.test import api_test, parallel_api_test
 
 from envs import quad_swarm_v0
@@ -25,24 +22,14 @@ def _zero_actions(env) -> dict[str, np.ndarray]:
     return {a: np.zeros(4, np.float32) for a in env.agents}
 
 
-@contextmanager
-def _strict_warnings() -> Iterator[None]:
-    """Turn the API tests' warnings into errors, except the one our unbounded obs Box must trigger."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        # Deliberate: positions, velocities and rates have no hard bound.
-        warnings.filterwarnings("ignore", message=".*observation space value is .*infinity")
-        yield
-
-
 def test_parallel_api_passes_through_episode_end():
-    with _strict_warnings():
+    with strict_api_warnings():
         # num_cycles beyond the episode length, so the truncation path is exercised too.
         parallel_api_test(quad_swarm_v0.parallel_env(**CFG), num_cycles=STEPS + 10)
 
 
 def test_aec_api():
-    with _strict_warnings():
+    with strict_api_warnings():
         api_test(quad_swarm_v0.env(**CFG), num_cycles=STEPS + 10)
 
 

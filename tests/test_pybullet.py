@@ -9,25 +9,23 @@ rotation matrices within SIM2SIM_ANGLE_TOL_DEG at every step (see envs/pybullet_
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+from helpers import strict_api_warnings
 from pettingzoo.test import api_test, parallel_api_test
 
-from envs import quad_swarm_pybullet_v0, quad_swarm_v0  # noqa: E402
-from envs.config import make_config  # noqa: E402
-from envs.pybullet_backend import (  # noqa: E402
+from envs import quad_swarm_pybullet_v0, quad_swarm_v0
+from envs.config import make_config
+from envs.pybullet_backend import (
     SIM2SIM_ANGLE_TOL_DEG,
     SIM2SIM_POS_TOL,
     PyBulletPhysics,
     make_pybullet_vec_env,
     rot_to_quat,
 )
-from envs.swarm import QuadSwarmVecEnv  # noqa: E402
+from envs.swarm import QuadSwarmVecEnv
 
 PZ_CFG = dict(num_drones=4, num_neighbors=2, scenario="o_random", episode_seconds=0.3)
 PZ_STEPS = 30
@@ -41,22 +39,13 @@ S2S_CFG = dict(
 )
 
 
-@contextmanager
-def _strict_warnings() -> Iterator[None]:
-    """API-test warnings as errors, except the one the unbounded observation Box must trigger."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        warnings.filterwarnings("ignore", message=".*observation space value is .*infinity")
-        yield
-
-
 def test_parallel_api_through_episode_end():
-    with _strict_warnings():
+    with strict_api_warnings():
         parallel_api_test(quad_swarm_pybullet_v0.parallel_env(**PZ_CFG), num_cycles=PZ_STEPS + 10)
 
 
 def test_aec_api():
-    with _strict_warnings():
+    with strict_api_warnings():
         api_test(quad_swarm_pybullet_v0.env(**PZ_CFG), num_cycles=PZ_STEPS + 10)
 
 
