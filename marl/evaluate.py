@@ -35,9 +35,14 @@ class Controller:
     """Observation [E, M, D] -> actions [E, M, 4], with ``reset(env_ids)`` for stateful controllers."""
 
     def __init__(
-        self, act: Callable[[torch.Tensor], torch.Tensor], reset: Callable[[torch.Tensor], None] | None = None
+        self,
+        act: Callable[[torch.Tensor], torch.Tensor],
+        reset: Callable[[torch.Tensor], None] | None = None,
+        communication_rate: Callable[[torch.Tensor], float] | None = None,
     ):
         self._act, self._reset = act, reset
+        # For policies that communicate (CommFormer): fraction of possible messages received.
+        self.communication_rate = communication_rate
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         return self._act(obs)
@@ -54,9 +59,10 @@ def resolve_policy(
     """A built-in controller by name, the trained policy of a run directory / checkpoint file, or a
     policy module (an agents.base.ActorCritic, or any module mapping obs [E, M, D] to actions)."""
     if isinstance(policy, nn.Module):
+        comm = getattr(policy, "communication_rate", None)
         if hasattr(policy, "act"):
-            return Controller(lambda obs: policy.act(obs, deterministic=deterministic)[0])
-        return Controller(policy)
+            return Controller(lambda obs: policy.act(obs, deterministic=deterministic)[0], communication_rate=comm)
+        return Controller(policy, communication_rate=comm)
     if policy == "pid":
         pid = PIDController(PIDConfig.from_dynamics(cfg.dynamics), device=device)
         return Controller(pid, pid.reset)
@@ -64,9 +70,7 @@ def resolve_policy(
     if path.exists():
         from marl.checkpoint import load_policy  # the trainer's checkpoint format
 
-        net = load_policy(path, device=device)[0]
-        net.eval()
-        return Controller(lambda obs: net.act(obs, deterministic=deterministic)[0])
+        return resolve_policy(load_policy(path, device=device)[0].eval(), cfg, device, deterministic)
     raise ValueError(
         f"policy {policy!r} is neither a built-in controller ({', '.join(BUILTIN_POLICIES)}) "
         "nor an existing run directory or checkpoint file"
@@ -149,7 +153,9 @@ def evaluate(
         if physics is not None:
             physics.close()
     report: dict[str, Any] = {}
-    for name in REPORTED:
+    for name in (*REPORTED, "communication_rate"):
+        if name not in episode:
+            continue
         values = episode[name].double()
         report[name] = float(values.mean())
         report[f"{name}_std"] = float(values.std(unbiased=False)) if episodes > 1 else 0.0
@@ -187,8 +193,11 @@ def _run_episode(env: QuadSwarmVecEnv, controller: Controller, seed: int, keep: 
         "radius": float(first.obstacle_radius[0]),
     }
     pos, rot = [first.pos[0].clone()], [first.rot[0].clone()]
+    comm_rates = []
     with torch.no_grad():
         while True:
+            if controller.communication_rate is not None:
+                comm_rates.append(controller.communication_rate(obs))
             obs, _, _, _, info = env.step(controller(obs))
             if "episode" in info:
                 break
@@ -201,7 +210,10 @@ def _run_episode(env: QuadSwarmVecEnv, controller: Controller, seed: int, keep: 
         record["rot"] = torch.stack(rot).cpu().numpy()
     if info["episode_env_ids"].numel() != env.num_envs:
         raise RuntimeError("environments of one evaluation batch ended at different steps")
-    return info["episode"], record
+    episode = dict(info["episode"])
+    if comm_rates:
+        episode["communication_rate"] = torch.full((env.num_envs,), sum(comm_rates) / len(comm_rates))
+    return episode, record
 
 
 def _plot(path: str, cfg: SwarmConfig, record: dict[str, Any], report: dict[str, Any]) -> str:
@@ -225,7 +237,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['policy']} on {report['backend']}: {report['scenario']}, {report['drones']} drones, "
         f"{report['episodes']} episodes, seed {report['seed']} ({report['wall_s']:.1f} s)"
     ]
-    for name in REPORTED:
+    for name in (*REPORTED, "communication_rate"):
+        if name not in report:
+            continue
         mean, std = report[name], report[f"{name}_std"]
         lines.append(f"  {name:<26} {mean:>9.3f} +- {std:.3f}" if math.isfinite(mean) else f"  {name:<26} {mean}")
     for key in ("plot", "video"):

@@ -62,3 +62,16 @@ def test_bad_input_names_what_exists(args, words):
     assert "Traceback" not in out.stderr
     for word in words:
         assert word in out.stderr
+
+
+def test_communicating_policy_reports_its_communication_rate():
+    from agents import make_policy
+    from envs.observations import obs_spec
+
+    policy = make_policy("commformer", obs_spec(2), 4, sparsity=0.4, gating=True).eval()
+    settings = dict(scenario="static_diff_goal", drones=4, episodes=2, episode_seconds=0.3)
+    report = evaluate(policy, **settings)
+    assert 0.0 <= report["communication_rate"] <= 1.0
+    # k = int(4 * 0.4) = 1 in-edge of 3 possible per agent: with every gate open the rate is 1/3.
+    assert report["communication_rate"] <= 1 / 3 + 1e-6
+    assert "communication_rate" not in evaluate("pid", **settings)
