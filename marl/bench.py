@@ -26,6 +26,7 @@ import torch
 
 from envs.config import SwarmConfig, make_config
 from envs.swarm import ACTION_DIM, QuadSwarmVecEnv
+from marl.devices import parse_device
 
 BACKENDS = ("sim", "pettingzoo", "pybullet")
 SWEEP_DRONES = (1, 8, 32, 128)
@@ -185,12 +186,7 @@ def bench_sim(
         raise ValueError(f"warmup={warmup!r} must be an integer >= 0")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device={device!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} is not available here (torch {torch.__version__}); allowed: cpu")
+    dev = parse_device(device)
     if backend != "sim" and dev.type != "cpu":
         raise ValueError(f"device={device!r}: the {backend} backend runs on cpu only")
     cfg = bench_env_config(drones, density, scenario)

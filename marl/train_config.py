@@ -104,14 +104,9 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        import torch
+        from marl.devices import parse_device
 
-        try:
-            dev = torch.device(v)
-        except RuntimeError:
-            raise ValueError(f"{v!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"{v!r} is not available here; allowed: cpu")
+        parse_device(v)
         return v
 
     @model_validator(mode="after")
