@@ -1,7 +1,10 @@
 """The interface between policies and the trainer: an actor-critic over a swarm's observations.
 
 Every policy maps observations [B, M, D] (B batch rows, each one environment's M agents) to a
-per-agent Gaussian over the 4 motor commands and a per-agent value. Keeping the agent axis lets a
+per-agent action distribution and a per-agent value: a Gaussian over ``act_dim`` continuous commands
+(the 4 motor commands of a quadrotor), or, with ``num_actions`` set, a categorical over that many
+discrete actions (grid worlds, MPE), whose actions travel as integers [B, M] (or [B, M, 1] floats in
+a rollout buffer). Keeping the agent axis lets a
 policy share information across agents (attention over neighbours is per agent, but CommFormer's
 communication graph or a centralised critic look at all M agents of an environment).
 
@@ -15,7 +18,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Distribution
 
 
 class ObsLayout(Protocol):
@@ -33,20 +36,37 @@ class ObsLayout(Protocol):
 class ActorCritic(nn.Module):
     """Base class of trainable swarm policies. Subclasses implement ``forward``."""
 
-    act_dim: int = 4
+    act_dim: int = 4  # width of a stored action: the Gaussian's dimensions, 1 for a categorical head
+    num_actions: int | None = None  # None: Gaussian head; A: categorical over A discrete actions
 
-    def forward(self, obs: torch.Tensor) -> tuple[Normal, torch.Tensor]:
-        """obs [B, M, D] -> (action distribution with batch shape [B, M, 4], value [B, M])."""
+    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """obs [B, M, D] -> (Normal [B, M, act_dim] or Categorical [B, M], value [B, M])."""
         raise NotImplementedError
+
+    def log_prob(self, dist: Distribution, action: torch.Tensor) -> torch.Tensor:
+        """Joint log-probability [B, M] of each agent's action (summed over Gaussian dimensions)."""
+        if self.num_actions is not None:
+            return dist.log_prob(action.reshape(dist.batch_shape).long())
+        return dist.log_prob(action).sum(-1)
+
+    def entropy(self, dist: Distribution) -> torch.Tensor:
+        """Entropy [B, M] of each agent's action distribution."""
+        return dist.entropy() if self.num_actions is not None else dist.entropy().sum(-1)
+
+    def sample(self, dist: Distribution, deterministic: bool = False) -> torch.Tensor:
+        """An action per agent: [B, M, act_dim] (Gaussian) or [B, M] int64 (categorical); the mode if deterministic."""
+        if self.num_actions is not None:
+            return dist.probs.argmax(-1) if deterministic else dist.sample()
+        return dist.mean if deterministic else dist.sample()
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample (or take the mean of) the policy: (action [B, M, 4], log_prob [B, M], value [B, M])."""
+        """Sample (or take the mode of) the policy: (action, log_prob [B, M], value [B, M])."""
         dist, value = self(obs)
-        action = dist.mean if deterministic else dist.sample()
-        return action, dist.log_prob(action).sum(-1), value
+        action = self.sample(dist, deterministic)
+        return action, self.log_prob(dist, action), value
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For the PPO loss: (log_prob [B, M], entropy [B, M], value [B, M]) of given actions."""
         dist, value = self(obs)
-        return dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value
+        return self.log_prob(dist, action), self.entropy(dist), value

@@ -39,6 +39,9 @@ across agents), and the attention row i gives exactly zero weight to non-neighbo
 The reference's MAT decoder (actions decoded agent by agent, each seeing the previous agents'
 actions) is left out on purpose: it needs centralised, sequential execution.
 
+``communicate=False`` keeps the architecture and cuts every edge but the self-loops: the
+no-communication baseline of the experiments.
+
 Temporal gating (``gating=True``): a small network per agent (shared weights) maps the agent's own
 observation to the probability p_i of receiving messages at this step. Training samples a
 Gumbel-sigmoid (logistic noise, temperature tau) and thresholds it with a straight-through estimator;
@@ -263,8 +266,10 @@ class CommFormerActor(nn.Module):
         post_stable: bool,
         post_ratio: float,
         num_actions: int | None,
+        communicate: bool,
         init_log_std: float,
         log_std_bounds: tuple[float, float],
+        act_dim: int = ACT_DIM,
     ):
         super().__init__()
         if width < 1 or num_blocks < 1:
@@ -276,16 +281,17 @@ class CommFormerActor(nn.Module):
             raise ValueError(f"init_log_std={init_log_std} must lie within increasing log_std_bounds={log_std_bounds}")
         self.num_agents = num_agents
         self.num_actions = num_actions
+        self.communicate = communicate
         self.encoder = SwarmAttentionEncoder(
             layout, embed_dim=embed_dim, embed_layers=embed_layers, num_heads=1, hidden_sizes=(width,)
         )
         self.graph = CommGraph(num_agents, sparsity, tau, warmup_updates, post_stable, post_ratio)
         self.gate = Gate(layout.dim, gate_hidden, tau) if gating else None
         self.blocks = nn.ModuleList(GraphBlock(width, num_heads, head_dim) for _ in range(num_blocks))
-        out = ACT_DIM if num_actions is None else num_actions
+        out = act_dim if num_actions is None else num_actions
         self.mean = init_linear(nn.Linear(width, out), ACTION_GAIN)
         if num_actions is None:
-            self.log_std = nn.Parameter(torch.full((ACT_DIM,), float(init_log_std)))
+            self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
         self.log_std_bounds = (float(lo), float(hi))
 
     def std(self) -> torch.Tensor:
@@ -302,13 +308,15 @@ class CommFormerActor(nn.Module):
                 f"the communication graph has {self.num_agents} agents but the observations have {m}; "
                 "a CommFormer policy only runs with the agent count it was built for"
             )
+        eye = torch.eye(m, device=obs.device, dtype=torch.bool)
+        if not self.communicate:  # the no-communication baseline: every agent attends to itself only
+            return eye.to(obs.dtype).expand(b, m, m), eye.expand(b, m, m)
         weights, connected = self.graph()
         weights, connected = weights.expand(b, m, m), connected.expand(b, m, m)
         if self.gate is not None:
             g, is_open = self.gate(obs, sample=self.training and not self.graph.acting)  # [B, M]
             weights = weights * g.unsqueeze(-1)
             connected = connected & is_open.unsqueeze(-1)
-        eye = torch.eye(m, device=obs.device, dtype=torch.bool)
         return weights + eye, connected | eye
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -325,8 +333,9 @@ class CommFormerPolicy(ActorCritic):
 
     Overrides (None keeps the preset's value): width, embed_dim, embed_layers, num_heads, head_dim,
     num_blocks, sparsity, gating, gate_hidden, gate_penalty, tau, warmup_updates, post_stable,
-    post_ratio, num_actions (None: Gaussian over the 4 motor commands; A: Categorical over A actions),
-    graph_size (if given, must equal num_agents).
+    post_ratio, communicate (False: the no-communication baseline, every agent attends to itself
+    only), graph_size (if given, must equal num_agents). ``num_actions`` (None: Gaussian over
+    ``act_dim`` commands; A: Categorical over A actions) and ``act_dim`` are the action space's.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -343,7 +352,7 @@ class CommFormerPolicy(ActorCritic):
         "warmup_updates": 10,
         "post_stable": False,
         "post_ratio": 0.5,
-        "num_actions": None,
+        "communicate": True,
         "graph_size": None,
     }
     config: Any = None  # the agents.config.PolicyConfig it was built from (set by make_policy_from_config)
@@ -357,6 +366,8 @@ class CommFormerPolicy(ActorCritic):
         critic: str = "local",
         init_log_std: float = DEFAULT_INIT_LOG_STD,
         log_std_bounds: tuple[float, float] = DEFAULT_LOG_STD_BOUNDS,
+        act_dim: int = ACT_DIM,
+        num_actions: int | None = None,
         **overrides: Any,
     ):
         super().__init__()
@@ -380,10 +391,11 @@ class CommFormerPolicy(ActorCritic):
         self.layout = layout
         self.num_agents = num_agents
         self.obs_dim = layout.dim
-        self.num_actions = kw["num_actions"]
-        self.act_dim = ACT_DIM if self.num_actions is None else 1
+        self.num_actions = num_actions
+        self.act_dim = act_dim if num_actions is None else 1
         self.actor = CommFormerActor(
-            layout, num_agents, init_log_std=init_log_std, log_std_bounds=tuple(log_std_bounds), **kw
+            layout, num_agents, init_log_std=init_log_std, log_std_bounds=tuple(log_std_bounds),
+            num_actions=num_actions, act_dim=act_dim, **kw
         )
         critic_encoder = SwarmAttentionEncoder(
             layout, embed_dim=kw["embed_dim"], embed_layers=kw["embed_layers"], hidden_sizes=(kw["width"],)
@@ -400,30 +412,16 @@ class CommFormerPolicy(ActorCritic):
             return Categorical(logits=out), self.critic(obs)
         return Normal(out, self.actor.std().expand_as(out)), self.critic(obs)
 
-    def _log_prob(self, dist: Distribution, action: torch.Tensor) -> torch.Tensor:
-        if self.num_actions is not None:
-            return dist.log_prob(action.reshape(dist.batch_shape).long())
-        return dist.log_prob(action).sum(-1)
-
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Acting uses the exact top-k graph and hard gates: (action, log_prob [B, M], value [B, M]).
 
-        Actions are [B, M, 4] for the Gaussian head and [B, M] (int64) for the categorical one.
+        Actions are [B, M, act_dim] for the Gaussian head and [B, M] (int64) for the categorical one.
         """
         with self.acting():
             dist, value = self(obs)
-        if self.num_actions is not None:
-            action = dist.probs.argmax(-1) if deterministic else dist.sample()
-        else:
-            action = dist.mean if deterministic else dist.sample()
-        return action, self._log_prob(dist, action), value
-
-    def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For the PPO loss (training graph: raw / Gumbel / exact by progress): (log_prob, entropy, value)."""
-        dist, value = self(obs)
-        entropy = dist.entropy() if self.num_actions is not None else dist.entropy().sum(-1)
-        return self._log_prob(dist, action), entropy, value
+        action = self.sample(dist, deterministic)
+        return action, self.log_prob(dist, action), value
 
     # --- CommFormer specifics -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -475,6 +473,8 @@ class CommFormerPolicy(ActorCritic):
         - ``graph_density``: in-edges per agent / (M - 1), i.e. the rate with all gates open.
         """
         b, m, _ = obs.shape
+        if not self.actor.communicate:
+            return {"communication_rate": 0.0, "gate_open_rate": 0.0, "graph_density": 0.0}
         with self.acting():
             _, connected = self.actor.masks(obs)
         possible = b * m * (m - 1)

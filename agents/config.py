@@ -38,7 +38,7 @@ ENCODER_FIELDS: dict[str, tuple[str, ...]] = {
         "warmup_updates",
         "post_stable",
         "post_ratio",
-        "num_actions",
+        "communicate",
         "graph_size",
     ),
 }
@@ -80,8 +80,12 @@ class PolicyConfig(BaseModel):
     post_ratio: float | None = Field(
         None, ge=0.0, le=1.0, description="commformer: fraction of the updates after which post_stable applies"
     )
+    communicate: bool | None = Field(
+        None, description="commformer: false = the no-communication baseline (self-loops only)"
+    )
     num_actions: int | None = Field(
-        None, ge=2, description="commformer: Discrete(num_actions) categorical head instead of the Gaussian"
+        None, ge=2, description="Discrete(num_actions) categorical head instead of the Gaussian (set by the trainer "
+        "from a Discrete action space)"
     )
     graph_size: int | None = Field(None, ge=1, description="commformer: nodes of the graph; must equal the agents")
     critic: Literal["local", "central"] = Field(

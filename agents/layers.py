@@ -10,7 +10,8 @@ the modules layer by layer (compression, C export for the Cortex-M4) without spe
   here. With ``head_dim = embed_dim // num_heads`` it computes exactly what torch's module does (a
   test copies the weights across and compares).
 - ``EncoderActorCritic`` is the common shape of every policy: an encoder (obs [N, D] -> features
-  [N, F]) feeding a Gaussian action head with a learned state-independent log-std, and a separate
+  [N, F]) feeding a Gaussian action head with a learned state-independent log-std (or, for discrete
+  actions, a categorical head of logits), and a separate
   critic network of the same architecture, either local (value of the agent's own observation) or
   central (MAPPO style: own features plus the mean over the M agents of the same environment row).
 """
@@ -25,7 +26,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Categorical, Distribution, Normal
 
 from agents.base import ActorCritic, ObsLayout
 
@@ -159,7 +160,9 @@ class Encoder(nn.Module):
 class GaussianActor(nn.Module):
     """Encoder + linear action mean + state-independent log-std. ``forward`` is the deterministic policy."""
 
-    def __init__(self, encoder: Encoder, init_log_std: float, log_std_bounds: tuple[float, float]):
+    def __init__(
+        self, encoder: Encoder, init_log_std: float, log_std_bounds: tuple[float, float], act_dim: int = ACT_DIM
+    ):
         super().__init__()
         lo, hi = log_std_bounds
         if not lo < hi:
@@ -167,18 +170,34 @@ class GaussianActor(nn.Module):
         if not lo <= init_log_std <= hi:
             raise ValueError(f"init_log_std={init_log_std} must lie within log_std_bounds={log_std_bounds}")
         self.encoder = encoder
-        self.mean = init_linear(nn.Linear(encoder.out_dim, ACT_DIM), ACTION_GAIN)
-        self.log_std = nn.Parameter(torch.full((ACT_DIM,), float(init_log_std)))
+        self.mean = init_linear(nn.Linear(encoder.out_dim, act_dim), ACTION_GAIN)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
         self.log_std_bounds = (float(lo), float(hi))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [..., D] -> action mean [..., 4]."""
+        """obs [..., D] -> action mean [..., act_dim]."""
         flat = obs.reshape(-1, obs.shape[-1])
-        return self.mean(self.encoder(flat)).view(*obs.shape[:-1], ACT_DIM)
+        return self.mean(self.encoder(flat)).view(*obs.shape[:-1], self.mean.out_features)
 
     def std(self) -> torch.Tensor:
-        """Clamped standard deviation [4]. Clamping (not a soft squash) keeps log_std readable in logs."""
+        """Clamped standard deviation [act_dim]. Clamping (not a soft squash) keeps log_std readable in logs."""
         return self.log_std.clamp(*self.log_std_bounds).exp()
+
+
+class CategoricalActor(nn.Module):
+    """Encoder + linear logits over ``num_actions`` discrete actions."""
+
+    def __init__(self, encoder: Encoder, num_actions: int):
+        super().__init__()
+        if num_actions < 2:
+            raise ValueError(f"num_actions={num_actions} must be >= 2")
+        self.encoder = encoder
+        self.mean = init_linear(nn.Linear(encoder.out_dim, num_actions), ACTION_GAIN)  # "mean": the logits
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [..., D] -> logits [..., A]."""
+        flat = obs.reshape(-1, obs.shape[-1])
+        return self.mean(self.encoder(flat)).view(*obs.shape[:-1], self.mean.out_features)
 
 
 class Critic(nn.Module):
@@ -226,6 +245,8 @@ class EncoderActorCritic(ActorCritic):
         critic: str = "local",
         init_log_std: float = DEFAULT_INIT_LOG_STD,
         log_std_bounds: tuple[float, float] = DEFAULT_LOG_STD_BOUNDS,
+        act_dim: int = ACT_DIM,
+        num_actions: int | None = None,
         **overrides: Any,
     ):
         super().__init__()
@@ -235,14 +256,21 @@ class EncoderActorCritic(ActorCritic):
         self.layout = layout
         self.num_agents = num_agents
         self.obs_dim = layout.dim
-        self.actor = GaussianActor(
-            self.encoder_cls.from_preset(layout, preset, **overrides), init_log_std, tuple(log_std_bounds)
+        self.num_actions = num_actions
+        self.act_dim = act_dim if num_actions is None else 1
+        encoder = self.encoder_cls.from_preset(layout, preset, **overrides)
+        self.actor: GaussianActor | CategoricalActor = (
+            GaussianActor(encoder, init_log_std, tuple(log_std_bounds), act_dim)
+            if num_actions is None
+            else CategoricalActor(encoder, num_actions)
         )
         self.critic = Critic(self.encoder_cls.from_preset(layout, preset, **overrides), critic)
 
-    def forward(self, obs: torch.Tensor) -> tuple[Normal, torch.Tensor]:
-        """obs [B, M, D] -> (Normal with batch shape [B, M, 4], value [B, M])."""
+    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """obs [B, M, D] -> (Normal [B, M, act_dim] or Categorical [B, M], value [B, M])."""
         if obs.dim() != 3 or obs.shape[-1] != self.obs_dim:
             raise ValueError(f"expected observations [B, M, {self.obs_dim}], got {list(obs.shape)}")
-        mean = self.actor(obs)  # [B, M, 4]
-        return Normal(mean, self.actor.std().expand_as(mean)), self.critic(obs)
+        out = self.actor(obs)  # [B, M, act_dim] means or [B, M, A] logits
+        if self.num_actions is not None:
+            return Categorical(logits=out), self.critic(obs)
+        return Normal(out, self.actor.std().expand_as(out)), self.critic(obs)

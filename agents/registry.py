@@ -10,7 +10,7 @@ from agents.base import ActorCritic, ObsLayout
 from agents.commformer import CommFormerPolicy
 from agents.config import POLICIES, PolicyConfig, unknown_policy_message
 from agents.deepsets import DeepSetsPolicy
-from agents.layers import Encoder, EncoderActorCritic
+from agents.layers import ACT_DIM, Encoder, EncoderActorCritic
 from agents.mlp import MLPPolicy
 from agents.swarm_attention import SwarmAttentionPolicy
 
@@ -39,8 +39,13 @@ def make_policy(name: str, layout: ObsLayout, num_agents: int, **kwargs: Any) ->
     return make_policy_from_config(PolicyConfig(name=name, **kwargs), layout, num_agents)
 
 
-def make_policy_from_config(cfg: PolicyConfig, layout: ObsLayout, num_agents: int) -> ActorCritic:
-    """Build the policy a validated ``PolicyConfig`` describes; the config is kept as ``policy.config``."""
+def make_policy_from_config(
+    cfg: PolicyConfig, layout: ObsLayout, num_agents: int, act_dim: int = ACT_DIM
+) -> ActorCritic:
+    """Build the policy a validated ``PolicyConfig`` describes; the config is kept as ``policy.config``.
+
+    ``act_dim``: dimensions of the Gaussian head (ignored with ``cfg.num_actions``, a categorical head).
+    """
     policy = _POLICY_CLASSES[cfg.name](
         layout,
         num_agents,
@@ -48,6 +53,8 @@ def make_policy_from_config(cfg: PolicyConfig, layout: ObsLayout, num_agents: in
         critic=cfg.critic,
         init_log_std=cfg.init_log_std,
         log_std_bounds=cfg.log_std_bounds,
+        act_dim=act_dim,
+        num_actions=cfg.num_actions,
         **cfg.encoder_kwargs(),
     )
     policy.config = cfg

@@ -99,6 +99,9 @@ class SwarmConfig(_Strict):
 
     num_drones: int = Field(8, ge=1)
     num_neighbors: int = Field(2, ge=0, description="K nearest neighbours observed")
+    leaders: int = Field(
+        0, ge=0, description="drones 0..leaders-1 observe the goal, the others do not (0 = every drone does)"
+    )
     scenario: str | dict[str, float] = Field(
         "o_random", description="a scenario name, or a mix {name: sampling weight}"
     )
@@ -139,6 +142,11 @@ class SwarmConfig(_Strict):
             raise ValueError(
                 f"num_neighbors={self.num_neighbors} must be < num_drones={self.num_drones} "
                 f"(allowed: 0..{self.num_drones - 1})"
+            )
+        if self.leaders >= self.num_drones:
+            raise ValueError(
+                f"leaders={self.leaders} must be < num_drones={self.num_drones} (allowed: 0..{self.num_drones - 1}; "
+                "0 = every drone observes the goal)"
             )
         for i, (area, room) in enumerate(zip(self.obstacle_area, self.room[:2], strict=True)):
             if area > room:
@@ -184,8 +192,8 @@ class SwarmConfig(_Strict):
 
     @property
     def obs_dim(self) -> int:
-        """Per-agent observation width: 19 + 6K + 9."""
-        return 19 + 6 * self.num_neighbors + 9
+        """Per-agent observation width: 19 (+1 leader flag with leaders) + 6K + 9."""
+        return 19 + (1 if self.leaders else 0) + 6 * self.num_neighbors + 9
 
 
 def make_config(**kwargs) -> SwarmConfig:

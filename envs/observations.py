@@ -2,6 +2,8 @@
 
 Layout (quad-swarm-rl): [p - g (3), v (3), R flattened row-major (9), omega (3), z (1)],
 then for each of the K nearest neighbours [p_j - p_i (3), v_j - v_i (3)], then the 3 x 3 SDF.
+With ``leaders`` set (the leader task), only drones 0..leaders-1 see the goal: the others get zeros
+in place of p - g, and the self segment ends with a 20th feature, 1 for a leader and 0 otherwise.
 Neighbours are ranked by distance + dot(unit relative position, relative velocity), so that a
 neighbour closing in counts as nearer than one moving away.
 """
@@ -33,9 +35,9 @@ class ObsSpec:
         return self.self_dim + self.num_neighbors * self.neighbour_dim + self.obstacle_dim
 
 
-def obs_spec(num_neighbors: int) -> ObsSpec:
-    """The observation layout for K neighbours."""
-    return ObsSpec(SELF_DIM, num_neighbors, NEIGHBOUR_DIM, OBSTACLE_DIM)
+def obs_spec(num_neighbors: int, leaders: int = 0) -> ObsSpec:
+    """The observation layout for K neighbours (and the leader flag when ``leaders`` > 0)."""
+    return ObsSpec(SELF_DIM + (1 if leaders else 0), num_neighbors, NEIGHBOUR_DIM, OBSTACLE_DIM)
 
 
 def nearest_neighbours(
@@ -69,10 +71,16 @@ def build_observation(
     goals: torch.Tensor,
     neighbours: torch.Tensor | None,
     sdf: torch.Tensor,
+    leaders: int = 0,
 ) -> torch.Tensor:
-    """Concatenate the segments (working layout, [c, M, E]) into the agent-major [E, M, 19 + 6K + 9]."""
+    """Concatenate the segments (working layout, [c, M, E]) into the agent-major [E, M, D] (see obs_spec)."""
     m, e = pos.shape[1:]
-    parts = [pos - goals, vel, rot.reshape(9, m, e), omega, pos[2:3]]
+    to_goal = pos - goals
+    parts = [to_goal, vel, rot.reshape(9, m, e), omega, pos[2:3]]
+    if leaders:
+        is_leader = (torch.arange(m, device=pos.device) < leaders).to(pos.dtype).view(1, m, 1)
+        parts[0] = to_goal * is_leader
+        parts.append(is_leader.expand(1, m, e))
     if neighbours is not None:
         parts.append(neighbours)
     parts.append(sdf)

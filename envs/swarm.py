@@ -57,6 +57,9 @@ class QuadSwarmVecEnv:
     that reports its own contacts also resolves them, so the built-in collision response is skipped.
     """
 
+    act_dim = ACTION_DIM  # continuous motor commands per drone
+    num_actions = None  # (not a discrete action space)
+
     def __init__(
         self,
         cfg: SwarmConfig,
@@ -68,9 +71,9 @@ class QuadSwarmVecEnv:
             raise ValueError(f"num_envs={num_envs} must be >= 1")
         self.cfg = cfg
         self.num_envs = num_envs
-        self.num_drones = cfg.num_drones
+        self.num_drones = self.num_agents = cfg.num_drones
         self.device = torch.device(device)
-        self.spec: ObsSpec = obs_spec(cfg.num_neighbors)
+        self.spec: ObsSpec = obs_spec(cfg.num_neighbors, cfg.leaders)
         self.obs_dim = self.spec.dim
         self.dyn = Dynamics(cfg.dynamics, cfg.room, self.device)
         self.physics: Physics = physics if physics is not None else self.dyn
@@ -317,7 +320,7 @@ class QuadSwarmVecEnv:
         if cfg.num_neighbors > 0:
             neighbours = nearest_neighbours(s.pos, s.vel, rel_pos, dist, cfg.num_neighbors)
         sdf = local_sdf(s.pos, s.obstacles, s.obstacle_radius, cfg.sdf_resolution).clamp_max_(cfg.sdf_max)
-        obs = build_observation(s.pos, s.vel, s.rot, s.omega, s.goals, neighbours, sdf)
+        obs = build_observation(s.pos, s.vel, s.rot, s.omega, s.goals, neighbours, sdf, cfg.leaders)
         if cfg.noise.enabled:
             obs = obs + self.noise_sigma * torch.randn(obs.shape, generator=self.gen, device=self.device)
         return obs, (rel_pos, dist, sdf)

@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.config import SwarmConfig
-
 FORMAT = 1
 
 
@@ -90,14 +88,15 @@ def checkpoint_path(path: str | Path) -> Path:
     return path / "checkpoints" / "latest.pt" if path.is_dir() else path
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, SwarmConfig]:
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
     """The trained policy (an ``agents.ActorCritic``, in eval mode) and env config of a run or checkpoint.
 
-    ``path``: a run directory (its checkpoints/latest.pt) or a checkpoint file. Returns
-    (policy, envs.config.SwarmConfig). CheckpointError says why one cannot be used.
+    ``path``: a run directory (its checkpoints/latest.pt) or a checkpoint file. Returns (policy, the
+    ``env`` section: an envs.config.SwarmConfig or a PettingZooEnvConfig). CheckpointError says why
+    one cannot be used.
     """
     from marl.train_config import validate_run_config
-    from marl.trainer import build_policy
+    from marl.trainer import build_policy, make_vec_env
 
     file = checkpoint_path(path)
     ckpt = load_checkpoint(file)
@@ -105,9 +104,8 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[t
         cfg = validate_run_config(ckpt["config"], str(file))
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"checkpoint {file} holds no usable config ({err})") from None
-    from envs.observations import obs_spec
-
-    policy = build_policy(cfg, obs_spec(cfg.env.num_neighbors), cfg.env.num_drones)
+    env = make_vec_env(cfg.env, 1)  # one env tells the layout and the action space
+    policy = build_policy(cfg, env.spec, env.num_agents, env.num_actions, env.act_dim)
     try:
         policy.load_state_dict(ckpt["model"])
     except RuntimeError as err:

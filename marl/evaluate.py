@@ -25,6 +25,7 @@ from agents.pid import PIDConfig, PIDController
 from envs.config import SwarmConfig, make_config
 from envs.metrics import METRIC_NAMES
 from envs.swarm import QuadSwarmVecEnv
+from marl.pettingzoo_env import PettingZooEnvConfig
 
 BACKENDS = ("sim", "pybullet")
 BUILTIN_POLICIES = ("pid",)
@@ -138,6 +139,14 @@ def evaluate(
         raise ValueError(f"backend={backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
+    base = env_config if env_config is not None else run_config(policy)
+    if isinstance(base, PettingZooEnvConfig):
+        given = {k: v for k, v in dict(scenario=scenario, drones=drones, density=density, video=video, plot=plot,
+                                      episode_seconds=episode_seconds, **overrides).items() if v is not None}
+        if backend != "sim" or given:
+            raise ValueError(f"{base.target} is a PettingZoo environment: backend pybullet and the settings "
+                             f"{', '.join(given) or 'given'} apply only to the swarm simulator")
+        return evaluate_pettingzoo(policy, base, episodes, seed, device, deterministic)
     cfg = eval_config(policy, scenario, drones, density, episode_seconds, env_config, **overrides)
     controller = resolve_policy(policy, cfg, device, deterministic)
     physics = None
@@ -173,6 +182,55 @@ def evaluate(
             video, record["pos"], record["rot"], record["goals"], record["obstacles"], record["radius"],
             room_height=cfg.room[2], arm=cfg.dynamics.arm, control_hz=1.0 / cfg.dynamics.control_dt,
         )
+    return report
+
+
+def evaluate_pettingzoo(
+    policy: str | nn.Module, env_cfg: PettingZooEnvConfig, episodes: int = 20, seed: int = 0,
+    device: str = "cpu", deterministic: bool = True,
+) -> dict[str, Any]:
+    """Run ``episodes`` episodes of a PettingZoo environment side by side (the first episode of each of
+    ``episodes`` copies) and report the mean and std of every metric it reports."""
+    from marl.trainer import make_vec_env
+
+    if isinstance(policy, str):
+        path = Path(policy)
+        if not path.exists():
+            raise ValueError(f"policy {policy!r} is not an existing run directory or checkpoint file")
+        from marl.checkpoint import load_policy
+
+        module = load_policy(path, device=device)[0]
+    else:
+        module = policy
+    controller = resolve_policy(module, None, device, deterministic)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    env = make_vec_env(env_cfg, episodes, device)
+    obs = env.reset(seed=seed)
+    done = torch.zeros(episodes, dtype=torch.bool)
+    rows: dict[str, torch.Tensor] = {}
+    comm_rates = []
+    with torch.no_grad():
+        while not bool(done.all()):
+            if controller.communication_rate is not None:
+                comm_rates.append(controller.communication_rate(obs))
+            obs, _, _, _, info = env.step(controller(obs))
+            if "episode_env_ids" not in info:
+                continue
+            ids = info["episode_env_ids"].cpu()
+            first = ~done[ids]
+            for key, values in info["episode"].items():
+                rows.setdefault(key, torch.full((episodes,), float("nan")))[ids[first]] = values[first].float()
+            done[ids] = True
+    env.close()
+    if comm_rates:
+        rows["communication_rate"] = torch.full((episodes,), sum(comm_rates) / len(comm_rates))
+    report: dict[str, Any] = {}
+    for name, values in rows.items():
+        values = values.double()
+        report[name] = float(values.mean())
+        report[f"{name}_std"] = float(values.std(unbiased=False)) if episodes > 1 else 0.0
+    report.update(policy=policy if isinstance(policy, str) else type(policy).__name__, backend="sim",
+                  env=env_cfg.target, episodes=episodes, seed=seed, wall_s=time.perf_counter() - t0)
     return report
 
 
@@ -233,11 +291,14 @@ def _plot(path: str, cfg: SwarmConfig, record: dict[str, Any], report: dict[str,
 
 def format_report(report: dict[str, Any]) -> str:
     """A human-readable table of an evaluation report."""
+    where = f"{report['scenario']}, {report['drones']} drones" if "scenario" in report else report.get("env", "")
     lines = [
-        f"{report['policy']} on {report['backend']}: {report['scenario']}, {report['drones']} drones, "
+        f"{report['policy']} on {report['backend']}: {where}, "
         f"{report['episodes']} episodes, seed {report['seed']} ({report['wall_s']:.1f} s)"
     ]
-    for name in (*REPORTED, "communication_rate"):
+    names = (*REPORTED, "communication_rate") if "scenario" in report else [
+        k for k in report if f"{k}_std" in report]
+    for name in names:
         if name not in report:
             continue
         mean, std = report[name], report[f"{name}_std"]

@@ -7,6 +7,8 @@ when it sees each agent's own observation; the update itself is the same.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -79,17 +81,44 @@ class ValueNorm(nn.Module):
         return x * std + mean
 
 
+@dataclass
+class Optimizers:
+    """What ``ppo_update`` steps: the policy's optimiser and, for a learned communication graph, the
+    optimiser of the edge logits with its cadence (bi-level: every ``edge_every``-th epoch of the run
+    steps only the edges, the other epochs only the policy). ``second_order`` asks for
+    ``backward(create_graph=True)`` (Hessian-based optimisers such as sophiah)."""
+
+    policy: torch.optim.Optimizer
+    edge: torch.optim.Optimizer | None = None
+    edge_every: int = 0
+    second_order: bool = False
+
+    def for_epoch(self, epoch: int) -> tuple[torch.optim.Optimizer, str]:
+        """The optimiser of the run's ``epoch``-th PPO epoch (1-based) and its name ("policy" or "edge")."""
+        if self.edge is not None and self.edge_every > 0 and epoch % self.edge_every == 0:
+            return self.edge, "edge"
+        return self.policy, "policy"
+
+
+def _stepped_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def ppo_update(
     policy: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: Optimizers,
     buf: RolloutBuffer,
     cfg: TrainConfig,
     value_norm: ValueNorm | None,
     gen: torch.Generator,
     update: int,
+    epochs_done: int = 0,
 ) -> dict[str, float]:
     """Epochs x minibatches of clipped PPO on the filled buffer; returns mean losses and diagnostics.
 
+    ``epochs_done``: PPO epochs of the run before this update (the bi-level cadence counts over the
+    run); the returned ``epochs`` says how many ran (``target_kl`` may stop early). A policy with a
+    ``gate_penalty(obs)`` (CommFormer's temporal gate) has it added to the loss.
     ``gen`` draws the minibatch permutation (its state is checkpointed, so a resumed run draws the same).
     Raises NonFiniteError (naming the tensor and ``update``) before a step could spread a NaN.
     """
@@ -101,12 +130,17 @@ def ppo_update(
     if value_norm is not None:
         value_norm.update(returns)
         returns, old_values = value_norm.normalize(returns), value_norm.normalize(old_values)
+    gate_penalty = getattr(policy, "gate_penalty", None)
 
     rows = adv.shape[0]
     mb_rows = max(1, rows // cfg.minibatches)
-    sums = dict(policy_loss=0.0, value_loss=0.0, entropy=0.0, approx_kl=0.0, clip_frac=0.0, grad_norm=0.0)
-    n = 0
+    sums = dict(policy_loss=0.0, value_loss=0.0, entropy=0.0, approx_kl=0.0, clip_frac=0.0, grad_norm=0.0,
+                gate_penalty=0.0)
+    n = edge_steps = epochs = 0
     for _epoch in range(cfg.epochs):
+        optimizer, level = optimizers.for_epoch(epochs_done + epochs + 1)
+        params = _stepped_parameters(optimizer)
+        epochs += 1
         perm = torch.randperm(rows, generator=gen)
         kl_epoch = 0.0
         for idx in perm[: mb_rows * cfg.minibatches].split(mb_rows):
@@ -123,15 +157,19 @@ def ppo_update(
             v_loss = 0.5 * v_err.mean()
             ent = entropy.mean()
             loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+            penalty = gate_penalty(b["obs"][idx]) if gate_penalty is not None else None
+            if penalty is not None:
+                loss = loss + penalty
             check_finite("loss", loss, update)
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            policy.zero_grad(set_to_none=True)
+            loss.backward(create_graph=optimizers.second_order)
+            grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             if not bool(torch.isfinite(grad_norm)):
                 check_parameters(policy, update, grads=True)
                 raise NonFiniteError("gradient norm", update)
             optimizer.step()
+            edge_steps += level == "edge"
 
             with torch.no_grad():
                 kl = ((ratio - 1) - log_ratio).mean().item()
@@ -141,12 +179,16 @@ def ppo_update(
                 sums["approx_kl"] += kl
                 sums["clip_frac"] += ((ratio - 1).abs() > cfg.clip).float().mean().item()
                 sums["grad_norm"] += float(grad_norm)
+                sums["gate_penalty"] += float(penalty) if penalty is not None else 0.0
                 kl_epoch += kl
             n += 1
         if cfg.target_kl is not None and kl_epoch / cfg.minibatches > cfg.target_kl:
             break
+    if optimizers.second_order:  # the graph kept for Hessian products must not outlive the update
+        policy.zero_grad(set_to_none=True)
     check_parameters(policy, update)
     out = {k: v / max(n, 1) for k, v in sums.items()}
+    out["epochs"], out["edge_steps"] = float(epochs), float(edge_steps)
     with torch.no_grad():  # how much of the return variance the critic explains (1 is perfect)
         y, pred = b["returns"], b["values"]
         out["explained_variance"] = float(1 - (y - pred).var() / y.var().clamp_min(1e-8))

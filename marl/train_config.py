@@ -2,7 +2,8 @@
 
 An experiment YAML (see ``marl.config``) holds sections; training reads these:
 
-* ``env``      -> ``envs.config.SwarmConfig`` (the simulator)
+* ``env``      -> ``envs.config.SwarmConfig`` (the simulator), or ``marl.pettingzoo_env.PettingZooEnvConfig``
+                  for any PettingZoo ParallelEnv (``env: pettingzoo:<module>:<constructor>``)
 * ``agent``    -> ``agents.config.PolicyConfig`` (the policy; passed through unchanged while agents/ has none)
 * ``optim``    -> :class:`OptimConfig` (optimiser by name and its settings)
 * ``train``    -> :class:`TrainConfig` (rollouts, PPO, annealing, collision replay, cadences, threads)
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from envs.config import SwarmConfig
 from marl.config import SECTIONS, check_sections, format_validation_error, load_raw_config
+from marl.pettingzoo_env import PettingZooEnvConfig, is_pettingzoo_env, pettingzoo_env_config
 
 # Shared-parameter PPO is MAPPO with a centralised critic and IPPO with per-agent critics; the critic
 # is the policy's (agents.config.PolicyConfig.critic), so train.algo sets it.
@@ -119,6 +121,29 @@ class TrainConfig(_Strict):
         return self
 
 
+class EdgeOptimConfig(_Strict):
+    """The outer level of CommFormer's bi-level optimisation: the optimiser of the edge logits.
+
+    Of every ``every`` PPO epochs (counted over the whole run) the last steps only this optimiser
+    and the others only the policy optimiser, on the same PPO loss (the reference implementation's
+    first-order alternation). ``every: 0`` trains the edges jointly with the policy instead.
+    Ignored for policies without a communication graph.
+    """
+
+    name: str = Field("adam", description="any optimiser name of the registry")
+    lr: float = Field(1e-4, gt=0)
+    every: int = Field(5, ge=0, description="every k-th PPO epoch steps the edges (0 = joint, one optimiser)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="further keywords for the optimiser")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from marl.optimizers import check_optimizer_name
+
+        check_optimizer_name(v)
+        return v
+
+
 class OptimConfig(_Strict):
     """Optimiser by name (``marl.optimizers.make_optimizer``) and its settings; lr lives in ``train``.
 
@@ -132,6 +157,7 @@ class OptimConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0, description="sgd/rmsprop momentum")
     settings: dict[str, Any] = Field(default_factory=dict, description="further keywords for the optimiser")
+    edge: EdgeOptimConfig = EdgeOptimConfig()
 
     @field_validator("name")
     @classmethod
@@ -173,7 +199,7 @@ class RunConfig(BaseModel):
     name: str = "run"
     description: str = ""
     seed: int = 0
-    env: SwarmConfig
+    env: SwarmConfig | PettingZooEnvConfig
     agent: Any = None  # agents.config.PolicyConfig when agents/ has it, else the raw mapping
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
@@ -241,8 +267,15 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
     """Validate every section that training reads; ValueError names the section and field."""
     check_sections(raw, source)
     out: dict[str, Any] = {}
+    if is_pettingzoo_env(raw.get("env")):
+        try:
+            out["env"] = pettingzoo_env_config(raw["env"])
+        except ValidationError as err:
+            raise ValueError(f"{source}: {format_validation_error(err, 'env')}") from None
     for key, model in (("env", SwarmConfig), ("optim", OptimConfig), ("train", TrainConfig),
                        ("logging", LoggingConfig)):
+        if key in out:
+            continue
         section = raw.get(key) or {}
         if not isinstance(section, dict):
             raise ValueError(f"{source}: section {key!r} must be a mapping, got {type(section).__name__}")
@@ -250,6 +283,9 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
             out[key] = model(**section)
         except ValidationError as err:
             raise ValueError(f"{source}: {format_validation_error(err, key)}") from None
+    if isinstance(out["env"], PettingZooEnvConfig) and out["train"].replay.enabled:
+        raise ValueError(f"{source}: train.replay.enabled=true needs the simulator (env snapshots); "
+                         "a PettingZoo env has none: set it to false")
     agent = raw.get("agent") or {}
     if not isinstance(agent, dict):
         raise ValueError(f"{source}: section 'agent' must be a mapping, got {type(agent).__name__}")

@@ -8,8 +8,12 @@ computes GAE, runs ``ppo_update``, writes one metrics record and, every ``checkp
 updates and at the end, ``checkpoints/latest.pt``. ``best.pt`` follows the best success rate of the
 finished training episodes. A resumed run restores every RNG, the simulator state and the trainer's
 counters, so it produces the same numbers as a run that was never interrupted (same machine, same
-threads). A NaN or inf stops the run with a report naming the tensor and the update
-(``nan_report.json``), before anything is written over the last good checkpoint.
+threads; runs on a PettingZoo environment restart their episodes, see ``marl.pettingzoo_env``).
+A policy with a learned communication graph (CommFormer) is told where training stands before each
+update (``set_training_progress``) and gets the bi-level schedule of ``optim.edge`` (a second
+optimiser for its edge logits; see ``marl.ppo.Optimizers``). A NaN or inf stops the run with a
+report naming the tensor and the update (``nan_report.json``), before anything is written over the
+last good checkpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from marl.bench import pinned
 from marl.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from marl.logger import RunLogger, truncate_metrics
 from marl.optimizers import make_optimizer
-from marl.ppo import NonFiniteError, ValueNorm, check_finite, ppo_update
+from marl.pettingzoo_env import PettingZooEnvConfig, PettingZooVecEnv
+from marl.ppo import NonFiniteError, Optimizers, ValueNorm, check_finite, ppo_update
 from marl.replay import CollisionReplay
 from marl.rollout import RolloutBuffer
 from marl.train_config import RunConfig, validate_run_config
@@ -43,7 +48,8 @@ RESUMABLE_CHANGES = (
     "name", "description", "train.total_agent_steps", "train.checkpoint_every", "train.eval_every",
     "train.eval_episodes", "logging.",
 )
-# Episode metrics logged (means over the window of the most recent finished episodes).
+# Episode metrics of the simulator that every record holds (None before the first episode); other
+# environments log the metrics they report (at least episode_return and episode_length).
 EPISODE_KEYS = (
     "episode_return", "success_rate", "reached_goal_rate", "deadlock_rate", "collision_rate",
     "neighbour_collision_rate", "obstacle_collision_rate", "floor_collision_rate", "wall_collision_rate",
@@ -58,15 +64,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_policy(cfg: RunConfig, layout: Any, num_agents: int) -> torch.nn.Module:
-    """The policy of the ``agent`` section, through agents' one entry point."""
+def make_vec_env(env_cfg: Any, num_envs: int, device: str | torch.device = "cpu") -> Any:
+    """The batch of environments an ``env`` section describes: the simulator or a PettingZoo env."""
+    if isinstance(env_cfg, PettingZooEnvConfig):
+        return PettingZooVecEnv(env_cfg, num_envs, device)
+    return QuadSwarmVecEnv(env_cfg, num_envs=num_envs, device=device)
+
+
+def build_policy(
+    cfg: RunConfig, layout: Any, num_agents: int, num_actions: int | None = None, act_dim: int = ACTION_DIM
+) -> torch.nn.Module:
+    """The policy of the ``agent`` section for the env's action space (``num_actions`` for Discrete)."""
     import agents
 
     agent = cfg.agent
-    if isinstance(agent, dict):  # agents/ without PolicyConfig: pass the fields as keywords
-        kw = dict(agent)
-        return agents.make_policy(kw.pop("name", "attention"), layout, num_agents, **kw)
-    return agents.make_policy_from_config(agent, layout, num_agents)
+    if agent.num_actions not in (None, num_actions):
+        space = f"Discrete({num_actions})" if num_actions else f"a Box of {act_dim} dimensions"
+        raise ValueError(f"agent.num_actions={agent.num_actions} does not match the environment's actions ({space})")
+    return agents.make_policy_from_config(agent.model_copy(update={"num_actions": num_actions}), layout, num_agents,
+                                          act_dim=act_dim)
+
+
+def make_optimizers(cfg: RunConfig, policy: torch.nn.Module) -> Optimizers:
+    """The policy optimiser and, for a policy with ``edge_parameters()`` and ``optim.edge.every`` > 0, the
+    edge optimiser of the bi-level schedule."""
+    import optim
+
+    oc, tc = cfg.optim, cfg.train
+    bilevel = hasattr(policy, "edge_parameters") and oc.edge.every > 0
+    params = policy.policy_parameters() if bilevel else list(policy.parameters())
+    opts = Optimizers(make_optimizer(oc.name, params, lr=tc.lr, **oc.kwargs()),
+                      second_order=oc.name.lower() not in ("adam", "adamw", "sgd", "rmsprop")
+                      and optim.is_second_order(oc.name))
+    if bilevel:
+        opts.edge = make_optimizer(oc.edge.name, policy.edge_parameters(), lr=oc.edge.lr, **oc.edge.settings)
+        opts.edge_every = oc.edge.every
+    return opts
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -95,16 +128,16 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 class EpisodeWindow:
     """Metrics of the most recent ``size`` finished (non-replayed) episodes; means are what gets logged."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, always: tuple[str, ...] = EPISODE_KEYS):
+        self.size, self.always = size, always  # ``always``: keys every record holds (None before data)
         self.values: dict[str, torch.Tensor] = {}
         self.total = 0
 
     def add(self, metrics: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> int:
         """Append the episodes of one step (``keep`` masks out replays); returns how many were added."""
         n = 0
-        for key in EPISODE_KEYS:
-            x = metrics[key].detach().float().cpu()
+        for key, values in metrics.items():
+            x = values.detach().float().cpu()
             if keep is not None:
                 x = x[keep]
             n = x.numel()
@@ -115,8 +148,9 @@ class EpisodeWindow:
 
     def means(self) -> dict[str, float | None]:
         """Mean of each metric over the window (None before the first episode)."""
+        keys = dict.fromkeys((*self.always, *self.values))
         return {k: (float(self.values[k].mean()) if k in self.values and self.values[k].numel() else None)
-                for k in EPISODE_KEYS}
+                for k in keys}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors (for the checkpoint)."""
@@ -152,27 +186,33 @@ class Trainer:
         tc = cfg.train
         self.device = torch.device(tc.device)
         seed_everything(cfg.seed)
-        self.env = QuadSwarmVecEnv(cfg.env, num_envs=tc.num_envs, device=self.device)
-        self.num_agents = cfg.env.num_drones
-        self.policy = build_policy(cfg, self.env.spec, self.num_agents).to(self.device)
-        self.optimizer = make_optimizer(cfg.optim.name, self.policy.parameters(), lr=tc.lr, **cfg.optim.kwargs())
+        self.env = make_vec_env(cfg.env, tc.num_envs, self.device)
+        self.swarm = isinstance(self.env, QuadSwarmVecEnv)  # the simulator: replay, annealing, exact resume
+        self.num_agents = self.env.num_agents
+        self.policy = build_policy(cfg, self.env.spec, self.num_agents, self.env.num_actions,
+                                   self.env.act_dim).to(self.device)
+        self.optimizers = make_optimizers(cfg, self.policy)
+        self.optimizer = self.optimizers.policy
         self.value_norm = ValueNorm() if tc.norm_value else None
         self.buf = RolloutBuffer(
-            tc.rollout_steps, tc.num_envs, self.num_agents, self.env.obs_dim, ACTION_DIM, self.device
+            tc.rollout_steps, tc.num_envs, self.num_agents, self.env.obs_dim, self.policy.act_dim, self.device
         )
         # The trainer's own generator (minibatch order, replay draws), apart from the policy's sampling.
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.replay = CollisionReplay(tc.replay, tc.num_envs, self.num_agents, self.env.ctrl_dt)
-        self.window = EpisodeWindow(cfg.logging.episode_window or tc.num_envs)
+        self.window = EpisodeWindow(cfg.logging.episode_window or tc.num_envs,
+                                    EPISODE_KEYS if self.swarm else ("episode_return", "episode_length"))
         self.steps_per_update = tc.num_envs * tc.rollout_steps * self.num_agents
         self.num_updates = math.ceil(tc.total_agent_steps / self.steps_per_update)
         self.update = 0  # completed updates
+        self.epochs = 0  # completed PPO epochs (the bi-level cadence counts them over the run)
         self.agent_steps = 0
         self.vec_steps = 0  # env.step calls
         self.wall_s = 0.0  # training wall time summed over sessions
         self.best_success = -1.0
         self.obs = self.env.reset(seed=cfg.seed)
-        self.env.set_collision_scale(self._collision_scale())
+        if self.swarm:
+            self.env.set_collision_scale(self._collision_scale())
 
     # ------------------------------------------------------------------ schedules
     def _lr(self) -> float:
@@ -195,13 +235,14 @@ class Trainer:
         tc, buf, env, policy = self.cfg.train, self.buf, self.env, self.policy
         finished = 0
         for t in range(tc.rollout_steps):
-            env.set_collision_scale(self._collision_scale())
+            if self.swarm:
+                env.set_collision_scale(self._collision_scale())
             dist, value = policy(self.obs)
-            action = dist.sample()
-            check_finite("actions", action, self.update + 1)
+            action = policy.sample(dist)
+            check_finite("actions", action.float(), self.update + 1)
             buf.obs[t] = self.obs
-            buf.actions[t] = action
-            buf.logprobs[t] = dist.log_prob(action).sum(-1)
+            buf.actions[t] = action.view(buf.actions.shape[1:])
+            buf.logprobs[t] = policy.log_prob(dist, action)
             buf.values[t] = self._denorm(value)
             t_before = env.live.t.clone() if tc.replay.enabled else None
             self.obs, reward, terminated, truncated, info = env.step(action)
@@ -240,23 +281,30 @@ class Trainer:
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if hasattr(self.policy, "set_training_progress"):
+            self.policy.set_training_progress(self.update, self.num_updates)
         t0 = time.perf_counter()
         finished = self.collect()
         t1 = time.perf_counter()
-        stats = ppo_update(self.policy, self.optimizer, self.buf, self.cfg.train, self.value_norm, self.gen,
-                           self.update + 1)
+        stats = ppo_update(self.policy, self.optimizers, self.buf, self.cfg.train, self.value_norm, self.gen,
+                           self.update + 1, self.epochs)
         t2 = time.perf_counter()
         self.update += 1
+        self.epochs += int(stats["epochs"])
         record: dict[str, Any] = {
             "update": self.update, "agent_steps": self.agent_steps, "wall_s": self.wall_s + (t2 - t0),
             "agent_steps_per_s": self.steps_per_update / max(t2 - t0, 1e-9), "rollout_s": t1 - t0,
-            "update_s": t2 - t1, "lr": lr, "collision_scale": self.env.collision_scale,
-            "episodes": self.window.total, "episodes_update": finished,
+            "update_s": t2 - t1, "lr": lr, "episodes": self.window.total, "episodes_update": finished,
         }
+        if self.swarm:
+            record["collision_scale"] = self.env.collision_scale
         record.update(self.window.means())
         record.update(stats)
         with torch.no_grad():
-            record["action_std"] = float(self.policy(self.obs[:1])[0].stddev.mean())
+            if self.policy.num_actions is None:
+                record["action_std"] = float(self.policy(self.obs[:1])[0].stddev.mean())
+            if hasattr(self.policy, "communication_stats"):  # what CommFormer's acting graph and gates do now
+                record.update(self.policy.communication_stats(self.obs))
         if self.cfg.train.replay.enabled:
             record["replay_events"] = len(self.replay.events)
             record["replay_stored"] = self.replay.stored
@@ -266,19 +314,22 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs, as tensors and plain containers."""
         env = self.env
-        return {
+        state = {
             "config": self.cfg.to_dict(),
             "counters": {"update": self.update, "agent_steps": self.agent_steps, "vec_steps": self.vec_steps,
-                         "wall_s": self.wall_s, "best_success": self.best_success},
+                         "wall_s": self.wall_s, "best_success": self.best_success, "epochs": self.epochs},
             "model": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "edge_optimizer": self.optimizers.edge.state_dict() if self.optimizers.edge is not None else {},
             "value_norm": self.value_norm.state_dict() if self.value_norm is not None else {},
-            "rng": rng_state({"trainer": self.gen, "env": env.gen}),
-            "env": {"state": env.get_state(torch.arange(env.num_envs, device=env.device)).to_dict(),
-                    "obs": self.obs, "collision_scale": env.collision_scale},
+            "rng": rng_state({"trainer": self.gen, **({"env": env.gen} if self.swarm else {})}),
             "replay": self.replay.state_dict(),
             "episodes": self.window.state_dict(),
         }
+        if self.swarm:
+            state["env"] = {"state": env.get_state(torch.arange(env.num_envs, device=env.device)).to_dict(),
+                            "obs": self.obs, "collision_scale": env.collision_scale}
+        return state
 
     def load_state_dict(self, ckpt: dict[str, Any], source: str = "checkpoint") -> None:
         """Restore from ``state_dict`` output; CheckpointError names what does not fit."""
@@ -288,21 +339,28 @@ class Trainer:
         try:
             self.policy.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.optimizers.edge is not None:
+                self.optimizers.edge.load_state_dict(ckpt["edge_optimizer"])
             if self.value_norm is not None:
                 self.value_norm.load_state_dict(ckpt["value_norm"])
-            env_state = ckpt["env"]
-            ids = torch.arange(self.env.num_envs, device=self.env.device)
-            self.env.set_state(ids, SimState.from_dict(env_state["state"]))
-            self.env.set_collision_scale(float(env_state["collision_scale"]))
-            self.obs = env_state["obs"].to(self.device)
+            if self.swarm:
+                env_state = ckpt["env"]
+                ids = torch.arange(self.env.num_envs, device=self.env.device)
+                self.env.set_state(ids, SimState.from_dict(env_state["state"]))
+                self.env.set_collision_scale(float(env_state["collision_scale"]))
+                self.obs = env_state["obs"].to(self.device)
+                set_rng_state(ckpt["rng"], {"trainer": self.gen, "env": self.env.gen})
+            else:  # no snapshot of a PettingZoo env: fresh episodes, seeded by where the run stands
+                set_rng_state(ckpt["rng"], {"trainer": self.gen})
+                self.obs = self.env.reset(seed=self.cfg.seed + int(ckpt["counters"]["update"]))
             self.replay.load_state_dict(ckpt["replay"])
             self.window.load_state_dict(ckpt["episodes"])
-            set_rng_state(ckpt["rng"], {"trainer": self.gen, "env": self.env.gen})
             c = ckpt["counters"]
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise CheckpointError(f"{source} does not fit this run ({type(err).__name__}: {err})") from None
         self.update, self.agent_steps, self.vec_steps = int(c["update"]), int(c["agent_steps"]), int(c["vec_steps"])
         self.wall_s, self.best_success = float(c["wall_s"]), float(c["best_success"])
+        self.epochs = int(c.get("epochs", self.update * self.cfg.train.epochs))
 
     def save(self, name: str) -> Path:
         """Write checkpoints/NAME.pt atomically."""
