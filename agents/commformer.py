@@ -480,15 +480,22 @@ class CommFormerPolicy(ActorCritic):
         possible = b * m * (m - 1)
         received = float(connected.sum() - b * m)  # minus the self-loops
         k = self.actor.graph.k
-        if self.actor.gate is not None:
-            gate_open = float((self.actor.gate.logits(obs) > 0).float().mean())
-        else:
-            gate_open = 1.0
         return {
             "communication_rate": received / possible if possible else 0.0,
-            "gate_open_rate": gate_open,
+            "gate_open_rate": float(self.gate_open(obs).float().mean()),
             "graph_density": k / (m - 1) if m > 1 else 0.0,
         }
+
+    @torch.no_grad()
+    def gate_open(self, obs: torch.Tensor) -> torch.Tensor:
+        """Whether each agent receives messages at acting time: [B, M] bool (all True without gating,
+        all False for the no-communication baseline)."""
+        b, m, _ = obs.shape
+        if not self.actor.communicate:
+            return torch.zeros(b, m, dtype=torch.bool, device=obs.device)
+        if self.actor.gate is None:
+            return torch.ones(b, m, dtype=torch.bool, device=obs.device)
+        return self.actor.gate.logits(obs) > 0
 
     def communication_rate(self, obs: torch.Tensor) -> float:
         """Fraction of all possible messages actually received at acting time (see communication_stats)."""

@@ -5,6 +5,9 @@ validated through ``envs.config.SwarmConfig`` (unknown keys and bad values fail 
 the other sections are passed through as plain mappings until their config classes exist. Unknown
 top-level sections are rejected with the allowed names.
 
+A file may start from another with ``base: <name or path>``: mappings are merged key by key (this
+file wins), anything else is replaced; comparison variants of an experiment are a few lines each.
+
 Shipped configs live in the repository's top-level ``configs/`` directory and are installed as the
 data-only package ``marl.configs``, so ``load_config("o_random_8")`` works from a checkout, an
 editable install and a regular (wheel) install alike.
@@ -25,6 +28,7 @@ from envs.config import SwarmConfig
 SECTIONS: dict[str, str] = {
     "name": "experiment name",
     "description": "one line about the experiment",
+    "base": "a config (shipped name or path) this file extends: its sections are merged under this file's",
     "seed": "base random seed",
     "env": "simulator settings (envs.config.SwarmConfig)",
     "agent": "policy and value networks",
@@ -34,6 +38,7 @@ SECTIONS: dict[str, str] = {
     "deploy": "compression and export",
     "bench": "benchmark settings",
     "logging": "logging and checkpoints",
+    "distributed": "rollout workers on a Ray cluster (marl.distributed.DistributedConfig)",
 }
 _SUFFIXES = (".yaml", ".yml")
 _REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -108,16 +113,18 @@ def _read(name_or_path: str | Path) -> tuple[str, str]:
 
 
 def validate_config(raw: Any, source: str = "config") -> dict[str, Any]:
-    """Validate a mapping of sections; returns it with ``env`` as a SwarmConfig."""
+    """Validate a mapping of sections; returns it with ``env`` as a SwarmConfig (or PettingZooEnvConfig)."""
     if raw is None:
         raw = {}
     check_sections(raw, source)
     out: dict[str, Any] = dict(raw)
     env = raw.get("env") or {}
-    if not isinstance(env, dict):
+    from marl.pettingzoo_env import is_pettingzoo_env, pettingzoo_env_config
+
+    if not isinstance(env, dict) and not is_pettingzoo_env(env):
         raise ValueError(f"{source}: section 'env' must be a mapping, got {type(env).__name__}")
     try:
-        out["env"] = SwarmConfig(**env)
+        out["env"] = pettingzoo_env_config(env) if is_pettingzoo_env(env) else SwarmConfig(**env)
     except ValidationError as err:
         raise ValueError(f"{source}: {format_validation_error(err, 'env')}") from None
     for key in ("agent", "optim", "train", "eval", "deploy", "bench", "logging"):
@@ -142,7 +149,7 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
     return validate_config(raw, source)
 
 
-def load_raw_config(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+def load_raw_config(name_or_path: str | Path, _depth: int = 0) -> tuple[str, dict[str, Any]]:
     """(source label, the unvalidated mapping) of a YAML path or shipped config, for overrides before validation."""
     source, text = _read(name_or_path)
     try:
@@ -153,4 +160,25 @@ def load_raw_config(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
         raw = {}
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ValueError(f"{source}: base must be a config name or path, got {base!r}")
+        if _depth >= 8:
+            raise ValueError(f"{source}: base configs nest more than 8 deep (a cycle?)")
+        path = Path(base)
+        if not path.is_absolute() and (Path(source).parent / base).is_file():
+            base = str(Path(source).parent / base)  # relative to the file that names it
+        raw = merge_configs(load_raw_config(base, _depth + 1)[1], raw)
     return source, raw
+
+
+def merge_configs(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: nested mappings merged key by key, other values replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -146,7 +146,7 @@ def evaluate(
         if backend != "sim" or given:
             raise ValueError(f"{base.target} is a PettingZoo environment: backend pybullet and the settings "
                              f"{', '.join(given) or 'given'} apply only to the swarm simulator")
-        return evaluate_pettingzoo(policy, base, episodes, seed, device, deterministic)
+        return evaluate_pettingzoo(policy, base, episodes, seed, device, None if deterministic else False)
     cfg = eval_config(policy, scenario, drones, density, episode_seconds, env_config, **overrides)
     controller = resolve_policy(policy, cfg, device, deterministic)
     physics = None
@@ -187,10 +187,14 @@ def evaluate(
 
 def evaluate_pettingzoo(
     policy: str | nn.Module, env_cfg: PettingZooEnvConfig, episodes: int = 20, seed: int = 0,
-    device: str = "cpu", deterministic: bool = True,
+    device: str = "cpu", deterministic: bool | None = None,
 ) -> dict[str, Any]:
     """Run ``episodes`` episodes of a PettingZoo environment side by side (the first episode of each of
-    ``episodes`` copies) and report the mean and std of every metric it reports."""
+    ``episodes`` copies) and report the mean and std of every metric it reports.
+
+    ``deterministic`` None: the mean of a Gaussian policy, but samples of a categorical one (the mode
+    of a discrete policy can step back and forth between two cells for ever, as in grid worlds).
+    """
     from marl.trainer import make_vec_env
 
     if isinstance(policy, str):
@@ -202,6 +206,8 @@ def evaluate_pettingzoo(
         module = load_policy(path, device=device)[0]
     else:
         module = policy
+    if deterministic is None:
+        deterministic = getattr(module, "num_actions", None) is None
     controller = resolve_policy(module, None, device, deterministic)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     env = make_vec_env(env_cfg, episodes, device)
@@ -230,7 +236,8 @@ def evaluate_pettingzoo(
         report[name] = float(values.mean())
         report[f"{name}_std"] = float(values.std(unbiased=False)) if episodes > 1 else 0.0
     report.update(policy=policy if isinstance(policy, str) else type(policy).__name__, backend="sim",
-                  env=env_cfg.target, episodes=episodes, seed=seed, wall_s=time.perf_counter() - t0)
+                  env=env_cfg.target, episodes=episodes, seed=seed, deterministic=deterministic,
+                  wall_s=time.perf_counter() - t0)
     return report
 
 

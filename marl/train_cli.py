@@ -83,8 +83,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     run_dir = _run_path(args.run)
     if not run_dir.is_dir():
         raise ValueError(f"run {args.run!r} not found (looked for {run_dir})")
+    from marl.comm_plot import plot_communication
+
     for path in plot_run(run_dir, args.out):
         print(path)
+    if (run_dir / "checkpoints" / "latest.pt").is_file():
+        for path in plot_communication(run_dir, args.out):  # CommFormer runs: graph and gates
+            print(path)
     return 0
 
 
@@ -148,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_cmd_train)
     train.__class__ = _Intermixed
 
-    plot = sub.add_parser("plot", help="learning curves (PNG) of a run")
+    plot = sub.add_parser("plot", help="learning curves (PNG) of a run; the graph and gate rate of CommFormer runs")
     plot.add_argument("run", help="run directory, or a name under runs/")
     plot.add_argument("--out", help="output directory (default RUN/plots)")
     plot.set_defaults(func=_cmd_plot)
