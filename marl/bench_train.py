@@ -54,3 +54,80 @@ def bench_train(
         "update_share": update / elapsed, "threads": tc.threads, "cores": cores,
         "torch_version": torch.__version__, "python_version": platform.python_version(), "cpu": _cpu_name(),
     }
+
+
+def bench_train_distributed(
+    config: str = "quickstart", seconds: float = 30.0, workers: list[int] | tuple[int, ...] = (1, 2),
+    envs_per_worker: int | None = None, address: str | None = None, cpus_per_worker: float = 1.0,
+    overrides: list[str] | None = None, warmup_updates: int = 1,
+) -> dict[str, Any]:
+    """Agent-steps/s of whole distributed updates (``marl.distributed``) for each worker count, and of one process.
+
+    ``envs_per_worker`` None splits the config's train.num_envs over the workers (the same batch:
+    strong scaling); a number gives each worker that many envs (the batch grows with the workers:
+    weak scaling), and the single-process figure then uses that many envs. Connects once (a local
+    Ray instance unless ``address``), times ``seconds`` of updates after ``warmup_updates`` per
+    worker count, and returns a JSON-ready dict with the speed-up over the single process.
+    """
+    from marl.distributed import DistributedTrainer, connect
+
+    if seconds <= 0:
+        raise ValueError(f"seconds={seconds} must be > 0")
+    counts = [int(w) for w in workers]
+    if not counts or min(counts) < 1:
+        raise ValueError(f"workers={list(workers)} must be worker counts >= 1")
+    extra = list(overrides or [])
+    if envs_per_worker is not None:
+        extra.append(f"train.num_envs={envs_per_worker}")  # the single-process reference runs one worker's batch
+    single = bench_train(config, seconds, overrides=extra, warmup_updates=warmup_updates)
+    dist = ["distributed.backend=ray", f"distributed.cpus_per_worker={cpus_per_worker}"]
+    if address is not None:
+        dist.append(f"distributed.address={address}")
+    probe = resolve_config(config, [*extra, *dist])
+    import ray
+
+    started = connect(probe.distributed)
+    runs = []
+    try:
+        for n in counts:
+            per = [f"distributed.workers={n}"]
+            if envs_per_worker is not None:
+                per.append(f"distributed.envs_per_worker={envs_per_worker}")
+            cfg = resolve_config(config, [*extra, *dist, *per])
+            with tempfile.TemporaryDirectory() as tmp, pinned(cfg.train.threads):
+                trainer = DistributedTrainer(cfg, tmp)
+                try:
+                    for _ in range(warmup_updates):
+                        trainer.train_step()
+                    rollout = update = 0.0
+                    k = 0
+                    t0 = time.perf_counter()
+                    while k == 0 or time.perf_counter() - t0 < seconds:
+                        record = trainer.train_step()
+                        rollout += record["rollout_s"]
+                        update += record["update_s"]
+                        k += 1
+                    elapsed = time.perf_counter() - t0
+                finally:
+                    trainer.close()
+            steps = k * trainer.steps_per_update
+            rate = steps / elapsed
+            runs.append({
+                "workers": n, "envs_per_worker": trainer.envs_per_worker, "envs": trainer.cfg.train.num_envs,
+                "updates": k, "agent_steps": steps, "seconds": elapsed, "agent_steps_per_s": rate,
+                "speedup_vs_single": rate / single["agent_steps_per_s"],
+                "rollout_agent_steps_per_s": steps / max(rollout, 1e-9),
+                "rollout_share": rollout / elapsed, "update_share": update / elapsed,
+                "restarts": sum(trainer.restarts), "hosts": sorted({h["host"] for h in trainer.hosts}),
+            })
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        nodes = len([n for n in ray.nodes() if n.get("Alive")])
+    finally:
+        if started:
+            ray.shutdown()
+    return {
+        "config": config, "mode": "strong (train.num_envs split)" if envs_per_worker is None
+        else f"weak ({envs_per_worker} envs per worker)", "single": single, "distributed": runs,
+        "cluster_cpus": cluster_cpus, "nodes": nodes, "cpus_per_worker": cpus_per_worker,
+        "ray_version": ray.__version__,
+    }

@@ -20,18 +20,34 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 FUSED = ("adam", "adamw")  # torch has fused CPU kernels for these; the others get the foreach path
 
 
+# ``optim.name: sso`` replaces PPO's clipped policy step by SSO's functional mirror ascent (see
+# marl.ppo); it is not a torch optimiser and is handled by the trainer, not built here.
+POLICY_UPDATES = ("sso",)
+
+
 def check_optimizer_name(name: str) -> None:
-    """Raise ValueError unless ``name`` can drive the PPO update (known, no closure, first order)."""
-    if name.lower() in OPTIMIZERS:
+    """Raise ValueError unless ``name`` can drive the PPO update: known, and not in need of a closure or
+    of layer-wise targets. Second-order names (sophiah, adahessian) are fine: the update then calls
+    ``backward(create_graph=True)``."""
+    if name.lower() in OPTIMIZERS or name.lower() in POLICY_UPDATES:
         return
     import optim  # the registry: imported only for names beyond the four above
 
     canonical, _ = optim.resolve(name)  # OptimizerNameError (a ValueError) lists the available names
-    if canonical in optim.registry.OURS or optim.needs_closure(name) or optim.is_second_order(name):
+    if canonical in optim.registry.OURS or optim.needs_closure(name):
         raise ValueError(
-            f"optimiser {name!r} needs its own training step (closure, second-order graph or layer-wise "
-            "targets), which the PPO loop does not provide; use a first-order optimiser such as adam"
+            f"optimiser {name!r} needs its own training step (a closure or layer-wise targets), which the PPO "
+            "loop does not provide; use a first-order or second-order optimiser (adam, lion, sophiah) or sso"
         )
+
+
+def is_second_order(name: str) -> bool:
+    """Whether ``name`` needs ``backward(create_graph=True)`` (False for the torch four and sso)."""
+    if name.lower() in OPTIMIZERS or name.lower() in POLICY_UPDATES:
+        return False
+    import optim
+
+    return optim.is_second_order(name)
 
 
 def make_optimizer(name: str, params: Iterable[Any], **kw: Any) -> torch.optim.Optimizer:

@@ -7,10 +7,13 @@ when it sees each agent's own observation; the update itself is the same.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from marl.rollout import RolloutBuffer
 from marl.train_config import TrainConfig
@@ -88,10 +91,14 @@ class Optimizers:
     steps only the edges, the other epochs only the policy). ``second_order`` asks for
     ``backward(create_graph=True)`` (Hessian-based optimisers such as sophiah)."""
 
-    policy: torch.optim.Optimizer
+    policy: torch.optim.Optimizer | None
     edge: torch.optim.Optimizer | None = None
     edge_every: int = 0
     second_order: bool = False
+    # optim.name: sso: functional mirror ascent on the actor (settings: a marl.train_config.FMAConfig)
+    # and ``value`` for the critic, instead of ``policy``.
+    fma: Any = None
+    value: torch.optim.Optimizer | None = None
 
     def for_epoch(self, epoch: int) -> tuple[torch.optim.Optimizer, str]:
         """The optimiser of the run's ``epoch``-th PPO epoch (1-based) and its name ("policy" or "edge")."""
@@ -130,8 +137,30 @@ def ppo_update(
     if value_norm is not None:
         value_norm.update(returns)
         returns, old_values = value_norm.normalize(returns), value_norm.normalize(old_values)
-    gate_penalty = getattr(policy, "gate_penalty", None)
+    if optimizers.fma is not None:
+        return fma_update(policy, optimizers, b, adv, returns, cfg, gen, update)
 
+    if optimizers.second_order:
+        # The fused CPU attention kernel has no double backward; Hessian probes need the plain one.
+        with sdpa_kernel(SDPBackend.MATH):
+            return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done)
+    return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done)
+
+
+def _clipped_update(
+    policy: nn.Module,
+    optimizers: Optimizers,
+    b: dict[str, torch.Tensor],
+    adv: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    update: int,
+    epochs_done: int,
+) -> dict[str, float]:
+    """PPO's clipped surrogate over epochs x minibatches (the body of ``ppo_update``)."""
+    gate_penalty = getattr(policy, "gate_penalty", None)
     rows = adv.shape[0]
     mb_rows = max(1, rows // cfg.minibatches)
     sums = dict(policy_loss=0.0, value_loss=0.0, entropy=0.0, approx_kl=0.0, clip_frac=0.0, grad_norm=0.0,
@@ -163,7 +192,10 @@ def ppo_update(
             check_finite("loss", loss, update)
 
             policy.zero_grad(set_to_none=True)
-            loss.backward(create_graph=optimizers.second_order)
+            with warnings.catch_warnings():
+                # The parameter <-> gradient cycle it warns about is cut by zero_grad(set_to_none=True).
+                warnings.filterwarnings("ignore", "Using backward\\(\\) with create_graph=True")
+                loss.backward(create_graph=optimizers.second_order)
             grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             if not bool(torch.isfinite(grad_norm)):
                 check_parameters(policy, update, grads=True)
@@ -192,4 +224,64 @@ def ppo_update(
     with torch.no_grad():  # how much of the return variance the critic explains (1 is perfect)
         y, pred = b["returns"], b["values"]
         out["explained_variance"] = float(1 - (y - pred).var() / y.var().clamp_min(1e-8))
+    return out
+
+
+def fma_update(
+    policy: nn.Module,
+    optimizers: Optimizers,
+    b: dict[str, torch.Tensor],
+    adv: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    update: int,
+) -> dict[str, float]:
+    """SSO's RL form instead of the clipped step (``optim.name: sso``): per minibatch, functional mirror
+    ascent on the actor (``optim.sso.fma_policy_update``: the policy's distribution is the target, the
+    surrogate is maximised by cheap inner steps on the fixed samples) and one gradient step of the
+    critic's value loss. Same epochs, minibatches and statistics keys as ``ppo_update``."""
+    from optim.sso import ArmijoConfig, fma_policy_update
+
+    fc = optimizers.fma
+    actor_params = list(policy.actor.parameters())
+    critic_params = list(policy.critic.parameters())
+    rows = adv.shape[0]
+    mb_rows = max(1, rows // cfg.minibatches)
+    sums = dict(policy_loss=0.0, value_loss=0.0, approx_kl=0.0, grad_norm=0.0, inner_steps=0.0, backtracks=0.0)
+    n = 0
+    for _epoch in range(cfg.epochs):
+        perm = torch.randperm(rows, generator=gen)
+        for idx in perm[: mb_rows * cfg.minibatches].split(mb_rows):
+            obs, actions = b["obs"][idx], b["actions"][idx]
+            if policy.num_actions is not None:
+                actions = actions.squeeze(-1).long()
+            stats = fma_policy_update(
+                actor_params, lambda o: policy(o)[0], obs, actions, adv[idx], eta=fc.eta,
+                inner_steps=fc.inner_steps, inner=fc.inner, kl=fc.kl,
+                inner_kwargs=None if fc.inner == "armijo" else {"lr": fc.inner_lr},
+                armijo=ArmijoConfig(init_step=fc.armijo_init_step, shrink=0.5) if fc.inner == "armijo" else None,
+            )
+            v_loss = 0.5 * ((policy(obs)[1] - returns[idx]) ** 2).mean()
+            check_finite("value loss", v_loss, update)
+            policy.zero_grad(set_to_none=True)
+            v_loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(critic_params, cfg.max_grad_norm)
+            if not bool(torch.isfinite(grad_norm)):
+                raise NonFiniteError("gradient norm of the value loss", update)
+            optimizers.value.step()
+            sums["policy_loss"] -= stats.objective_end
+            sums["value_loss"] += v_loss.item()
+            sums["approx_kl"] += stats.kl
+            sums["grad_norm"] += float(grad_norm)
+            sums["inner_steps"] += stats.inner_steps
+            sums["backtracks"] += stats.backtracks
+            n += 1
+    check_parameters(policy, update)
+    out = {k: v / max(n, 1) for k, v in sums.items()}
+    with torch.no_grad():
+        out["entropy"] = float(policy.entropy(policy(b["obs"][: mb_rows])[0]).mean())
+        y, pred = b["returns"], b["values"]
+        out["explained_variance"] = float(1 - (y - pred).var() / y.var().clamp_min(1e-8))
+    out["epochs"], out["edge_steps"] = float(cfg.epochs), 0.0
     return out

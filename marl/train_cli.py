@@ -4,6 +4,7 @@
     marl train --resume RUN [key=value ...]            (RUN: a run directory, or a name under runs/)
     marl plot RUN [--out DIR]
     marl bench train [--config NAME] [--seconds S] [--threads N] [--json] [key=value ...]
+    marl bench train --distributed [--workers N ...] [--envs-per-worker E] [--address A] [--json] [key=value ...]
 """
 
 from __future__ import annotations
@@ -94,8 +95,28 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_train(args: argparse.Namespace) -> int:
-    from marl.bench_train import bench_train
+    from marl.bench_train import bench_train, bench_train_distributed
 
+    if args.distributed:
+        # ``--workers 1 2 train.epochs=1``: the greedy list takes the overrides that follow it; give them back.
+        overrides = [*args.overrides, *(w for w in args.workers if "=" in w)]
+        if args.threads is not None:  # the learner's cores (the workers get distributed.cpus_per_worker)
+            overrides.append(f"train.threads={args.threads}")
+        counts = [w for w in args.workers if "=" not in w]
+        if not all(w.isdigit() for w in counts):
+            raise ValueError(f"--workers takes worker counts (integers >= 1), got {' '.join(counts)}")
+        result = bench_train_distributed(args.config, args.seconds, [int(w) for w in counts], args.envs_per_worker,
+                                         args.address, args.cpus_per_worker, overrides)
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+            return 0
+        print(f"{'workers':>8} {'envs':>6} {'agent-steps/s':>14} {'vs 1 process':>13} {'rollout steps/s':>16} "
+              f"{'rollout':>8} {'update':>7}")
+        for row in [{**result["single"], "workers": "1 proc", "speedup_vs_single": 1.0}, *result["distributed"]]:
+            print(f"{row['workers']:>8} {row['envs']:>6} {row['agent_steps_per_s']:>14,.0f} "
+                  f"{row['speedup_vs_single']:>12.2f}x {row['rollout_agent_steps_per_s']:>16,.0f} "
+                  f"{row['rollout_share']:>8.0%} {row['update_share']:>7.0%}")
+        return 0
     result = bench_train(args.config, args.seconds, args.threads, args.overrides)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -166,6 +187,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     bt.add_argument("--seconds", type=float, default=30.0, help="timed seconds after one warm-up update (default 30)")
     bt.add_argument("--threads", type=int, help="cores to pin to (default: the config's train.threads)")
     bt.add_argument("--json", action="store_true", help="print the result as JSON")
+    bt.add_argument("--distributed", action="store_true",
+                    help="time Ray rollout workers (marl.distributed) for each --workers count against one process")
+    bt.add_argument("--workers", nargs="+", default=["1", "2"], metavar="N",
+                    help="worker counts with --distributed (default 1 2)")
+    bt.add_argument("--envs-per-worker", type=int, metavar="E",
+                    help="with --distributed: E envs per worker (weak scaling; default: train.num_envs split)")
+    bt.add_argument("--address", help="with --distributed: a Ray cluster to join (default: a local instance)")
+    bt.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --distributed: Ray CPUs per worker")
     bt.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     bt.set_defaults(func=_cmd_bench_train)
     bt.__class__ = _Intermixed

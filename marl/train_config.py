@@ -144,6 +144,33 @@ class EdgeOptimConfig(_Strict):
         return v
 
 
+class FMAConfig(_Strict):
+    """``optim.name: sso``: SSO's functional mirror ascent (optim.sso.fma_policy_update) replaces PPO's
+    clipped policy step; the critic keeps a gradient optimiser (``value_optimizer`` at train.lr)."""
+
+    # eta 0.3 moved the deployable policy by a KL of ~1e-3 per minibatch on quickstart rollouts (eta 1:
+    # ~3e-2, which compounds over PPO's 4 epochs x minibatches into a collapse): PPO-like steps.
+    eta: float = Field(0.3, gt=0, description="mirror step size: the KL(pi_t || pi) term is weighted 1 / eta")
+    inner_steps: int = Field(5, ge=1, description="cheap inner steps on the surrogate per minibatch")
+    inner: str = Field("armijo", description="inner optimiser: armijo (gradient descent + backtracking) or a name")
+    armijo_init_step: float = Field(0.05, gt=0, description="first trial step of armijo (then halved per backtrack)")
+    inner_lr: float = Field(1e-3, gt=0, description="learning rate of a named inner optimiser (not armijo)")
+    kl: Literal["analytic", "sample"] = "analytic"
+    value_optimizer: str = Field("adam", description="optimiser of the critic's value loss")
+
+    @field_validator("inner", "value_optimizer")
+    @classmethod
+    def _known(cls, v: str, info: Any) -> str:
+        if info.field_name == "inner" and v == "armijo":
+            return v
+        from marl.optimizers import check_optimizer_name
+
+        check_optimizer_name(v)
+        if v.lower() == "sso":
+            raise ValueError("sso cannot be its own inner or value optimiser; use armijo, adam, sgd, ...")
+        return v
+
+
 class OptimConfig(_Strict):
     """Optimiser by name (``marl.optimizers.make_optimizer``) and its settings; lr lives in ``train``.
 
@@ -158,6 +185,7 @@ class OptimConfig(_Strict):
     momentum: float = Field(0.0, ge=0, description="sgd/rmsprop momentum")
     settings: dict[str, Any] = Field(default_factory=dict, description="further keywords for the optimiser")
     edge: EdgeOptimConfig = EdgeOptimConfig()
+    fma: FMAConfig = FMAConfig()
 
     @field_validator("name")
     @classmethod
@@ -204,16 +232,25 @@ class RunConfig(BaseModel):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     logging: LoggingConfig = LoggingConfig()
+    # marl.distributed.DistributedConfig (imported lazily: marl.distributed builds on marl.trainer)
+    distributed: Any = Field(default_factory=lambda: _distributed_config_class()())
     extra: dict[str, Any] = Field(default_factory=dict, description="sections training does not read (eval, ...)")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able data (what config.yaml holds)."""
         out: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed}
-        for key in ("env", "agent", "optim", "train", "logging"):
+        for key in ("env", "agent", "optim", "train", "logging", "distributed"):
             value = getattr(self, key)
             out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else copy.deepcopy(value)
         out.update(copy.deepcopy(self.extra))
         return out
+
+
+def _distributed_config_class():
+    """marl.distributed.DistributedConfig (the ``distributed`` section: Ray rollout workers)."""
+    from marl.distributed import DistributedConfig
+
+    return DistributedConfig
 
 
 def _policy_config_class():
@@ -273,7 +310,7 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
         except ValidationError as err:
             raise ValueError(f"{source}: {format_validation_error(err, 'env')}") from None
     for key, model in (("env", SwarmConfig), ("optim", OptimConfig), ("train", TrainConfig),
-                       ("logging", LoggingConfig)):
+                       ("logging", LoggingConfig), ("distributed", _distributed_config_class())):
         if key in out:
             continue
         section = raw.get(key) or {}

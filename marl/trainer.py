@@ -24,6 +24,8 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from envs.swarm import ACTION_DIM, QuadSwarmVecEnv
 from marl.bench import pinned
 from marl.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from marl.logger import RunLogger, truncate_metrics
-from marl.optimizers import make_optimizer
+from marl.optimizers import is_second_order, make_optimizer
 from marl.pettingzoo_env import PettingZooEnvConfig, PettingZooVecEnv
 from marl.ppo import NonFiniteError, Optimizers, ValueNorm, check_finite, ppo_update
 from marl.replay import CollisionReplay
@@ -46,7 +48,7 @@ from marl.train_config import RunConfig, validate_run_config
 # Config keys a resume may change: they do not alter what the saved state means.
 RESUMABLE_CHANGES = (
     "name", "description", "train.total_agent_steps", "train.checkpoint_every", "train.eval_every",
-    "train.eval_episodes", "logging.",
+    "train.eval_episodes", "logging.", "distributed.",
 )
 # Episode metrics of the simulator that every record holds (None before the first episode); other
 # environments log the metrics they report (at least episode_return and episode_length).
@@ -88,14 +90,14 @@ def build_policy(
 def make_optimizers(cfg: RunConfig, policy: torch.nn.Module) -> Optimizers:
     """The policy optimiser and, for a policy with ``edge_parameters()`` and ``optim.edge.every`` > 0, the
     edge optimiser of the bi-level schedule."""
-    import optim
-
     oc, tc = cfg.optim, cfg.train
+    if oc.name.lower() == "sso":  # functional mirror ascent on the actor, a gradient optimiser for the critic
+        return Optimizers(None, fma=oc.fma,
+                          value=make_optimizer(oc.fma.value_optimizer, policy.critic.parameters(), lr=tc.lr))
     bilevel = hasattr(policy, "edge_parameters") and oc.edge.every > 0
     params = policy.policy_parameters() if bilevel else list(policy.parameters())
     opts = Optimizers(make_optimizer(oc.name, params, lr=tc.lr, **oc.kwargs()),
-                      second_order=oc.name.lower() not in ("adam", "adamw", "sgd", "rmsprop")
-                      and optim.is_second_order(oc.name))
+                      second_order=is_second_order(oc.name))
     if bilevel:
         opts.edge = make_optimizer(oc.edge.name, policy.edge_parameters(), lr=oc.edge.lr, **oc.edge.settings)
         opts.edge_every = oc.edge.every
@@ -192,7 +194,8 @@ class Trainer:
         self.policy = build_policy(cfg, self.env.spec, self.num_agents, self.env.num_actions,
                                    self.env.act_dim).to(self.device)
         self.optimizers = make_optimizers(cfg, self.policy)
-        self.optimizer = self.optimizers.policy
+        # The optimiser whose learning rate follows train.lr's schedule and whose state is checkpointed.
+        self.optimizer = self.optimizers.policy or self.optimizers.value
         self.value_norm = ValueNorm() if tc.norm_value else None
         self.buf = RolloutBuffer(
             tc.rollout_steps, tc.num_envs, self.num_agents, self.env.obs_dim, self.policy.act_dim, self.device
@@ -367,6 +370,22 @@ class Trainer:
         return save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.state_dict())
 
 
+@contextmanager
+def open_trainer(cfg: RunConfig, run_dir: str | Path) -> Iterator[Trainer]:
+    """The run's trainer: a Trainer, or with ``distributed.backend: ray`` the learner of ``marl.distributed``
+    (imported only then: a single-machine run never imports Ray), whose workers are released on exit."""
+    if cfg.distributed.backend == "none":
+        yield Trainer(cfg, run_dir)
+        return
+    from marl.distributed import DistributedTrainer
+
+    trainer = DistributedTrainer(cfg, run_dir)
+    try:
+        yield trainer
+    finally:
+        trainer.close()
+
+
 def write_config(cfg: RunConfig, run_dir: Path) -> None:
     """The resolved config as config.yaml (atomically)."""
     tmp = run_dir / ".config.yaml.tmp"
@@ -400,8 +419,7 @@ def train(
     """
     run_dir = Path(run_dir)
     tc = cfg.train
-    with pinned(tc.threads):
-        trainer = Trainer(cfg, run_dir)
+    with pinned(tc.threads), open_trainer(cfg, run_dir) as trainer:
         if resume:
             ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
             trainer.load_state_dict(ckpt, str(run_dir / "checkpoints" / "latest.pt"))

@@ -54,7 +54,7 @@ def test_overrides_are_yaml_typed_and_dotted():
         ("train.gamma=1.5", "train.gamma"),
         ("env.num_drones=0", "env.num_drones"),
         ("optim.name=lionn", "optim.name"),  # unknown: the registry lists the names
-        ("optim.name=sso", "optim.name"),  # known, but needs its own training step
+        ("optim.name=tpsgd", "optim.name"),  # known, but needs its own training step (layer-wise targets)
         ("agent.num_heads=0", "agent.num_heads"),
         ("train.replay.capacity=0", "train.replay.capacity"),
         ("bogus.key=1", "bogus"),
