@@ -11,6 +11,17 @@ steps), untuned; SGD and Adam get the best learning rate of a grid, chosen per t
 l* + 0.1 (l0 - l*), l* from full-batch L-BFGS. Two data sets: a synthetic ill-conditioned,
 non-separable one (the headline keys) and scikit-learn's breast-cancer data (real, nearly separable),
 reported under ``breast_cancer``. Medians over seeds; null means not reached within the budget.
+The ``bc_*`` keys (``bench_bc``) are the imitation-learning case of the paper: behaviour cloning of the
+built-in PID teacher into the deployable attention policy on states of the quickstart env (16 swarms x
+one 7 s episode, every 5th step: 2,240 rows of 4 drones; held out: 8 more swarms), minibatch 32 rows,
+squared error on the action means. One expensive gradient evaluation = one minibatch gradient (it needs
+the teacher's labels). SSO runs at the reference's defaults (5 inner Armijo steps) with eta = 2, the
+majorisation bound of this loss (``marl.imitation.mse_eta``), and as a variant with 10 inner Adam steps
+(lr 0.003); SGD and Adam get the best learning rate of a grid. The target is
+l_ref + 0.25 (l0 - l_ref), l_ref the training loss of a long reference Adam fit (3,000 steps of 128 rows).
+The seed-0 students then fly one episode alone in 16 swarms (closed loop, ``bc_closed_loop``, with the
+teacher's own figures on the same starts), and a DAgger run (SSO, Adam inner steps) reports its
+closed-loop success per iteration (``bc_dagger``).
 
 tpsgd suite: a shallow MLP (64-256-256-10, tanh) on scikit-learn's digits (1,797 8x8 images; 1,400
 train, 397 test), both methods with SGD + Nesterov momentum 0.9, lr 0.05, batch 100, same epochs and
@@ -18,8 +29,16 @@ initial weights. Peak memory is the peak bytes of tensors autograd saves for bac
 training step (``optim.memory.SavedTensorMeter``: saved-tensor hooks; parameters excluded, as both
 methods hold them; torch has no CPU allocator statistics and tracemalloc does not see torch), plus for
 tpSGD the bytes of its fixed projection matrices, which it keeps and back-propagation does not.
+The ``distill_*`` keys (``bench_distill``) distil the PID teacher into a per-agent MLP student (40-64-64-4,
+tanh, standardised inputs and actions) on the same quickstart states as the bc keys, once by
+back-propagation and once by tpSGD (regression: each layer against a fixed random projection of the
+teacher's actions), same initial weights, minibatches and optimiser (SGD Nesterov 0.9, batch 100, 20
+epochs, the better of lr 0.01 / 0.05 per method, mean over seeds): held-out action MSE, peak saved-tensor
+bytes of one step, and the seed-0 students' closed-loop success (``distill_closed_loop``).
 
-The ppo suite needs the PPO trainer and is not run here yet: it reports ``skipped`` with the reason.
+ppo suite: PPO on ``quickstart`` with adam, lion, sophiah (second order: backward(create_graph=True))
+and sso (functional mirror ascent on the actor, ``optim.name: sso``), the config's budget, 3 seeds;
+success curves and the end-of-run evaluation per optimiser.
 """
 
 from __future__ import annotations
@@ -154,8 +173,10 @@ def bench_sso(
     seeds: int = 3, budget: int = 300, batch: int = 32, every: int = 5, inner_steps: int = 5,
     sgd_lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
     adam_lrs: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3),
+    bc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """SSO vs SGD and Adam on logistic regression: expensive gradient evaluations to the target loss."""
+    """SSO vs SGD and Adam on logistic regression: expensive gradient evaluations to the target loss;
+    then the behaviour-cloning part (``bench_bc(**bc)``; ``bc=None`` runs it with its defaults)."""
     start = time.perf_counter()
     kw = {"seeds": seeds, "budget": budget, "batch": batch, "every": every, "sgd_lrs": sgd_lrs,
           "adam_lrs": adam_lrs, "inner_steps": inner_steps}
@@ -164,7 +185,115 @@ def bench_sso(
     out = {"suite": "sso", "dataset": "synthetic ill-conditioned logistic regression (n 2000, d 20)", **synthetic,
            "breast_cancer": real, "batch": batch, "budget": budget, "seeds": seeds, "sso_inner_steps": inner_steps,
            "sso_eta": 2.0}
+    out.update(bench_bc(**(bc or {})))
     out["seconds"] = time.perf_counter() - start
+    return out
+
+
+# -- sso suite, part 2: behaviour cloning of a swarm policy (see the module docstring) ------------------
+_CLOSED_LOOP_KEYS = ("success_rate", "collision_rate", "floor_collision_rate", "distance_to_goal_1s")
+_SSO_ADAM_INNER = {"inner": "adam", "inner_kwargs": {"lr": 0.003}, "inner_steps": 10}
+
+
+def _closed_loop_summary(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: metrics[k] for k in _CLOSED_LOOP_KEYS if k in metrics}
+
+
+def bench_bc(
+    seeds: int = 3, budget: int = 600, batch: int = 32, every: int = 10,
+    sgd_lrs: tuple[float, ...] = (0.03, 0.1, 0.3), adam_lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03),
+    num_envs: int = 16, test_envs: int = 8, rollout_steps: int | None = None, ref_steps: int = 3000,
+    target_fraction: float = 0.25, closed_loop_envs: int = 16, dagger_iterations: int = 3,
+    dagger_fit_steps: int = 300,
+) -> dict[str, Any]:
+    """Behaviour cloning of the PID teacher into the deployable attention policy: SSO vs SGD and Adam,
+    expensive gradient evaluations to the target loss, final losses, closed-loop success, and DAgger."""
+    from marl.imitation import (
+        dagger,
+        evaluate_closed_loop,
+        fit,
+        imitation_loss,
+        make_student,
+        mse_eta,
+        quickstart_env,
+        record_teacher,
+        rollout,
+    )
+
+    start = time.perf_counter()
+    cfg = quickstart_env()
+    train = record_teacher(cfg, num_envs=num_envs, steps=rollout_steps, seed=0)
+    test = record_teacher(cfg, num_envs=test_envs, steps=rollout_steps, seed=1)
+    base = make_student("attention", cfg, seed=0)
+    l0 = imitation_loss(base, train)
+    ref = copy.deepcopy(base)
+    l_ref = fit(ref, train, optimizer="adam", lr=0.003, steps=ref_steps, batch=128, eval_every=ref_steps).final_loss
+    target = l_ref + target_fraction * (l0 - l_ref)
+
+    def runs(name: str, lr: float | None, kwargs: dict[str, Any] | None = None) -> list[tuple[Any, nn.Module]]:
+        out = []
+        for s in range(seeds):
+            student = copy.deepcopy(base)
+            res = fit(student, train, optimizer=name, lr=lr, optimizer_kwargs=kwargs, steps=budget, batch=batch,
+                      eval_data=test, eval_every=every, seed=s)
+            out.append((res, student))
+        return out
+
+    def summary(rs: list[tuple[Any, nn.Module]]) -> dict[str, Any]:
+        fits = [r for r, _ in rs]
+        return {"evals": _median_or_none([r.evals_to(target) for r in fits]),
+                "final": statistics.median(r.final_loss for r in fits),
+                "held_out": statistics.median(r.final_eval_loss for r in fits), "student": rs[0][1]}
+
+    def best_of(name: str, lrs: tuple[float, ...]) -> dict[str, Any]:
+        per_lr = {lr: summary(runs(name, lr)) for lr in lrs}
+        reached = {lr: v["evals"] for lr, v in per_lr.items() if v["evals"] is not None}
+        # the fastest to the target; if no lr reached it, the lowest final loss (nan, i.e. diverged, last)
+        lr = min(reached, key=reached.get) if reached else min(
+            lrs, key=lambda k: per_lr[k]["final"] if per_lr[k]["final"] == per_lr[k]["final"] else float("inf"))
+        return {**per_lr[lr], "lr": lr, "per_lr": {str(k): v["evals"] for k, v in per_lr.items()},
+                "final_by_lr": {str(k): v["final"] for k, v in per_lr.items()}}
+
+    sso = summary(runs("sso", None))
+    sso_adam = summary(runs("sso", None, _SSO_ADAM_INNER))
+    sgd, adam = best_of("sgd", sgd_lrs), best_of("adam", adam_lrs)
+    out: dict[str, Any] = {
+        "bc_task": "PID -> deployable attention policy, quickstart env (4 drones), action-mean MSE",
+        "bc_train_rows": len(train), "bc_test_rows": len(test), "bc_batch_rows": batch, "bc_budget": budget,
+        "bc_seeds": seeds, "bc_sso_eta": mse_eta(), "bc_sso_inner_steps": 5, "bc_sso_adam_inner": _SSO_ADAM_INNER,
+        "bc_initial_loss": l0, "bc_reference_loss": l_ref, "bc_target_loss": target,
+        "bc_sso_grad_evals_to_target": sso["evals"], "bc_sso_adam_inner_grad_evals_to_target": sso_adam["evals"],
+        "bc_sgd_grad_evals_to_target": sgd["evals"], "bc_adam_grad_evals_to_target": adam["evals"],
+        "bc_sgd_best_lr": sgd["lr"], "bc_adam_best_lr": adam["lr"],
+        "bc_sgd_evals_by_lr": sgd["per_lr"], "bc_adam_evals_by_lr": adam["per_lr"],
+        "bc_sgd_final_loss_by_lr": sgd["final_by_lr"], "bc_adam_final_loss_by_lr": adam["final_by_lr"],
+        "bc_sso_final_loss": sso["final"], "bc_sso_adam_inner_final_loss": sso_adam["final"],
+        "bc_sgd_final_loss": sgd["final"], "bc_adam_final_loss": adam["final"],
+        "bc_sso_held_out_loss": sso["held_out"], "bc_sso_adam_inner_held_out_loss": sso_adam["held_out"],
+        "bc_sgd_held_out_loss": sgd["held_out"], "bc_adam_held_out_loss": adam["held_out"],
+    }
+    if closed_loop_envs:
+        ev = {"num_envs": closed_loop_envs, "seed": 1000}
+        teacher = rollout(cfg, "pid", num_envs=closed_loop_envs, seed=1000).metrics()
+        out["bc_closed_loop"] = {
+            "pid_teacher": _closed_loop_summary(teacher),
+            **{k: _closed_loop_summary(evaluate_closed_loop(v["student"], cfg, **ev))
+               for k, v in (("sso", sso), ("sso_adam_inner", sso_adam), ("sgd", sgd), ("adam", adam))},
+        }
+        out["bc_closed_loop_success"] = {k: v["success_rate"] for k, v in out["bc_closed_loop"].items()}
+    if dagger_iterations:
+        res = dagger(copy.deepcopy(base), cfg, optimizer="sso", optimizer_kwargs=_SSO_ADAM_INNER,
+                     iterations=dagger_iterations, num_envs=num_envs, rollout_steps=rollout_steps,
+                     fit_steps=dagger_fit_steps, batch=batch, eval_envs=closed_loop_envs, seed=0)
+        out["bc_dagger"] = [
+            {"iteration": it.iteration, "beta": it.beta, "teacher_fraction": it.teacher_fraction,
+             "dataset_rows": it.dataset_rows, "fit_loss": it.fit_loss, **_closed_loop_summary(it.closed_loop)}
+            for it in res.iterations
+        ]
+        out["bc_dagger_fit_steps"] = dagger_fit_steps
+        if closed_loop_envs:
+            out["bc_dagger_success_by_iteration"] = [it.closed_loop["success_rate"] for it in res.iterations]
+    out["bc_seconds"] = time.perf_counter() - start
     return out
 
 
@@ -207,8 +336,11 @@ def _peak_by_depth(x: torch.Tensor, y: torch.Tensor, depths: tuple[int, ...] = (
     return out
 
 
-def bench_tpsgd(epochs: int = 20, seeds: int = 3, batch: int = 100, lr: float = 0.05) -> dict[str, Any]:
-    """tpSGD vs back-propagation on digits: test accuracy (mean over seeds) and peak saved-tensor bytes."""
+def bench_tpsgd(
+    epochs: int = 20, seeds: int = 3, batch: int = 100, lr: float = 0.05, distill: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """tpSGD vs back-propagation on digits: test accuracy (mean over seeds) and peak saved-tensor bytes; then
+    the policy-distillation part (``bench_distill(**distill)``; ``distill=None`` runs it with its defaults)."""
     from optim.memory import SavedTensorMeter
     from optim.registry import build
     from optim.tpsgd import TPSGD
@@ -247,7 +379,7 @@ def bench_tpsgd(epochs: int = 20, seeds: int = 3, batch: int = 100, lr: float = 
             bp_model.eval()
             bp_acc.append(float((bp_model(xte).argmax(-1) == yte).float().mean()))
             tp_acc.append(float((tp.forward(xte).argmax(-1) == yte).float().mean()))
-    return {
+    out = {
         "suite": "tpsgd", "dataset": "scikit-learn digits (1400 train / 397 test)", "model": "MLP 64-256-256-10 tanh",
         "epochs": epochs, "batch": batch, "lr": lr, "seeds": seeds,
         "bp_accuracy": statistics.mean(bp_acc), "tpsgd_accuracy": statistics.mean(tp_acc),
@@ -257,23 +389,125 @@ def bench_tpsgd(epochs: int = 20, seeds: int = 3, batch: int = 100, lr: float = 
         "memory_method": "peak bytes of tensors saved for backward in one step (saved_tensors_hooks), "
         "parameters excluded; tpSGD adds its fixed projections",
         "peak_bytes_by_hidden_layers": _peak_by_depth(xtr[:batch].clone(), ytr[:batch].clone()),
-        "bp_seconds": bp_time, "tpsgd_seconds": tp_time, "seconds": time.perf_counter() - start,
+        "bp_seconds": bp_time, "tpsgd_seconds": tp_time,
     }
+    out.update(bench_distill(**(distill or {})))
+    out["seconds"] = time.perf_counter() - start
+    return out
 
 
-def bench_ppo() -> dict[str, Any]:
-    """Placeholder until the PPO trainer takes optimisers from the registry."""
-    return {"suite": "ppo", "skipped": True,
-            "reason": "needs the PPO trainer (quickstart, 3 seeds, adam/lion/sophiah/sso); not wired yet"}
+# -- tpsgd suite, part 2: distillation of a swarm policy (see the module docstring) --------------------
+def bench_distill(
+    seeds: int = 3, epochs: int = 20, lrs: tuple[float, ...] = (0.01, 0.05), hidden: tuple[int, ...] = (64, 64),
+    batch: int = 100, num_envs: int = 16, test_envs: int = 8, rollout_steps: int | None = None,
+    closed_loop_envs: int = 16,
+) -> dict[str, Any]:
+    """Distil the PID teacher into an MLP student by back-propagation and by tpSGD: held-out action MSE
+    (mean over seeds, each method at its best lr), peak saved-tensor bytes, closed-loop success."""
+    from marl.imitation import distill_compare, evaluate_closed_loop, quickstart_env, record_teacher
+
+    start = time.perf_counter()
+    cfg = quickstart_env()
+    train = record_teacher(cfg, num_envs=num_envs, steps=rollout_steps, seed=0)
+    test = record_teacher(cfg, num_envs=test_envs, steps=rollout_steps, seed=1)
+    results = {lr: [distill_compare(train, test, hidden=hidden, epochs=epochs, batch=batch, lr=lr, seed=s)
+                    for s in range(seeds)] for lr in lrs}
+    by_lr = {lr: {"bp": statistics.mean(r.bp_mse for r in rs), "tpsgd": statistics.mean(r.tpsgd_mse for r in rs)}
+             for lr, rs in results.items()}
+    best = {m: min(lrs, key=lambda lr, m=m: by_lr[lr][m]) for m in ("bp", "tpsgd")}
+    first = results[lrs[0]][0]
+    out: dict[str, Any] = {
+        "distill_task": "PID -> per-agent MLP, quickstart env states, standardised inputs and actions",
+        "distill_model": "MLP " + "-".join(str(w) for w in (train.obs.shape[-1], *hidden, 4)) + " tanh",
+        "distill_train_samples": train.num_samples, "distill_test_samples": test.num_samples,
+        "distill_epochs": epochs, "distill_batch": batch, "distill_seeds": seeds,
+        "distill_initial_mse": statistics.mean(r.initial_mse for r in results[lrs[0]]),
+        "distill_bp_mse": by_lr[best["bp"]]["bp"], "distill_tpsgd_mse": by_lr[best["tpsgd"]]["tpsgd"],
+        "distill_bp_best_lr": best["bp"], "distill_tpsgd_best_lr": best["tpsgd"],
+        "distill_mse_by_lr": {str(lr): v for lr, v in by_lr.items()},
+        "distill_bp_peak_bytes": first.bp.peak_bytes, "distill_tpsgd_peak_bytes": first.tpsgd.peak_bytes,
+        "distill_tpsgd_projection_bytes": first.tpsgd.projection_bytes,
+        "distill_bp_seconds": sum(r.bp.seconds for rs in results.values() for r in rs),
+        "distill_tpsgd_seconds": sum(r.tpsgd.seconds for rs in results.values() for r in rs),
+    }
+    if closed_loop_envs:
+        ev = {"num_envs": closed_loop_envs, "seed": 1000}
+        out["distill_closed_loop"] = {
+            m: _closed_loop_summary(evaluate_closed_loop(getattr(results[best[m]][0], m).student, cfg, **ev))
+            for m in ("bp", "tpsgd")
+        }
+    out["distill_seconds"] = time.perf_counter() - start
+    return out
+
+
+PPO_OPTIMIZERS = ("adam", "lion", "sophiah", "sso")
+
+
+def bench_ppo(
+    optimizers: tuple[str, ...] = PPO_OPTIMIZERS,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    steps: int | None = None,
+    config: str = "quickstart",
+    overrides: tuple[str, ...] = (),
+    out_dir: str | None = None,
+) -> dict[str, Any]:
+    """PPO on ``config`` with each optimiser (``optim.name``; sso = functional mirror ascent on the actor),
+    the same budget (``steps`` agent steps, default the config's) and seeds; returns per optimiser the
+    success curve of each seed (agent steps, success rate of the recent training episodes), the final
+    evaluation success and return (mean and std over seeds) and the wall time.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from marl.logger import read_metrics
+    from marl.train_config import resolve_config
+    from marl.trainer import train
+
+    root = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="bench_ppo_"))
+    out: dict[str, Any] = {"suite": "ppo", "config": config, "seeds": list(seeds), "optimizers": {}}
+    for name in optimizers:
+        finals, returns, walls, curves = [], [], [], []
+        for seed in seeds:
+            extra = [f"optim.name={name}", f"seed={seed}", "logging.tensorboard=false", "logging.progress=false",
+                     *overrides, *([f"train.total_agent_steps={steps}"] if steps else [])]
+            cfg = resolve_config(config, extra)
+            run = root / f"{name}_s{seed}"
+            summary = train(cfg, run, progress=False)
+            records = read_metrics(run / "metrics.jsonl")
+            curves.append([(r["agent_steps"], r.get("success_rate")) for r in records])
+            finals.append(summary["eval"]["success_rate"])
+            returns.append(summary["eval"]["episode_return"])
+            walls.append(summary["wall_s"])
+            out["agent_steps"] = summary["agent_steps"]
+        out["optimizers"][name] = {
+            "eval_success_mean": float(np.mean(finals)), "eval_success_std": float(np.std(finals)),
+            "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
+            "eval_success_by_seed": finals, "wall_s_mean": float(np.mean(walls)), "success_curves": curves,
+        }
+    out["eval_success"] = {k: v["eval_success_mean"] for k, v in out["optimizers"].items()}
+    return out
 
 
 def run_suite(name: str, quick: bool = False) -> dict[str, Any]:
     """Run one suite by name; ``quick`` shrinks budgets for smoke tests."""
     if name == "sso":
-        return bench_sso(seeds=1, budget=60, sgd_lrs=(0.1, 1.0), adam_lrs=(0.03,)) if quick else bench_sso()
+        if not quick:
+            return bench_sso()
+        bc = {"seeds": 1, "budget": 20, "sgd_lrs": (0.1,), "adam_lrs": (0.01,), "num_envs": 2, "test_envs": 1,
+              "rollout_steps": 100, "ref_steps": 50, "closed_loop_envs": 0, "dagger_iterations": 1,
+              "dagger_fit_steps": 5}
+        return bench_sso(seeds=1, budget=60, sgd_lrs=(0.1, 1.0), adam_lrs=(0.03,), bc=bc)
     if name == "tpsgd":
-        return bench_tpsgd(epochs=2, seeds=1) if quick else bench_tpsgd()
+        distill = {"seeds": 1, "epochs": 2, "lrs": (0.05,), "num_envs": 2, "test_envs": 1, "rollout_steps": 100,
+                   "closed_loop_envs": 0}
+        return bench_tpsgd(epochs=2, seeds=1, distill=distill) if quick else bench_tpsgd()
     if name == "ppo":
+        if quick:
+            tiny = ("train.num_envs=8", "train.rollout_steps=8", "train.minibatches=2", "train.epochs=1",
+                    "train.eval_episodes=2")
+            return bench_ppo(seeds=(0,), steps=8 * 8 * 4 * 2, overrides=tiny)
         return bench_ppo()
     raise ValueError(f"--suite must be one of {', '.join(SUITES)}, got {name!r}")
 

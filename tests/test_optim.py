@@ -311,6 +311,9 @@ def test_bench_optim_cli_prints_one_json_object_per_suite(capsys: pytest.Capture
 
     from marl.cli import main
 
-    assert main(["bench", "optim", "--suite", "ppo", "--json"]) == 0
+    assert main(["bench", "optim", "--suite", "ppo", "--quick", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["suite"] == "ppo" and out["skipped"] is True
+    assert out["suite"] == "ppo" and set(out["optimizers"]) == {"adam", "lion", "sophiah", "sso"}
+    for name, result in out["optimizers"].items():
+        assert 0 <= result["eval_success_mean"] <= 1, name
+        assert result["success_curves"] and len(result["success_curves"][0]) == 2  # 2 updates of the tiny budget

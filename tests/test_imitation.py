@@ -1,0 +1,184 @@
+"""Imitation of the PID teacher (marl.imitation): BC with SSO, DAgger's aggregation, tpSGD distillation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from agents.pid import PIDConfig, PIDController
+from envs.swarm import QuadSwarmVecEnv
+from marl.imitation import (
+    ImitationData,
+    behaviour_cloning,
+    dagger,
+    distill_bp,
+    distill_tpsgd,
+    fit,
+    imitation_loss,
+    make_student,
+    make_teacher,
+    quickstart_env,
+    record_teacher,
+    rollout,
+    student_actions,
+)
+from optim import OptimizerNameError
+
+
+@pytest.fixture(scope="module")
+def env_cfg():
+    return quickstart_env()
+
+
+@pytest.fixture(scope="module")
+def data(env_cfg) -> ImitationData:
+    # 2 swarms x 150 control steps (the take-off and transit: the largest actions), every 3rd step.
+    return record_teacher(env_cfg, num_envs=2, steps=150, record_every=3, seed=0)
+
+
+def _stateless_pid(env_cfg) -> PIDController:
+    """The PID with its integral gains at zero: its action is a function of the observation alone."""
+    return PIDController(PIDConfig.from_dynamics(env_cfg.dynamics, ki_xy=0.0, ki_z=0.0))
+
+
+def test_teacher_data_shapes_and_reproducibility(env_cfg, data: ImitationData) -> None:
+    assert data.obs.shape == (100, env_cfg.num_drones, 40) and data.actions.shape == (100, env_cfg.num_drones, 4)
+    assert data.actions.abs().max() <= 1.0
+    again = record_teacher(env_cfg, num_envs=2, steps=150, record_every=3, seed=0)
+    assert torch.equal(again.obs, data.obs) and torch.equal(again.actions, data.actions)
+    other = record_teacher(env_cfg, num_envs=2, steps=150, record_every=3, seed=1)
+    assert not torch.equal(other.obs, data.obs)
+
+
+def test_bc_with_sso_lowers_imitation_loss(env_cfg, data: ImitationData) -> None:
+    student = make_student("attention", env_cfg, seed=0)  # the deployable attention policy
+    critic_before = [p.clone() for p in student.critic.parameters()]
+    l0 = imitation_loss(student, data)
+    res = fit(student, data, optimizer="sso", steps=30, batch=16, eval_every=10, seed=0)
+    assert res.optimizer == "sso" and res.grad_evals == 30  # one expensive gradient per minibatch
+    assert res.initial_loss == pytest.approx(l0) and l0 > 0.04
+    assert res.final_loss == pytest.approx(imitation_loss(student, data))
+    assert res.final_loss < 0.03 and res.final_loss < 0.6 * l0
+    # only the action mean is fitted: the critic is untouched
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, student.critic.parameters(), strict=True))
+    # same seed, same result
+    twin = make_student("attention", env_cfg, seed=0)
+    assert fit(twin, data, optimizer="sso", steps=30, batch=16, eval_every=10, seed=0).curve == res.curve
+
+
+def test_fit_with_a_registry_optimizer(env_cfg, data: ImitationData) -> None:
+    student = make_student("mlp", env_cfg, seed=0)
+    res = fit(student, data, optimizer="adam", lr=3e-3, steps=40, batch=16, eval_data=data, eval_every=20)
+    assert res.grad_evals == 40 and [e for e, _ in res.curve] == [0, 20, 40]
+    assert res.final_eval_loss == pytest.approx(res.final_loss)  # same data for both here
+    assert res.final_loss < 0.8 * res.initial_loss
+
+
+def test_rollout_records_the_states_the_student_visits(env_cfg) -> None:
+    teacher = _stateless_pid(env_cfg)
+    student = make_student("attention", env_cfg, seed=3)  # untrained: flies nothing like the teacher
+    ro = rollout(env_cfg, teacher, student, beta=0.0, num_envs=2, steps=30, record_every=1, seed=5)
+    assert ro.teacher_fraction == 0.0
+    # the same simulator, seed and student, stepped by hand, visits exactly the recorded states
+    env = QuadSwarmVecEnv(env_cfg, num_envs=2)
+    obs, states = env.reset(seed=5), []
+    for _ in range(30):
+        states.append(obs)
+        obs = env.step(student_actions(student, obs))[0]
+    assert torch.equal(ro.data.obs, torch.cat(states))
+    # ... and they are labelled with the teacher's actions on them
+    assert torch.allclose(ro.data.actions, _stateless_pid(env_cfg)(ro.data.obs), atol=1e-6)
+    # the teacher flying from the same start visits other states
+    assert not torch.allclose(record_teacher(env_cfg, teacher, num_envs=2, steps=30, record_every=1, seed=5).obs,
+                              ro.data.obs)
+    mixed = rollout(env_cfg, teacher, student, beta=0.5, num_envs=4, steps=40, seed=5)
+    assert 0.3 < mixed.teacher_fraction < 0.7
+
+
+def test_dagger_aggregates_student_states_labelled_by_the_teacher(env_cfg) -> None:
+    teacher = _stateless_pid(env_cfg)
+    student = make_student("attention", env_cfg, seed=0)
+    res = dagger(student, env_cfg, teacher, iterations=2, beta0=0.0, optimizer="adam", lr=1e-3, num_envs=2,
+                 rollout_steps=60, record_every=3, fit_steps=3, batch=8, seed=0)
+    rows = 2 * 20  # 2 swarms x 60 steps / 3
+    assert [it.dataset_rows for it in res.iterations] == [rows, 2 * rows, 3 * rows]
+    assert [it.new_rows for it in res.iterations] == [rows] * 3 and len(res.data) == 3 * rows
+    assert [it.beta for it in res.iterations] == [1.0, 0.0, 0.0]
+    assert [it.teacher_fraction for it in res.iterations] == [1.0, 0.0, 0.0]
+    # iteration 0 is the teacher's own data; later rows are states the student flew to
+    bc = record_teacher(env_cfg, teacher, num_envs=2, steps=60, record_every=3, seed=0)
+    assert torch.equal(res.data.obs[:rows], bc.obs)
+    teacher_flown = record_teacher(env_cfg, teacher, num_envs=2, steps=60, record_every=3, seed=1)
+    assert torch.equal(res.data.obs[rows : rows + 2], teacher_flown.obs[:2])  # same start ...
+    assert not torch.allclose(res.data.obs[rows : 2 * rows], teacher_flown.obs)  # ... different flight
+    # every aggregated state carries the teacher's action on it
+    assert torch.allclose(res.data.actions, _stateless_pid(env_cfg)(res.data.obs), atol=1e-6)
+
+
+def test_tpsgd_distillation_is_layer_local_and_reduces_the_action_mse(data: ImitationData) -> None:
+    train, test = data.split(0.3, seed=0)
+    seen: dict[str, list[bool]] = {"bp": [], "tpsgd": []}
+    method = "bp"
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        if isinstance(module, nn.Linear) and torch.is_grad_enabled():
+            seen[method].append(args[0].grad_fn is not None)  # input carries a graph from an earlier layer
+
+    handle = nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        kw = {"hidden": (32, 32, 32), "epochs": 6, "batch": 50, "lr": 0.05, "seed": 0}
+        bp = distill_bp(train, test, **kw)
+        method = "tpsgd"
+        tp = distill_tpsgd(train, test, **kw)
+    finally:
+        handle.remove()
+    assert seen["tpsgd"] and not any(seen["tpsgd"])  # no Linear ever saw an input with a graph behind it
+    assert any(seen["bp"])  # (the check does see back-propagation's graph through the layers)
+    assert tp.initial_mse == pytest.approx(bp.initial_mse)  # same initial student
+    assert tp.final_mse < 0.8 * tp.initial_mse and bp.final_mse < 0.8 * bp.initial_mse
+    assert tp.projection_bytes == 3 * 4 * 32 * 4  # three fixed [4, 32] float32 projections
+    assert tp.peak_bytes - tp.projection_bytes < bp.peak_bytes  # one layer's activations, not three
+    # the student predicts actions in action units
+    x, y = test.flat()
+    with torch.no_grad():
+        assert float(((tp.student(x) - y) ** 2).mean()) == pytest.approx(tp.final_mse, rel=1e-5)
+
+
+def test_bad_input_gives_clear_errors(env_cfg, data: ImitationData) -> None:
+    student = make_student("attention", env_cfg, seed=0)
+    with pytest.raises(OptimizerNameError, match=r"unknown optimiser 'adamm'.*closest: adam"):
+        fit(student, data, optimizer="adamm")
+    # checked before anything is rolled out
+    with pytest.raises(OptimizerNameError, match="'ssso'"):
+        behaviour_cloning(student, env_cfg, optimizer="ssso")
+    with pytest.raises(OptimizerNameError, match="'nope'"):
+        dagger(student, env_cfg, optimizer="nope")
+    with pytest.raises(OptimizerNameError):
+        distill_bp(data, optimizer="sgdd")
+    with pytest.raises(ValueError, match="tpsgd"):
+        fit(student, data, optimizer="tpsgd")
+    with pytest.raises(ValueError, match="unknown teacher 'lqr'"):
+        make_teacher("lqr")
+    with pytest.raises(ValueError, match="needs a student"):
+        rollout(env_cfg, "pid", beta=0.5)
+    with pytest.raises(ValueError, match="actions"):
+        ImitationData(torch.zeros(3, 4, 40), torch.zeros(3, 4, 2))
+
+
+def test_bench_optim_quick_suites_report_the_imitation_parts() -> None:
+    from marl.bench_optim import run_suite
+
+    sso = run_suite("sso", quick=True)
+    for key in ("sso_grad_evals_to_target", "sgd_grad_evals_to_target", "adam_grad_evals_to_target",
+                "bc_sso_grad_evals_to_target", "bc_sgd_grad_evals_to_target", "bc_adam_grad_evals_to_target",
+                "bc_sso_adam_inner_grad_evals_to_target", "bc_sgd_final_loss", "bc_adam_final_loss"):
+        assert key in sso, key
+    assert sso["bc_reference_loss"] < sso["bc_target_loss"] < sso["bc_initial_loss"]
+    assert sso["bc_sso_final_loss"] < sso["bc_initial_loss"]
+    assert [it["dataset_rows"] for it in sso["bc_dagger"]] == [sso["bc_train_rows"], 2 * sso["bc_train_rows"]]
+    tp = run_suite("tpsgd", quick=True)
+    for key in ("bp_accuracy", "tpsgd_accuracy", "distill_bp_mse", "distill_tpsgd_mse", "distill_bp_peak_bytes",
+                "distill_tpsgd_peak_bytes"):
+        assert key in tp, key
+    assert tp["distill_tpsgd_mse"] < tp["distill_initial_mse"]
