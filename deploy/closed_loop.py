@@ -4,11 +4,17 @@
     rows = closed_loop_report(actor, env_cfg, methods=[("float32", 32), ("jlcm", 3)], episodes=20,
                               backends=("sim", "pybullet"), calib=states, test=test_states)
 
-Every row: method, bits, max / mean abs action error against the float actor on the test states, and
+Every row: method, bits, weight bytes and bits per weight (everything included, see
+deploy/quantize.py), max / mean abs action error against the float actor on the test states, and
 per backend the success rate (and collision rate) of ``episodes`` episodes flown with
 ``marl.evaluate.evaluate_policy`` on the policy's own environment config, the same seed for every
 method (same maps, starts and goals), plus the change in success against float32. The C code computes
 the dequantised actor to 1e-5 (see deploy/verify.py), so this measures what compression does to flight.
+
+The README's table comes from the command line (calibration and test states recorded as ``marl export``
+records them: the policy's own rollouts, seeds 1000 + seed and 2000 + seed):
+
+    python -m deploy.closed_loop RUN --episodes 100 --backends sim,pybullet [--methods jlcm:3,kmeans:3]
 """
 
 from __future__ import annotations
@@ -66,7 +72,11 @@ def closed_loop_report(
             raise ValueError("method 'jlcm' needs calibration states for the closed-loop check")
         q = quantize_actor(actor, method, bits, calib=calib if method == "jlcm" else None, **(jlcm_kwargs or {}))
         deq = q.dequantized(actor).eval()
-        row: dict[str, Any] = {"method": method, "bits": bits}
+        acc = q.accounting()
+        row: dict[str, Any] = {"method": method, "bits": bits, "weight_bytes": acc["weight_bytes"],
+                               "bits_per_weight": acc["bits_per_weight"]}
+        if method == "jlcm":
+            row["layer_bits"] = {n: layer.bits for n, layer in q.layers.items()}
         if ref is not None:
             with torch.no_grad():
                 err = (deq(test).clamp(-1, 1) - ref).abs()
@@ -86,12 +96,59 @@ def closed_loop_report(
 
 
 def closed_loop_markdown(rows: list[dict[str, Any]], backends: Sequence[str] = ("sim", "pybullet")) -> str:
-    """The rows as a markdown table (method, bits, action errors, success per backend)."""
-    head = "| method | bits | max abs action error | mean abs action error | " + " | ".join(
-        f"success {b}" for b in backends) + " |"
-    lines = [head, "|" + "---|" * (4 + len(backends))]
+    """The rows as a markdown table (method, bits, storage, action errors, success per backend)."""
+    head = "| method | bits | weight bytes | bits/weight | max abs action error | mean abs action error | " + \
+        " | ".join(f"success {b}" for b in backends) + " |"
+    lines = [head, "|" + "---|" * (6 + len(backends))]
     for r in rows:
-        succ = " | ".join(f"{r.get(f'success_{b}', float('nan')):.2f}" for b in backends)
-        lines.append(f"| {r['method']} | {r['bits']} | {r.get('max_abs_action_error', float('nan')):.2e} | "
-                     f"{r.get('mean_abs_action_error', float('nan')):.2e} | {succ} |")
+        succ = " | ".join(f"{r.get(f'success_{b}', float('nan')):.3f}" for b in backends)
+        lines.append(f"| {r['method']} | {r['bits']} | {r.get('weight_bytes', '')} | "
+                     f"{r.get('bits_per_weight', float('nan')):.2f} | "
+                     f"{r.get('max_abs_action_error', float('nan')):.3g} | "
+                     f"{r.get('mean_abs_action_error', float('nan')):.3g} | {succ} |")
     return "\n".join(lines) + "\n"
+
+
+def _parse_methods(text: str) -> list[tuple[str, int | None]]:
+    out: list[tuple[str, int | None]] = []
+    for item in text.split(","):
+        name, _, bits = item.strip().partition(":")
+        out.append((name, int(bits) if bits else None))
+    return out
+
+
+ALL_METHODS = "float32,int8,int4,kmeans:2,kmeans:3,kmeans:4,kmeans:8,jlcm:2,jlcm:3,jlcm:4,jlcm:8"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m deploy.closed_loop RUN``: the closed-loop table of a trained run (markdown on stdout)."""
+    import argparse
+    import json
+
+    from deploy.calibration import record_states
+    from deploy.export import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor
+
+    ap = argparse.ArgumentParser(prog="python -m deploy.closed_loop", description=main.__doc__)
+    ap.add_argument("run", help="a training run directory or checkpoint file")
+    ap.add_argument("--methods", default=ALL_METHODS, help=f"method[:bits],... (default {ALL_METHODS})")
+    ap.add_argument("--episodes", type=int, default=100, help="episodes per method and backend (default 100)")
+    ap.add_argument("--backends", default="sim,pybullet", help="comma-separated (default sim,pybullet)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the episodes and of the recorded states")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    actor, cfg = load_actor(args.run)
+    calib = record_states(cfg, NUM_CALIB_STATES, seed=1000 + args.seed, policy=actor)
+    test = record_states(cfg, NUM_TEST_STATES, seed=2000 + args.seed, policy=actor)
+    backends = tuple(b for b in args.backends.split(",") if b)
+    rows = closed_loop_report(actor, cfg, _parse_methods(args.methods), episodes=args.episodes, backends=backends,
+                              calib=calib, test=test, seed=args.seed)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    print(closed_loop_markdown(rows, backends), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,7 +5,8 @@
 
 Steps: load the policy (a run directory / checkpoint via marl.checkpoint.load_policy, or the untrained
 ``deployable`` attention preset from a seed), refuse unsupported layers by name, record calibration
-states (PID-flown rollouts, seed 1000 + seed) and 1,000 test states (a different seed), compress,
+states (the policy's own closed-loop rollouts, seed 1000 + seed) and 1,000 test states (the same way,
+seed 2000 + seed: other episodes), compress,
 generate policy.c / policy.h / controller_policy.c, build on the host with sanitizers and compare with
 the dequantised torch actor, optionally cross-build for the Cortex-M4F and run it under QEMU, and
 write report.json and report.md. deploy/ never calls back into the trainer: the checkpoint loader is
@@ -74,16 +75,17 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
              "| key | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(report[k])} |" for k in keys if k in report and report[k] is not None]
     lines += ["", "## Storage per layer (bytes)", "",
-              "| layer | weights | indices | codebooks | scales | grouping | bias | bits/weight |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| layer | weights | index bits | indices | codebooks | scales | grouping | bias | bits/weight |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, st in report["layers"].items():
-        lines.append(f"| {name} | {st['weights']} | {st['indices']} | {st['codebooks']} | {st['scales']} | "
-                     f"{st['grouping']} | {st['bias']} | {st['bits_per_weight']:.2f} |")
+        lines.append(f"| {name} | {st['weights']} | {st.get('index_bits', '')} | {st['indices']} | {st['codebooks']} | "
+                     f"{st['scales']} | {st['grouping']} | {st['bias']} | {st['bits_per_weight']:.2f} |")
     lines += ["", "Notes:", "",
               "- weight_bytes: the Linear weight matrices as stored (indices, codebooks, scales, group ids);",
               "  param_bytes adds the float32 biases and LayerNorm parameters.",
               "- max_abs_action_error: compressed vs float torch actor, clamped actions, over "
-              f"{report['test_states']} recorded test states; c_vs_torch: C vs the dequantised torch actor.",
+              f"{report['test_states']} test states recorded from {report.get('states_from', 'rollouts')}; "
+              "c_vs_torch: C vs the dequantised torch actor.",
               f"- latency: {report.get('latency_method', '')}",
               f"- flash/RAM: {report.get('size_method', '')}"]
     if report.get("closed_loop"):
@@ -113,8 +115,11 @@ def export_policy(
 ) -> dict[str, Any]:
     """Export a policy and verify it; writes policy.c, policy.h, controller_policy.c, report.json, report.md.
 
-    calib: ``rollout`` (record PID-flown states), a .npy / .pt file of states [N, D], or ``none``
-    (JLCM then refuses). closed_loop: episodes per method and backend of the closed-loop check
+    calib: ``rollout`` (record states from the policy's own closed-loop rollouts: the float actor's
+    clamped mean actions, the distribution the deployed policy sees), ``pid`` (rollouts of the built-in
+    PID controller, as before), a .npy / .pt file of states [N, D], or ``none`` (JLCM then refuses).
+    The test states of the fidelity figures are recorded from other episodes of the policy's own
+    rollouts (of the PID controller with ``pid``). closed_loop: episodes per method and backend of the closed-loop check
     (deploy/closed_loop.py: float32, int8, int4, kmeans 3, jlcm 3 and the exported method, dequantised
     torch actors flown with marl.evaluate on the policy's environment; 0 = skip), stored as
     ``closed_loop`` (a list of rows); closed_loop_kwargs go to evaluate_policy (e.g. episode_seconds).
@@ -127,15 +132,16 @@ def export_policy(
     actor, cfg = load_actor(run, preset, seed)
     check_supported(actor)
     obs_dim = actor.encoder.layout.dim if hasattr(actor.encoder, "layout") else None
+    flyer = None if calib == "pid" else actor  # who flies the rollouts the states are recorded from
     if calib in (None, "none"):
         calib_states = None
-    elif calib == "rollout":
-        calib_states = record_states(cfg, NUM_CALIB_STATES, seed=1000 + seed)
+    elif calib in ("rollout", "pid"):
+        calib_states = record_states(cfg, NUM_CALIB_STATES, seed=1000 + seed, policy=flyer)
     else:
         calib_states = load_states(calib, obs_dim)
     if method == "jlcm" and calib_states is None:
         raise ValueError("method 'jlcm' needs calibration states: use --calib rollout or --calib FILE, not none")
-    test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed)
+    test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed, policy=flyer)
     q = quantize_actor(actor, method, bits, calib=calib_states, **(jlcm_kwargs or {}))
     deq = q.dequantized(actor)
     with torch.no_grad():
@@ -167,6 +173,7 @@ def export_policy(
         "self_test": "pass" if host_st == 0 else f"fail ({host_st})",
         "macs": stats["macs"], "test_states": len(test),
         "calib_states": None if calib_states is None else len(calib_states),
+        "states_from": "PID rollouts" if flyer is None else "policy rollouts",
     }
     try:
         sizes = verify.arm_sizes(build)

@@ -13,8 +13,9 @@ the codebooks themselves (at most 2^b float16 entries each) are converted once, 
 small float tables in RAM.
 
 Speed (Cortex-M4F, see README "Deploy"): indices are read one 32-bit little-endian word at a time (a
-row starts at a multiple of gcd(bits, 8) bits, so one load holds 13 / 8 / 7 / 4 whole 2- / 3- / 4- /
-8-bit indices, decoded with constant shifts; arrays carry INDEX_PAD bytes of padding for the last load);
+row starts at a multiple of gcd(bits, 8) bits, so one load holds 25 / 13 / 8 / 7 / 5 / 4 / 4 whole 1- / 2- /
+3- / 4- / 5- / 6- / 8-bit indices, decoded with constant shifts; arrays carry INDEX_PAD bytes of padding
+for the last load; each layer has its own width, JLCM mixes them);
 integer weights use the same kernels with a lookup table k - 2^(bits-1); dot products use fmaf (one
 VFMA, IEEE fused); layers that share weights across tokens (neighbour MLP, key / value projections) run
 as one call over up to MAX_TOKENS inputs, so each weight is decoded once per call; tanh is a rational
@@ -214,7 +215,7 @@ class _Emitter:
 
 # Bits per index -> indices decoded from one 32-bit word: every row starts at a bit offset that is a
 # multiple of gcd(bits, 8), so a word loaded at the row's byte holds N whole indices after the shift.
-PALETTE_CHUNK = {2: 13, 3: 8, 4: 7, 8: 4}
+PALETTE_CHUNK = {1: 25, 2: 13, 3: 8, 4: 7, 5: 5, 6: 4, 8: 4}
 # Bytes of zero padding after every packed index array: the word-wise reader loads 4 bytes at a time.
 INDEX_PAD = 4
 
@@ -581,6 +582,8 @@ def generate_c(
 
     check_supported(actor)
     assert isinstance(actor, GaussianActor)
+    if quantized.overrides:  # re-learned float32 parameters (LayerNorm) are emitted from the stored values
+        actor = quantized.dequantized(actor)
     enc = actor.encoder
     obs_dim = int(golden_inputs.shape[-1])
     em = _Emitter(quantized)

@@ -1,9 +1,9 @@
 """JLCM: jointly learnable codebooks and mappings (Yvinec, Dapogny, Bailly, ICLR 2024), for our small actors.
 
 The paper gives the method in outline only and has no public code; every choice below is ours,
-hand-written (torch + numpy) and measured in the README's Deploy table.
+hand-written (torch + numpy) and measured in the README's Deploy section (with the ablations).
 
-Per ``nn.Linear`` weight W [out, in]:
+Per ``nn.Linear`` weight W [out, in] of the actor, at a nominal width of b bits:
 
 1. **Row grouping.** Each row (output neuron) is described by the sorted quantiles of its weights at
    q = 0.05, 0.25, 0.5, 0.75, 0.95 (a 5-vector that captures both its scale and its shape). The rows
@@ -11,39 +11,64 @@ Per ``nn.Linear`` weight W [out, in]:
    from a fixed seed, then Lloyd). The paper re-orders neurons so that groups are contiguous and
    stores no mapping; in our policies a layer's outputs feed residuals, LayerNorm, the attention and
    shared embeddings, so a re-ordering would have to be applied to every consumer. We store a
-   ceil(log2 G)-bit group id per row instead (packed, counted in ``grouping`` bytes: 2 bits per
-   row, i.e. < 0.13 bits per weight for a 16-wide layer).
-2. **Codebooks.** ``codebook="shared"`` (default): one codebook of K = 2^b entries per tensor and one
+   ceil(log2 G)-bit group id per row instead (packed, counted in ``grouping`` bytes).
+2. **Codebooks.** ``codebook="shared"`` (default): one codebook of K = 2^c entries per tensor and one
    scale per group, s_g = RMS of the group's weights; the codebook is the 1-D k-means of the
    normalised weights w / s_g(row). ``codebook="per_group"``: one k-means codebook per group, no
-   scales. Codebook entries and scales are stored as float16. Mappings start at the nearest codeword.
-3. **Joint learning** on calibration states x (observations recorded from rollouts): minimise the
-   mean squared difference between the compressed actor's action means and the float actor's,
-   L = mean ||actor_q(x) - clamp(actor(x), -1, 1)||^2 over minibatches (no cost where both sit beyond the
-   same bound: the motors see the clamped command, see ``action_loss``). Codebook entries and log-scales get their
-   exact gradients through the decoded weights W_hat = s_g c[idx] (Adam).
-4. **Mappings: proximal straight-through update.** Each weight keeps logits l_o over a window of
-   codewords m = k0 + o, o in [-r, r] around its initial index k0 (r = ``window``); its mapping is the
-   arg-max slot (hard, in the forward pass). Logits start at l_o = -(w/s - c_m)^2 / (2 sigma^2), where
-   sigma is the mean gap between adjacent codewords of the initial codebook. With G = dL/dW_hat and
-   the current codeword c_k, the surrogate gradient of slot o is
+   scales. Codebook entries and scales are stored as float16.
+3. **Bit allocation (mixed precision, ``allocate``).** Each layer gets its own index width c from the
+   widths the C kernels decode, {1, 2, 3, 4, 5, 6, 8}, up to 2b. The byte budget is that of the
+   uniform b-bit layout (every layer at b bits: indices, codebooks, scales, group ids), so a "3-bit"
+   JLCM actor never stores more bytes than the uniform 3-bit one (``budget_bits`` sets another
+   budget). Layer l's loss at width c is the calibration loss (step 5) with only that layer replaced
+   by its width-c initialisation (GPTQ mappings on the float layer inputs, step 4), the others float.
+   Greedy knapsack: every layer starts at the narrowest width; the one-step upgrade with the largest
+   loss drop per extra byte that fits the budget is taken until none fits. On the trained quickstart
+   policy at b = 3 the observation's input layers come out at 6 / 5 bits, the action layer at 4 and
+   the attention projections at 1-2 bits.
+4. **Initial mappings: sequential GPTQ on the codebook grid** (``init="gptq"``; ``"nearest"``: the
+   nearest codeword). Layer by layer in execution order, on the inputs x the layer receives from the
+   layers already mapped, columns are mapped one at a time to the nearest codeword of their row's
+   grid s_g c, and each column's rounding error is spread over the columns not yet mapped through
+   the inverse of H = E[x x^T] (Frantar et al., GPTQ, 2023), so the layer output W x is matched
+   rather than each weight.
+5. **Joint learning** on calibration states x (observations recorded from the policy's own
+   rollouts, see deploy/calibration.py): the loss is L = (mean |actor_q(x) - clamp(actor(x))|^p)^(2/p)
+   over minibatches and action components (``loss_power`` p = 4 weighs the largest errors more than
+   the mean square; no cost where both actions sit beyond the same bound, see ``action_loss``).
+   Codebook entries and log-scales get exact gradients through the decoded weights
+   W_hat = s_g c[idx]; so do the float32 biases and LayerNorm gains and shifts (``tune_float``: they
+   are stored as float32 whatever the method, so re-learning them costs no byte). Adam, cosine decay.
+6. **Mappings: proximal straight-through update** (``mapping="proximal"``). Every ``map_every`` steps,
+   with G = dL/dW_hat on all calibration states (the straight-through gradient: the hard mapping is
+   treated as the identity) and H the diagonal Gauss-Newton curvature of L in W_hat (2 / (N A) sum
+   over states and actions of (d actor_q / d W_hat)^2, computed once with torch.func), the predicted
+   change of moving weight w_ij from codeword c_k to c_m (|m - k| <= ``window``) is
 
-       dL/dl_o := G * s * (c_m - c_k) * exp(-(c_m - c_k)^2 / (2 sigma^2))
+       dL(m) = G_ij d + 1/2 H_ij d^2,    d = s_g (c_m - c_k).
 
-   i.e. the straight-through first-order change of the loss when the weight moves to c_m, times a
-   proximity weight that decreases with the codeword distance. The plain STE (``proximal=False``:
-   weight 1) scores a codeword in proportion to its distance, so the far end of the codebook always
-   wins a consistent gradient; the Gaussian weight makes the search proximal (neighbouring codewords
-   first). The update is SGD with momentum on the logits, the step normalised per layer by the RMS of
-   G * s * sigma, so ``lr_mapping`` is in logit units per step whatever the layer's gradient scale.
-5. The full calibration loss is measured every ``eval_every`` steps with float16-rounded codebooks
-   and scales; the best state (the k-means initialisation included) is kept, so JLCM is never worse
-   than its own initialisation on the calibration set.
+   G d is the straight-through first-order change; the proximal term 1/2 H d^2 grows with the
+   distance, so a jump to a far codeword must beat a proportionally larger cost (neighbouring
+   codewords first, as the paper asks of its modified straight-through weight). Only each row's best
+   move is a candidate (moves in one row correct the same output and overshoot together); the
+   ``max_moves`` candidates with the most negative dL in the network are tried one at a time and
+   each is kept only if the float16-rounded calibration loss drops, so a mapping update never
+   increases the loss. ``mapping="logits"`` is the ablation that follows the paper's description
+   literally: logits over the 2r+1 codewords around each weight's initial index, updated every step
+   by SGD with momentum on the surrogate gradient dL/dl_m := G s (c_m - c_k) exp(-(c_m - c_k)^2 /
+   (2 sigma^2)) (``proximal=False``: weight 1, the plain straight-through estimate), the arg-max
+   slot being the mapping. Measured on the trained quickstart policy it made the calibration loss
+   worse than freezing the GPTQ mappings (the first-order score has no curvature, so every weight
+   with a consistent gradient flips, and the flips overshoot together).
+7. The full calibration loss is measured every ``eval_every`` steps with float16-rounded codebooks
+   and scales; the best state (the initialisation included) is kept, so JLCM is never worse than its
+   own initialisation on the calibration set.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,9 +76,18 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, jacrev, vmap
 
-from deploy.quantize import QuantizedLinear, decode_palette, kmeans_1d, linear_layers, nearest, to_f16
+from deploy.quantize import (
+    PALETTE_BITS,
+    QuantizedLinear,
+    decode_palette,
+    kmeans_1d,
+    linear_layers,
+    nearest,
+    packed_bytes,
+    to_f16,
+)
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -65,15 +99,28 @@ class JLCMConfig(BaseModel):
 
     num_groups: int = Field(4, ge=1, description="row groups per layer (G)")
     codebook: Literal["shared", "per_group"] = "shared"
-    steps: int = Field(300, ge=0, description="joint-learning steps")
+    allocate: bool = Field(True, description="per-layer index widths within the byte budget (mixed precision)")
+    widths: tuple[int, ...] | None = Field(None, description="widths the allocation may use (None: every "
+                                           "width the C kernels decode, up to 2 * bits)")
+    budget_bits: float | None = Field(None, gt=0, description="weight storage budget in bits per weight, "
+                                      "everything included (None: the bytes of the uniform b-bit layout)")
+    init: Literal["gptq", "nearest"] = Field("gptq", description="initial mappings")
+    steps: int = Field(1500, ge=0, description="joint-learning steps")
     batch: int = Field(512, ge=1)
-    lr_codebook: float = Field(2e-3, gt=0, description="Adam step on codebook entries and log-scales")
-    lr_mapping: float = Field(0.05, gt=0, description="normalised SGD step on mapping logits")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    window: int = Field(3, ge=1, description="codewords reachable on each side of the initial index")
-    proximal: bool = Field(True, description="False: plain straight-through weight (ablation)")
+    loss_power: float = Field(4.0, ge=2.0, description="p of the action loss (mean |e|^p)^(2/p)")
+    lr_codebook: float = Field(0.01, gt=0, description="Adam step on codebook entries and log-scales")
+    tune_float: bool = Field(True, description="also learn the float32 biases and LayerNorm gains / shifts")
+    lr_float: float = Field(0.005, gt=0, description="Adam step on biases and LayerNorm parameters")
+    mapping: Literal["proximal", "logits"] = Field("proximal", description="mapping update (docstring, step 6)")
+    window: int = Field(3, ge=1, description="codewords a mapping update may move a weight on each side")
+    map_every: int = Field(25, ge=1, description="steps between two proximal mapping updates")
+    max_moves: int = Field(32, ge=1, description="moves tried (each verified) per proximal mapping update")
+    hessian_states: int = Field(1024, ge=1, description="states of the Gauss-Newton curvature estimate")
+    lr_mapping: float = Field(0.05, gt=0, description="logits: normalised SGD step on mapping logits")
+    momentum: float = Field(0.9, ge=0, lt=1, description="logits: momentum of the logit update")
+    proximal: bool = Field(True, description="logits: False = plain straight-through weight")
     eval_every: int = Field(25, ge=1)
-    max_eval_states: int = Field(4096, ge=1)
+    max_eval_states: int = Field(8192, ge=1)
     seed: int = 0
 
 
@@ -120,6 +167,7 @@ class _LayerState:
     valid: torch.Tensor  # [out, in, 2r+1] bool
     momentum: torch.Tensor
     sigma: torch.Tensor  # [C] mean codeword gap
+    idx: torch.Tensor | None = None  # [out, in] explicit mapping (proximal updates), else the logits' arg-max
 
     def scales(self) -> torch.Tensor:
         """Per-row scale [out] (ones in per-group mode)."""
@@ -129,6 +177,8 @@ class _LayerState:
 
     def indices(self) -> torch.Tensor:
         """Current hard mapping [out, in]."""
+        if self.idx is not None:
+            return self.idx
         r = (self.logits.shape[-1] - 1) // 2
         return self.k0 + self.logits.argmax(-1) - r
 
@@ -190,6 +240,51 @@ def _init_layer(name: str, layer: nn.Linear, bits: int, cfg: JLCMConfig) -> _Lay
     )
 
 
+def _set_mapping(st: _LayerState, k0: np.ndarray) -> None:
+    """Restart a layer's mapping at indices ``k0`` [out, in]: the window is centred on k0 and the logits
+    favour it, l_o = -(c_m - c_k0)^2 / (2 sigma^2) (plus the centre's tie-break bonus)."""
+    r = (st.logits.shape[-1] - 1) // 2
+    k = st.codebooks.shape[1]
+    cb = st.codebooks.detach().double()[st.book_of_row]  # [out, K]
+    k0_t = torch.from_numpy(np.asarray(k0, np.int64))
+    cand = k0_t.unsqueeze(-1) + torch.arange(-r, r + 1)
+    valid = (cand >= 0) & (cand < k)
+    c_cand = cb.unsqueeze(1).expand(-1, k0_t.shape[1], -1).gather(2, cand.clamp(0, k - 1))
+    c0 = cb.gather(1, k0_t).unsqueeze(-1)
+    sig = st.sigma.double()[st.book_of_row].view(-1, 1, 1)
+    logits = -((c_cand - c0) ** 2) / (2 * sig**2)
+    logits = torch.where(valid, logits, torch.full_like(logits, -math.inf))
+    logits[..., r] += 1e-6
+    st.k0, st.valid = k0_t, valid
+    st.logits = logits.float()
+    st.momentum = torch.zeros_like(st.logits)
+    st.idx = None
+
+
+def gptq_indices(w: np.ndarray, books: np.ndarray, row_scale: np.ndarray, h: np.ndarray,
+                 damp: float = 0.01) -> np.ndarray:
+    """Mappings [out, in] that minimise the layer's output error E||(W - W_hat) x||^2 column by column
+    (GPTQ, Frantar et al. 2023, on a codebook grid): column j takes the nearest codeword of each row
+    (row i's codebook books[i] [out, K], times row_scale[i]); its rounding error is spread over the
+    columns not yet mapped through the inverse Hessian H^-1 of the layer's inputs (H = E[x x^T])."""
+    w = w.astype(np.float64).copy()
+    out, inp = w.shape
+    h = h.astype(np.float64) + damp * max(float(np.mean(np.diag(h))), 1e-12) * np.eye(inp)
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    u = np.linalg.cholesky(np.linalg.inv(h)).T  # H^-1 = U^T U, U upper triangular
+    idx = np.zeros((out, inp), np.int64)
+    grid = books * row_scale[:, None]  # [out, K]
+    for j in range(inp):
+        col = w[:, j]
+        k = np.abs(grid - col[:, None]).argmin(1)
+        q = grid[np.arange(out), k]
+        idx[:, j] = k
+        err = (col - q) / u[j, j]
+        w[:, j + 1:] -= np.outer(err, u[j, j + 1:])
+    return idx
+
+
 def _rounded(st: _LayerState) -> tuple[torch.Tensor, torch.Tensor]:
     """float16-rounded codebooks [C, K] and per-row scales [out] (the stored values)."""
     cb = torch.from_numpy(to_f16(st.codebooks).astype(np.float32))
@@ -199,8 +294,8 @@ def _rounded(st: _LayerState) -> tuple[torch.Tensor, torch.Tensor]:
     return cb, s[st.groups]
 
 
-def _mapping_step(st: _LayerState, grad_w: torch.Tensor, cfg: JLCMConfig) -> None:
-    """The proximal straight-through update of the mapping logits (module docstring, step 4)."""
+def _mapping_step(st: _LayerState, grad_w: torch.Tensor, cfg: JLCMConfig, lr: float) -> None:
+    """The soft-logit straight-through mapping update (``mapping="logits"``, the ablation of step 6)."""
     with torch.no_grad():
         r = (st.logits.shape[-1] - 1) // 2
         k = st.codebooks.shape[1]
@@ -217,11 +312,61 @@ def _mapping_step(st: _LayerState, grad_w: torch.Tensor, cfg: JLCMConfig) -> Non
         g = torch.where(st.valid, g, torch.zeros_like(g))
         norm = (grad_w.unsqueeze(-1) * s * sigma).pow(2).mean().sqrt().clamp_min(1e-30)
         st.momentum.mul_(cfg.momentum).add_(g / norm)
-        st.logits.sub_(cfg.lr_mapping * st.momentum)
+        st.logits.sub_(lr * st.momentum)
 
 
-def action_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error against the float actor's actions as the motors see them (clamped to [-1, 1]).
+def _proximal_moves(st: _LayerState, grad: torch.Tensor, hess: torch.Tensor, window: int) -> tuple[torch.Tensor, ...]:
+    """Best move of every weight: (predicted loss change [out, in], new index [out, in]).
+
+    Moving weight w_ij from codeword c_k to c_m changes the decoded weight by d = s (c_m - c_k); the
+    straight-through estimate of the loss change is G d, and the quadratic (proximal) term 1/2 H d^2
+    grows with the distance, so a move to a far codeword needs a proportionally larger first-order gain."""
+    with torch.no_grad():
+        k = st.codebooks.shape[1]
+        cb = st.codebooks[st.book_of_row]  # [out, K]
+        idx = st.indices()
+        c_cur = cb.gather(1, idx)
+        s = st.scales().unsqueeze(1)
+        best_gain = torch.zeros_like(grad)
+        best_idx = idx.clone()
+        for o in range(-window, window + 1):
+            if o == 0:
+                continue
+            cand = idx + o
+            ok = (cand >= 0) & (cand < k)
+            d = s * (cb.gather(1, cand.clamp(0, k - 1)) - c_cur)
+            gain = torch.where(ok, grad * d + 0.5 * hess * d * d, torch.zeros_like(d))
+            better = gain < best_gain
+            best_gain = torch.where(better, gain, best_gain)
+            best_idx = torch.where(better, cand, best_idx)
+        # one move per row: moves in one row correct the same output and overshoot together
+        keep = best_gain <= best_gain.min(1, keepdim=True).values
+        keep &= torch.cumsum(keep.long(), 1) == 1
+        return torch.where(keep, best_gain, torch.zeros_like(best_gain)), best_idx
+
+
+def _gauss_newton_diag(actor: nn.Module, weights: dict[str, torch.Tensor], floats: dict[str, torch.Tensor],
+                       x: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
+    """Diagonal Gauss-Newton curvature of the action loss in every weight: H = 2 / (N A) sum_{n,a} (df_na/dW)^2."""
+
+    def f(w: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
+        return functional_call(actor, {**w, **floats}, (xi.unsqueeze(0),)).squeeze(0)
+
+    w = {k: v.detach() for k, v in weights.items()}
+    h = {k: torch.zeros_like(v) for k, v in w.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # vmap falls back to a loop for CPU attention
+        for i in range(0, x.shape[0], chunk):
+            jac = vmap(jacrev(f), in_dims=(None, 0))(w, x[i : i + chunk])
+            for k in h:
+                h[k] += jac[k].pow(2).sum((0, 1))
+    n_out = next(iter(jac.values())).shape[1]
+    return {k: 2 * v / (x.shape[0] * n_out) for k, v in h.items()}
+
+
+def action_loss(pred: torch.Tensor, target: torch.Tensor, power: float = 2.0) -> torch.Tensor:
+    """(mean |e|^p)^(2/p) of the error e against the float actor's actions as the motors see them
+    (clamped to [-1, 1]); p = 2 is the mean squared error, a larger p weighs the largest errors more.
 
     The error is measured from the clamped target; a prediction beyond a bound that the target also
     sits at (or beyond) costs nothing, since both clamp to the same command.
@@ -229,16 +374,110 @@ def action_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     t = target.clamp(-1.0, 1.0)
     err = pred - t
     err = torch.where(((t >= 1.0) & (pred > 1.0)) | ((t <= -1.0) & (pred < -1.0)), torch.zeros_like(err), err)
-    return (err**2).mean()
+    if power == 2.0:
+        return (err**2).mean()
+    return err.abs().pow(power).mean().pow(2.0 / power)
+
+
+def _layer_bytes(st: _LayerState, bits: int) -> int:
+    """Stored bytes of a layer's weight (indices, codebooks, scales, group ids), as QuantizedLinear.storage."""
+    out, inp = st.weight.shape
+    gbits = 0 if st.num_groups <= 1 else math.ceil(math.log2(st.num_groups))
+    scales = 0 if st.log_scales is None else 2 * st.num_groups
+    return packed_bytes(out * inp, bits) + 2 * st.codebooks.numel() + scales + packed_bytes(out, gbits)
+
+
+def candidate_bits(bits: int, widths: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Per-layer widths the allocation chooses from at nominal ``bits``: every width the C kernels decode
+    up to 2 * bits (or ``widths``), always including ``bits``."""
+    if widths is not None:
+        return tuple(sorted(set(widths) | {bits}))
+    return tuple(sorted({b for b in PALETTE_BITS if b <= 2 * bits} | {bits}))
+
+
+def _allocate(
+    actor: nn.Module, states: dict[int, dict[str, _LayerState]], budget: int,
+    eval_x: torch.Tensor, eval_y: torch.Tensor, loss_fn: Any = action_loss,
+) -> tuple[dict[str, int], dict[str, dict[int, float]]]:
+    """Greedy bit allocation (docstring, step 3): every layer starts at its narrowest width; the upgrade
+    with the largest drop of the calibration loss per extra byte is taken while the total stays within
+    ``budget``. A layer's loss at width c is the calibration loss with only that layer replaced by its
+    width-c initialisation (the others float)."""
+    widths = sorted(states)
+    names = list(states[widths[0]])
+    sens: dict[str, dict[int, float]] = {n: {} for n in names}
+    with torch.no_grad():
+        for c in widths:
+            for n in names:
+                cb, sc = _rounded(states[c][n])
+                pred = functional_call(actor, {f"{n}.weight": states[c][n].decode(cb, sc)}, (eval_x,))
+                sens[n][c] = float(loss_fn(pred, eval_y))
+    cost = {n: {c: _layer_bytes(states[c][n], c) for c in widths} for n in names}
+    alloc = {n: widths[0] for n in names}
+    total = sum(cost[n][alloc[n]] for n in names)
+    while True:
+        best, best_gain = None, 0.0
+        for n in names:
+            i = widths.index(alloc[n])
+            if i + 1 == len(widths):
+                continue
+            c = widths[i + 1]
+            extra = cost[n][c] - cost[n][alloc[n]]
+            if total + extra > budget:
+                continue
+            gain = (sens[n][alloc[n]] - sens[n][c]) / max(extra, 1)
+            if best is None or gain > best_gain:
+                best, best_gain = n, gain
+        if best is None:
+            break
+        c = widths[widths.index(alloc[best]) + 1]
+        total += cost[best][c] - cost[best][alloc[best]]
+        alloc[best] = c
+    return alloc, sens
+
+
+def _layer_inputs(actor: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Inputs [n, in] of every Linear (all its calls stacked) in a forward pass with ``weights``, in the
+    order the layers first run."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for name, m in linear_layers(actor).items():
+        def hook(mod: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor, name: str = name) -> None:
+            seen.setdefault(name, []).append(args[0].detach().reshape(-1, args[0].shape[-1]))
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            functional_call(actor, weights, (x,))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: torch.cat(v) for n, v in seen.items()}
+
+
+def _gptq_init(actor: nn.Module, states: dict[str, _LayerState], x: torch.Tensor,
+               floats: dict[str, torch.Tensor]) -> None:
+    """Sequential GPTQ mappings: layer by layer in execution order, each on the inputs it receives from
+    the layers already mapped (so later layers compensate earlier errors)."""
+    done: dict[str, torch.Tensor] = dict(floats)
+    for name in list(_layer_inputs(actor, done, x)):
+        inputs = _layer_inputs(actor, done, x)[name].double()
+        h = (inputs.T @ inputs / inputs.shape[0]).numpy()
+        st = states[name]
+        cb, sc = _rounded(st)
+        books = cb.double()[st.book_of_row].numpy()
+        _set_mapping(st, gptq_indices(st.weight.double().numpy(), books, sc.double().numpy(), h))
+        done[f"{name}.weight"] = st.decode(cb, sc).detach()
 
 
 def jlcm_compress(
     actor: nn.Module, bits: int, calib: torch.Tensor, cfg: JLCMConfig | None = None
-) -> tuple[dict[str, QuantizedLinear], dict[str, Any]]:
+) -> tuple[dict[str, QuantizedLinear], dict[str, torch.Tensor], dict[str, Any]]:
     """Compress every Linear of ``actor`` with JLCM on calibration states ``calib`` [N, D].
 
-    Returns the compressed layers and a training log (initial / final calibration loss, steps). Runs
-    on one torch thread (the tensors are tiny; more threads only contend).
+    Returns the compressed layers (their ``bias`` the re-learned float32 biases), the other re-learned
+    float32 parameters by path (LayerNorm gains and shifts; empty without ``tune_float``) and a log
+    (calibration losses, per-layer widths and losses of the allocation, mapping moves). Runs on one
+    torch thread (the tensors are tiny; more threads only contend).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -248,19 +487,67 @@ def jlcm_compress(
         torch.set_num_threads(threads)
 
 
+def _float_params(actor: nn.Module) -> dict[str, torch.Tensor]:
+    """Learnable copies of the float32-stored parameters: Linear biases, LayerNorm gains and shifts."""
+    out = {}
+    for mname, m in actor.named_modules():
+        if isinstance(m, (nn.Linear, nn.LayerNorm)):
+            for pname, p in m.named_parameters(recurse=False):
+                if pname != "weight" or isinstance(m, nn.LayerNorm):
+                    out[f"{mname}.{pname}"] = p.detach().clone().requires_grad_(True)
+    return out
+
+
 def _jlcm_compress(
     actor: nn.Module, bits: int, calib: torch.Tensor, cfg: JLCMConfig
-) -> tuple[dict[str, QuantizedLinear], dict[str, Any]]:
+) -> tuple[dict[str, QuantizedLinear], dict[str, torch.Tensor], dict[str, Any]]:
     actor = actor.eval()
     calib = calib.detach().float().reshape(-1, calib.shape[-1])
     gen = torch.Generator().manual_seed(cfg.seed)
+
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return action_loss(pred, target, cfg.loss_power)
+
     with torch.no_grad():
         target = actor(calib)  # [N, 4]
     eval_n = min(cfg.max_eval_states, calib.shape[0])
     eval_x, eval_y = calib[:eval_n], target[:eval_n]
-    states = {name: _init_layer(name, m, bits, cfg) for name, m in linear_layers(actor).items()}
+    modules = linear_layers(actor)
+
+    # 2-3: codebooks at every candidate width, then the per-layer widths within the budget
+    widths = candidate_bits(bits, cfg.widths) if cfg.allocate else (bits,)
+    per_width = {c: {n: _init_layer(n, m, c, cfg) for n, m in modules.items()} for c in widths}
+    uniform = sum(_layer_bytes(st, bits) for st in per_width[bits].values())
+    n_weights = sum(m.weight.numel() for m in modules.values())
+    budget = uniform if cfg.budget_bits is None else int(cfg.budget_bits * n_weights) // 8
+    log: dict[str, Any] = {"calib_states": int(calib.shape[0]), "uniform_bytes": uniform}
+    if cfg.allocate:
+        if cfg.init == "gptq":  # the sensitivities use GPTQ mappings on the float layer inputs
+            inputs = _layer_inputs(actor, {}, eval_x[: cfg.hessian_states])
+            for c in widths:
+                for n, st in per_width[c].items():
+                    cb, sc = _rounded(st)
+                    x = inputs[n].double()
+                    _set_mapping(st, gptq_indices(st.weight.double().numpy(), cb.double()[st.book_of_row].numpy(),
+                                                  sc.double().numpy(), (x.T @ x / x.shape[0]).numpy()))
+        alloc, sens = _allocate(actor, per_width, budget, eval_x, eval_y, loss_fn)
+        log.update(budget_bytes=budget, layer_bits=alloc, layer_loss=sens)
+    else:
+        alloc = {n: bits for n in modules}
+    states = {n: per_width[alloc[n]][n] for n in modules}
+    del per_width
+
+    # 4: initial mappings
+    if cfg.init == "gptq":
+        _gptq_init(actor, states, eval_x, {})
+
+    # 5-6: joint learning
     params = [p for st in states.values() for p in (st.codebooks, st.log_scales) if p is not None]
     opt = torch.optim.Adam(params, lr=cfg.lr_codebook)
+    floats = _float_params(actor) if cfg.tune_float else {}
+    opt_f = torch.optim.Adam(list(floats.values()), lr=cfg.lr_float) if floats else None
+    hess: dict[str, torch.Tensor] = {}
+    moves = {"updates": 0, "tried": 0, "kept": 0}
 
     def weights(rounded: bool) -> dict[str, torch.Tensor]:
         out = {}
@@ -271,49 +558,100 @@ def _jlcm_compress(
 
     def eval_loss() -> float:
         with torch.no_grad():
-            pred = functional_call(actor, weights(True), (eval_x,))
-            return float(action_loss(pred, eval_y))
+            return float(loss_fn(functional_call(actor, {**weights(True), **floats}, (eval_x,)), eval_y))
 
-    def snapshot() -> dict[str, tuple[torch.Tensor, ...]]:
+    def snapshot() -> dict[str, Any]:
         return {
-            n: (st.indices().clone(), st.codebooks.detach().clone(),
-                None if st.log_scales is None else st.log_scales.detach().clone())
-            for n, st in states.items()
+            "layers": {
+                n: (st.indices().clone(), st.codebooks.detach().clone(),
+                    None if st.log_scales is None else st.log_scales.detach().clone())
+                for n, st in states.items()
+            },
+            "floats": {k: v.detach().clone() for k, v in floats.items()},
         }
+
+    def proximal_update() -> None:
+        """Step 6: the best predicted moves, tried one by one, each kept only if the loss drops."""
+        fixed = {k: v.detach() for k, v in floats.items()}
+        if not hess:
+            hess.update(_gauss_newton_diag(actor, weights(False), fixed, eval_x[: cfg.hessian_states]))
+        ws = {k: v.detach().requires_grad_(True) for k, v in weights(False).items()}
+        loss = loss_fn(functional_call(actor, {**ws, **fixed}, (eval_x,)), eval_y)
+        grads = torch.autograd.grad(loss, list(ws.values()))
+        cands = []
+        for (name, st), g in zip(states.items(), grads, strict=True):
+            if st.idx is None:
+                st.idx = st.indices().clone()
+            gain, new = _proximal_moves(st, g, hess[f"{name}.weight"], cfg.window)
+            vals, flat = torch.topk(gain.reshape(-1), min(cfg.max_moves, gain.numel()), largest=False)
+            for v, f in zip(vals.tolist(), flat.tolist(), strict=True):
+                if v < 0:
+                    i, j = divmod(f, gain.shape[1])
+                    cands.append((v, name, i, j, int(new[i, j])))
+        cands.sort()
+        current = eval_loss()
+        moves["updates"] += 1
+        for _, name, i, j, k in cands[: cfg.max_moves]:
+            idx = states[name].idx
+            old = int(idx[i, j])
+            idx[i, j] = k
+            moves["tried"] += 1
+            trial = eval_loss()
+            if trial < current:
+                current = trial
+                moves["kept"] += 1
+            else:
+                idx[i, j] = old
 
     init_loss = best_loss = eval_loss()
     best = snapshot()
     best_step = 0
     for step in range(1, cfg.steps + 1):
+        decay = 0.5 * (1 + math.cos(math.pi * (step - 1) / cfg.steps))
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_codebook * decay
+        if opt_f is not None:
+            for group in opt_f.param_groups:
+                group["lr"] = cfg.lr_float * decay
         pick = torch.randint(0, calib.shape[0], (min(cfg.batch, calib.shape[0]),), generator=gen)
         x, y = calib[pick], target[pick]
         ws = weights(False)
         for w in ws.values():
             w.retain_grad()
-        loss = action_loss(functional_call(actor, ws, (x,)), y)
+        loss = loss_fn(functional_call(actor, {**ws, **floats}, (x,)), y)
         opt.zero_grad()
+        if opt_f is not None:
+            opt_f.zero_grad()
         loss.backward()
         opt.step()
-        for name, st in states.items():
-            _mapping_step(st, ws[f"{name}.weight"].grad, cfg)
+        if opt_f is not None:
+            opt_f.step()
+        if cfg.mapping == "logits":
+            for name, st in states.items():
+                _mapping_step(st, ws[f"{name}.weight"].grad, cfg, cfg.lr_mapping * decay)
+        elif step % cfg.map_every == 0:
+            proximal_update()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             current = eval_loss()
             if current < best_loss:
                 best_loss, best, best_step = current, snapshot(), step
+
     layers: dict[str, QuantizedLinear] = {}
+    tuned = dict(best["floats"])
     for name, st in states.items():
-        idx, cb, log_s = best[name]
+        idx, cb, log_s = best["layers"][name]
         cb16 = to_f16(cb)
         s16 = None if log_s is None else to_f16(log_s.exp())
         groups = st.groups.numpy()
         idx_np = idx.numpy().astype(np.int64)
+        bias = tuned.pop(f"{name}.bias", st.bias)
         layers[name] = QuantizedLinear(
-            name, "palette", bits, tuple(st.weight.shape), decode_palette(idx_np, cb16, groups, s16), st.bias,
+            name, "palette", alloc[name], tuple(st.weight.shape), decode_palette(idx_np, cb16, groups, s16),
+            None if bias is None else bias.detach().float().clone(),
             indices=idx_np, codebooks=cb16, group_scales=s16, groups=groups if st.num_groups > 1 else None,
             num_groups=st.num_groups,
         )
-    info = {
-        "calib_states": int(calib.shape[0]), "init_loss": init_loss, "best_loss": best_loss, "best_step": best_step,
-        "config": cfg.model_dump(),
-    }
-    return layers, info
+    log.update(init_loss=init_loss, best_loss=best_loss, best_step=best_step, config=cfg.model_dump())
+    if cfg.mapping == "proximal":
+        log["mapping_moves"] = moves
+    return layers, {k: v.detach().float().clone() for k, v in tuned.items()}, log

@@ -9,6 +9,9 @@ Only the weight matrices of ``nn.Linear`` layers are compressed. Biases and Laye
 float32 (they are < 7 % of the deployable policy's parameters but would cost fidelity for little
 memory) and are counted separately as ``other_bytes``; ``weight_bytes`` is the storage of the weight
 matrices including every codebook, scale and grouping bit, and ``param_bytes`` is both together.
+JLCM re-learns the float32 biases and LayerNorm parameters on its calibration states (stored in the
+layers' ``bias`` and in ``QuantizedActor.overrides``; same storage, same bytes), and gives every layer
+its own index width (``QuantizedLinear.bits``) within the byte budget of its nominal width.
 
 Storage formats (what the C exporter writes, byte for byte, and what the accounting counts):
 
@@ -20,7 +23,8 @@ Storage formats (what the C exporter writes, byte for byte, and what the account
   fitted by 1-D k-means (Lloyd, quantile initialisation) on the tensor's weights; b-bit indices packed
   LSB-first into one bit stream per tensor; codebook entries stored as IEEE float16.
 - ``jlcm``: see deploy/jlcm.py: per-row group ids (ceil(log2 G) bits per row, packed), one codebook
-  (shared, with a float16 scale per group) or one codebook per group, float16 entries, b-bit indices.
+  (shared, with a float16 scale per group) or one codebook per group, float16 entries, c-bit indices
+  with a per-layer c in {1, 2, 3, 4, 5, 6, 8} (the widths the C kernels decode, ``PALETTE_BITS``).
 
 Everything here is written by hand (numpy / torch): the formats must match the hand-written C kernels of
 deploy/export_c.py exactly, and no library offers codebooks with per-group scales.
@@ -46,6 +50,7 @@ SUPPORTED_BITS: dict[str, tuple[int, ...]] = {
     "jlcm": (2, 3, 4, 8),
 }
 DEFAULT_BITS: dict[str, int] = {"float32": 32, "int8": 8, "int4": 4, "kmeans": 3, "jlcm": 3}
+PALETTE_BITS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)  # index widths the C palette kernels decode
 
 
 def check_method_bits(method: str, bits: int | None) -> int:
@@ -174,14 +179,23 @@ class QuantizedActor:
     layers: dict[str, QuantizedLinear]
     other_params: int  # float32 scalars outside the Linear weights that the C code stores (biases excluded)
     info: dict[str, Any] = field(default_factory=dict)
+    # float32 parameters (path -> value) that the quantiser re-learned besides the Linear biases (LayerNorm
+    # gains / shifts); stored as float32 like the originals, so no byte changes
+    overrides: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def dequantized(self, actor: nn.Module) -> nn.Module:
-        """A deep copy of ``actor`` whose Linear weights hold the decoded values (biases unchanged)."""
+        """A deep copy of ``actor`` with the stored parameters: decoded Linear weights, the stored biases
+        and any re-learned float32 parameter (``overrides``)."""
         out = copy.deepcopy(actor)
         modules = dict(out.named_modules())
+        params = dict(out.named_parameters())
         with torch.no_grad():
             for name, layer in self.layers.items():
                 modules[name].weight.copy_(layer.weight)
+                if layer.bias is not None:
+                    modules[name].bias.copy_(layer.bias)
+            for name, value in self.overrides.items():
+                params[name].copy_(value)
         return out.eval()
 
     def accounting(self) -> dict[str, Any]:
@@ -191,7 +205,7 @@ class QuantizedActor:
         for name, layer in self.layers.items():
             st = layer.storage()
             n = layer.shape[0] * layer.shape[1]
-            per_layer[name] = {**st, "weights": n, "bits_per_weight": 8 * st["weight"] / n}
+            per_layer[name] = {**st, "weights": n, "index_bits": layer.bits, "bits_per_weight": 8 * st["weight"] / n}
             weights += n
             weight_bytes += st["weight"]
             bias_bytes += st["bias"]
@@ -297,7 +311,8 @@ def quantize_actor(
                 "method 'jlcm' needs a calibration set (observation states recorded from rollouts, e.g. "
                 "deploy.calibration.record_states); none was given"
             )
-        q_layers, info = jlcm_compress(actor, bits, calib, JLCMConfig(**jlcm_kwargs))
+        q_layers, overrides, info = jlcm_compress(actor, bits, calib, JLCMConfig(**jlcm_kwargs))
+        return QuantizedActor(method, bits, q_layers, count_other_params(actor), info, overrides)
     elif method == "float32":
         q_layers = {n: quantize_float32(n, m) for n, m in layers.items()}
     elif method in ("int8", "int4"):

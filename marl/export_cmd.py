@@ -24,7 +24,9 @@ def register(sub) -> None:
     ex.add_argument("--onnx", action="store_true", help="also write policy.onnx and check it with onnxruntime")
     ex.add_argument("--policy", default=None, help="untrained policy preset when no RUN is given: deployable")
     ex.add_argument("--seed", type=int, default=0, help="seed of the preset's weights and of the states")
-    ex.add_argument("--calib", default="rollout", help="calibration states: rollout, a .npy/.pt file, or none")
+    ex.add_argument("--calib", default="rollout",
+                    help="calibration states: rollout (the policy's own flights), pid (the PID controller's), "
+                    "a .npy/.pt file, or none")
     ex.add_argument("--closed-loop", type=int, default=0, metavar="N",
                     help="also fly the dequantised actor of every method N episodes (report.json closed_loop)")
     ex.add_argument("--closed-loop-backends", default="sim,pybullet",

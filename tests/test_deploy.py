@@ -56,44 +56,85 @@ def test_pack_roundtrip(bits):
     assert np.array_equal(unpack_bits(packed, bits, 101), values)
 
 
+def _palette_bytes(out, inp, bits, groups, books=1):
+    """Bytes of one palette layer as stored: packed indices, float16 codebooks and group scales, group ids."""
+    grouping = math.ceil(out * math.ceil(math.log2(groups)) / 8) if groups > 1 else 0
+    return math.ceil(out * inp * bits / 8) + 2 * books * (1 << bits) + 2 * groups + grouping
+
+
 def test_bits_per_weight_accounting(setup):
+    """Every byte is counted: each layer's own index width, codebooks, scales, group ids; the mixed
+    widths stay within the uniform 3-bit layout's bytes, which is <= 1/8 of float32."""
     actor, calib, _ = setup
     q = quantize_actor(actor, "jlcm", 3, calib=calib, steps=5)
     acc = q.accounting()
+    linears = [m for m in actor.modules() if isinstance(m, nn.Linear)]
+    uniform = sum(_palette_bytes(m.out_features, m.in_features, 3, min(4, m.out_features)) for m in linears)
+    assert q.info["uniform_bytes"] == q.info["budget_bytes"] == uniform
     expect = 0
-    for layer in q.layers.values():
+    for name, layer in q.layers.items():
         out, inp = layer.shape
-        g = layer.num_groups
-        grouping = math.ceil(out * math.ceil(math.log2(g)) / 8) if g > 1 else 0
-        expect += math.ceil(out * inp * 3 / 8) + 2 * 8 + 2 * g + grouping
-    assert acc["weight_bytes"] == expect
-    assert acc["num_weights"] == sum(m.weight.numel() for m in actor.modules() if isinstance(m, nn.Linear))
+        assert layer.indices.max() < (1 << layer.bits) and layer.codebooks.shape == (1, 1 << layer.bits)
+        assert acc["layers"][name]["index_bits"] == layer.bits == q.info["layer_bits"][name]
+        expect += _palette_bytes(out, inp, layer.bits, layer.num_groups)
+    assert acc["weight_bytes"] == expect <= uniform
+    assert len({layer.bits for layer in q.layers.values()}) > 1  # mixed precision
+    assert acc["num_weights"] == sum(m.weight.numel() for m in linears)
     assert acc["weight_bytes"] * 8 <= acc["float32_weight_bytes"]  # <= 1/8 of float32, codebooks included
-    assert 3.0 < acc["bits_per_weight"] < 4.0
-    other = sum(m.bias.numel() for m in actor.modules() if isinstance(m, nn.Linear))
+    assert 3.0 < acc["bits_per_weight"] <= 8 * uniform / acc["num_weights"] < 4.0
+    other = sum(m.bias.numel() for m in linears)
     other += sum(p.numel() for m in actor.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters())
     assert acc["param_bytes"] == acc["weight_bytes"] + 4 * other
     i8 = quantize_actor(actor, "int8").accounting()
-    assert i8["weight_bytes"] == sum(m.weight.numel() + 4 * m.out_features for m in actor.modules()
-                                     if isinstance(m, nn.Linear))
+    assert i8["weight_bytes"] == sum(m.weight.numel() + 4 * m.out_features for m in linears)
+    # a tighter explicit budget is honoured too, and uniform widths reproduce the plain layout
+    tight = quantize_actor(actor, "jlcm", 3, calib=calib, steps=0, budget_bits=2.5).accounting()
+    assert tight["weight_bytes"] * 8 <= 2.5 * tight["num_weights"]
+    flat = quantize_actor(actor, "jlcm", 3, calib=calib, steps=0, allocate=False).accounting()
+    assert flat["weight_bytes"] == uniform
 
 
 def test_jlcm_beats_kmeans_at_3_bits(setup):
+    """On held-out states (other rollouts), mean and max action error, at no more bytes."""
     actor, calib, test = setup
     with torch.no_grad():
         ref = actor(test).clamp(-1, 1)
-    errs = {}
+    errs, size = {}, {}
     for method in ("kmeans", "jlcm"):
         q = quantize_actor(actor, method, 3, calib=calib, steps=200)
+        size[method] = q.accounting()["weight_bytes"]
         with torch.no_grad():
             errs[method] = (q.dequantized(actor)(test).clamp(-1, 1) - ref).abs()
-    assert errs["jlcm"].mean() < 0.8 * errs["kmeans"].mean()
-    assert errs["jlcm"].max() < errs["kmeans"].max()
+    assert errs["jlcm"].mean() < 0.5 * errs["kmeans"].mean()
+    assert errs["jlcm"].max() < 0.5 * errs["kmeans"].max()
+    assert size["jlcm"] * 8 <= 4 * sum(m.weight.numel() for m in actor.modules() if isinstance(m, nn.Linear))
+
+
+def test_jlcm_steps_never_increase_calibration_loss(setup):
+    """GPTQ beats nearest-codeword mappings; the proximal mapping updates keep moves (each verified) and
+    the kept state is never worse than the initialisation; the float32 parameters are re-learned."""
+    actor, calib, _ = setup
+    near = quantize_actor(actor, "jlcm", 3, calib=calib, steps=0, init="nearest")
+    gptq = quantize_actor(actor, "jlcm", 3, calib=calib, steps=0)
+    assert gptq.info["init_loss"] < near.info["init_loss"]
+    q = quantize_actor(actor, "jlcm", 3, calib=calib, steps=50, map_every=10)
+    assert q.info["init_loss"] == pytest.approx(gptq.info["init_loss"])
+    assert q.info["best_loss"] < 0.8 * q.info["init_loss"]
+    moves = q.info["mapping_moves"]
+    assert moves["updates"] == 5 and 0 < moves["kept"] <= moves["tried"] <= 5 * 32
+    assert set(q.overrides) == {"encoder.norm.weight", "encoder.norm.bias"}
+    assert not torch.equal(q.layers["mean"].bias, actor.mean.bias.detach())
+    deq = q.dequantized(actor)
+    assert torch.equal(deq.encoder.norm.bias, q.overrides["encoder.norm.bias"])
+    assert torch.equal(deq.mean.bias, q.layers["mean"].bias)
+    fixed = quantize_actor(actor, "jlcm", 3, calib=calib, steps=5, tune_float=False)
+    assert not fixed.overrides and torch.equal(fixed.layers["mean"].bias, actor.mean.bias.detach())
 
 
 def test_c_matches_torch_on_host_and_qemu(setup, tmp_path):
     actor, calib, test = setup
     q = quantize_actor(actor, "jlcm", 3, calib=calib, steps=20)
+    assert q.overrides and len({layer.bits for layer in q.layers.values()}) > 1  # re-learned LayerNorm, mixed widths
     ref, stats = _export(actor, q, test, tmp_path)
     host, st = verify.run_host(tmp_path, test.numpy())  # -Wall -Wextra -Werror, ASan + UBSan
     assert st == 0
@@ -115,6 +156,23 @@ def test_c_matches_torch_every_format(setup, tmp_path, method, bits):
     ref, _ = _export(actor, q, test[:200], tmp_path)
     host, st = verify.run_host(tmp_path, test[:200].numpy())
     assert st == 0 and np.abs(host - ref).max() <= 1e-5
+
+
+def test_c_every_palette_width_host_and_qemu(setup, tmp_path):
+    """Mixed precision: one actor whose layers use every index width the C kernels decode (1-8 bits),
+    through the 1-, 2- and 3-token kernels; C on the host and under QEMU vs torch."""
+    from deploy.quantize import PALETTE_BITS, QuantizedActor, linear_layers, quantize_kmeans
+
+    actor, _, test = setup
+    layers = {n: quantize_kmeans(n, m, PALETTE_BITS[i % len(PALETTE_BITS)])
+              for i, (n, m) in enumerate(linear_layers(actor).items())}
+    assert {layer.bits for layer in layers.values()} == set(PALETTE_BITS)
+    q = QuantizedActor("kmeans", 3, layers, 0)
+    ref, _ = _export(actor, q, test[:200], tmp_path)
+    host, st = verify.run_host(tmp_path, test[:200].numpy())
+    assert st == 0 and np.abs(host - ref).max() <= 1e-5
+    m4, st_m4, _ = verify.run_qemu(tmp_path, test[:200].numpy())
+    assert st_m4 == 0 and np.abs(m4 - ref).max() <= 1e-5
 
 
 def test_per_group_codebooks_and_nan_fallback(setup, tmp_path):
@@ -174,6 +232,7 @@ def test_cli_export_cortex_m4_with_onnx(tmp_path):
     assert report["c_vs_torch_max_abs_diff"] <= 1e-5 and report["qemu_vs_host_max_abs_diff"] <= 1e-5
     assert report["onnx_vs_torch_max_abs_diff"] <= 1e-5
     assert report["self_test"] == "pass" and report["qemu_self_test"] == "pass"
+    assert report["states_from"] == "policy rollouts"  # the states the deployed policy sees
     for name in ("policy.c", "policy.h", "controller_policy.c", "report.md", "policy.onnx"):
         assert (out / name).is_file()
 
@@ -260,5 +319,6 @@ def test_closed_loop_report_in_export(tmp_path):
     assert rows[0]["max_abs_action_error"] == 0.0 and rows[0]["success_change_sim"] == 0.0
     assert all(0.0 <= r["success_sim"] <= 1.0 and r["max_abs_action_error"] >= 0.0 for r in rows)
     assert json.loads((tmp_path / "cl" / "report.json").read_text())["closed_loop"] == rows
-    assert "success sim" in closed_loop_markdown(rows, ("sim",))
+    assert all(r["weight_bytes"] > 0 and r["bits_per_weight"] > 0 for r in rows)
+    assert "success sim" in closed_loop_markdown(rows, ("sim",)) and "weight bytes" in closed_loop_markdown(rows)
     assert "Closed loop" in (tmp_path / "cl" / "report.md").read_text()
