@@ -14,6 +14,22 @@ from marl.train_config import resolve_config
 from marl.trainer import Trainer
 
 
+def time_updates(trainer: Any, warmup_updates: int, seconds: float) -> tuple[int, float, float, float]:
+    """Run ``warmup_updates`` untimed updates, then updates for at least ``seconds`` (at least one);
+    returns (updates, elapsed s, rollout s, update s) of the timed ones."""
+    for _ in range(warmup_updates):
+        trainer.train_step()
+    rollout = update = 0.0
+    n = 0
+    t0 = time.perf_counter()
+    while n == 0 or time.perf_counter() - t0 < seconds:
+        record = trainer.train_step()
+        rollout += record["rollout_s"]
+        update += record["update_s"]
+        n += 1
+    return n, time.perf_counter() - t0, rollout, update
+
+
 def bench_train(
     config: str = "quickstart", seconds: float = 30.0, threads: int | None = None,
     overrides: list[str] | None = None, warmup_updates: int = 1,
@@ -32,17 +48,7 @@ def bench_train(
     tc = cfg.train
     with tempfile.TemporaryDirectory() as tmp, pinned(tc.threads) as cores:
         trainer = Trainer(cfg, tmp)
-        for _ in range(warmup_updates):
-            trainer.train_step()
-        rollout = update = 0.0
-        n = 0
-        t0 = time.perf_counter()
-        while n == 0 or time.perf_counter() - t0 < seconds:
-            record = trainer.train_step()
-            rollout += record["rollout_s"]
-            update += record["update_s"]
-            n += 1
-        elapsed = time.perf_counter() - t0
+        n, elapsed, rollout, update = time_updates(trainer, warmup_updates, seconds)
         params = sum(p.numel() for p in trainer.policy.parameters())
     steps = n * trainer.steps_per_update
     return {
@@ -97,17 +103,7 @@ def bench_train_distributed(
             with tempfile.TemporaryDirectory() as tmp, pinned(cfg.train.threads):
                 trainer = DistributedTrainer(cfg, tmp)
                 try:
-                    for _ in range(warmup_updates):
-                        trainer.train_step()
-                    rollout = update = 0.0
-                    k = 0
-                    t0 = time.perf_counter()
-                    while k == 0 or time.perf_counter() - t0 < seconds:
-                        record = trainer.train_step()
-                        rollout += record["rollout_s"]
-                        update += record["update_s"]
-                        k += 1
-                    elapsed = time.perf_counter() - t0
+                    k, elapsed, rollout, update = time_updates(trainer, warmup_updates, seconds)
                 finally:
                     trainer.close()
             steps = k * trainer.steps_per_update
