@@ -55,7 +55,7 @@ def summarise(task: str, seeds: list[int], root: Path) -> dict:
         if not rows:
             continue
 
-        def stat(key: str) -> tuple[float, float]:
+        def stat(key: str, rows: list[dict] = rows) -> tuple[float, float]:
             xs = [r[key] for r in rows if r[key] is not None]
             return (statistics.mean(xs), statistics.pstdev(xs)) if xs else (float("nan"), float("nan"))
 

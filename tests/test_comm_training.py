@@ -44,15 +44,15 @@ def test_adapter_batches_a_parallel_env_and_resets_finished_copies():
     assert obs.shape == (3, 3, env.obs_dim) and obs.dtype == torch.float32
     again = PettingZooVecEnv(PettingZooEnvConfig(target=PP, kwargs=PP_KW), num_envs=3).reset(seed=1)
     assert torch.equal(obs, again)  # seeded copies are reproducible
-    ended = 0
-    for t in range(PP_KW["max_steps"]):
+    ended_at = []
+    for step in range(1, PP_KW["max_steps"] + 1):
         obs, reward, term, trunc, info = env.step(torch.full((3, 3), 4))  # everyone stays
         assert reward.shape == (3, 3)
         if "episode_env_ids" in info:
-            ended += len(info["episode_env_ids"])
+            ended_at += [step] * len(info["episode_env_ids"])
             assert info["final_obs"].shape == obs.shape
             assert set(info["episode"]) >= {"episode_return", "episode_length", "success_rate"}
-    assert ended == 3 and t == PP_KW["max_steps"] - 1  # all truncated at max_steps, then reset
+    assert ended_at == [PP_KW["max_steps"]] * 3  # all truncated at max_steps, then reset
 
 
 def test_adapter_rejects_bad_targets_and_actions():
