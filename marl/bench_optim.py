@@ -467,24 +467,29 @@ def bench_ppo(
 
     root = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="bench_ppo_"))
     out: dict[str, Any] = {"suite": "ppo", "config": config, "seeds": list(seeds), "optimizers": {}}
-    for name in optimizers:
-        finals, returns, walls, curves = [], [], [], []
-        for seed in seeds:
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in optimizers}
+    for seed in seeds:  # seed-major: a cut-short benchmark has every optimiser on the first seeds
+        for name in optimizers:
             extra = [f"optim.name={name}", f"seed={seed}", "logging.tensorboard=false", "logging.progress=false",
                      *overrides, *([f"train.total_agent_steps={steps}"] if steps else [])]
             cfg = resolve_config(config, extra)
             run = root / f"{name}_s{seed}"
-            summary = train(cfg, run, progress=False)
+            # A finished run of an earlier invocation is read back, a cut one resumed (same numbers).
+            if not (run / "eval.json").is_file():
+                train(cfg, run, resume=(run / "checkpoints" / "latest.pt").is_file(), progress=False)
             records = read_metrics(run / "metrics.jsonl")
-            curves.append([(r["agent_steps"], r.get("success_rate")) for r in records])
-            finals.append(summary["eval"]["success_rate"])
-            returns.append(summary["eval"]["episode_return"])
-            walls.append(summary["wall_s"])
-            out["agent_steps"] = summary["agent_steps"]
+            ev = json.loads((run / "eval.json").read_text())
+            results[name].append({"curve": [(r["agent_steps"], r.get("success_rate")) for r in records],
+                                  "success": ev["success_rate"], "return": ev["episode_return"],
+                                  "wall_s": records[-1]["wall_s"], "agent_steps": records[-1]["agent_steps"]})
+    for name, rows in results.items():
+        finals, returns = [r["success"] for r in rows], [r["return"] for r in rows]
+        out["agent_steps"] = rows[0]["agent_steps"]
         out["optimizers"][name] = {
             "eval_success_mean": float(np.mean(finals)), "eval_success_std": float(np.std(finals)),
             "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
-            "eval_success_by_seed": finals, "wall_s_mean": float(np.mean(walls)), "success_curves": curves,
+            "eval_success_by_seed": finals, "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])),
+            "success_curves": [r["curve"] for r in rows],
         }
     out["eval_success"] = {k: v["eval_success_mean"] for k, v in out["optimizers"].items()}
     return out
