@@ -294,3 +294,22 @@ def test_graph_learns_which_agent_to_hear():
         edge_opt.step()
     heard = (policy.adjacency() - torch.eye(n)).argmax(-1)
     assert heard.tolist() == source.tolist()
+
+
+def test_a_closed_gate_still_learns_in_training():
+    """The straight-through mixture keeps the gate's gradient alive while every gate is closed, and the
+    training forward of a closed gate equals the agent's output without messages."""
+    policy = _policy(4, gating=True, warmup_updates=0)
+    _close_all_gates(policy)
+    policy.set_training_progress(5, 10)
+    policy.train()
+    obs = torch.randn(3, 4, LAYOUT.dim)
+    out = policy.actor(obs)
+    out.pow(2).sum().backward()
+    gate_grad = sum(float(p.grad.abs().sum()) for p in policy.actor.gate.parameters())
+    assert gate_grad > 0
+    with torch.no_grad():  # forward value: the self-only output (the gate is closed for everyone)
+        x = policy.actor.encoder(obs.reshape(12, -1)).view(3, 4, -1)
+        eye = torch.eye(4, dtype=torch.bool)
+        alone = policy.actor._run_blocks(x, eye.float().expand(3, 4, 4), eye.expand(3, 4, 4))
+    torch.testing.assert_close(out.detach(), alone)
