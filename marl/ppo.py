@@ -248,7 +248,8 @@ def fma_update(
     critic_params = list(policy.critic.parameters())
     rows = adv.shape[0]
     mb_rows = max(1, rows // cfg.minibatches)
-    sums = dict(policy_loss=0.0, value_loss=0.0, approx_kl=0.0, grad_norm=0.0, inner_steps=0.0, backtracks=0.0)
+    sums = dict(policy_loss=0.0, value_loss=0.0, approx_kl=0.0, grad_norm=0.0, inner_steps=0.0, backtracks=0.0,
+                rejected=0.0)
     n = 0
     for _epoch in range(cfg.epochs):
         perm = torch.randperm(rows, generator=gen)
@@ -256,12 +257,18 @@ def fma_update(
             obs, actions = b["obs"][idx], b["actions"][idx]
             if policy.num_actions is not None:
                 actions = actions.squeeze(-1).long()
+            before = [p.detach().clone() for p in actor_params]
             stats = fma_policy_update(
                 actor_params, lambda o: policy(o)[0], obs, actions, adv[idx], eta=fc.eta,
                 inner_steps=fc.inner_steps, inner=fc.inner, kl=fc.kl,
                 inner_kwargs=None if fc.inner == "armijo" else {"lr": fc.inner_lr},
                 armijo=ArmijoConfig(init_step=fc.armijo_init_step, shrink=0.5) if fc.inner == "armijo" else None,
             )
+            if not stats.kl <= fc.max_kl:  # a trust region: a step that moved the policy too far is undone
+                with torch.no_grad():
+                    for p, p0 in zip(actor_params, before, strict=True):
+                        p.copy_(p0)
+                sums["rejected"] += 1
             v_loss = 0.5 * ((policy(obs)[1] - returns[idx]) ** 2).mean()
             check_finite("value loss", v_loss, update)
             policy.zero_grad(set_to_none=True)

@@ -148,14 +148,18 @@ class FMAConfig(_Strict):
     """``optim.name: sso``: SSO's functional mirror ascent (optim.sso.fma_policy_update) replaces PPO's
     clipped policy step; the critic keeps a gradient optimiser (``value_optimizer`` at train.lr)."""
 
-    # eta 0.3 moved the deployable policy by a KL of ~1e-3 per minibatch on quickstart rollouts (eta 1:
-    # ~3e-2, which compounds over PPO's 4 epochs x minibatches into a collapse): PPO-like steps.
-    eta: float = Field(0.3, gt=0, description="mirror step size: the KL(pi_t || pi) term is weighted 1 / eta")
+    # Measured on quickstart (32 minibatches x 4 epochs = 128 mirror steps per update): eta 1 diverged
+    # within 3 updates (KL per step in the thousands); eta 0.3 had 70-80 % of its steps exceed max_kl;
+    # eta 0.05 moved the policy by a KL of 2e-5 to 2e-4 per step with none rejected.
+    eta: float = Field(0.05, gt=0, description="mirror step size: the KL(pi_t || pi) term is weighted 1 / eta")
     inner_steps: int = Field(5, ge=1, description="cheap inner steps on the surrogate per minibatch")
     inner: str = Field("armijo", description="inner optimiser: armijo (gradient descent + backtracking) or a name")
     armijo_init_step: float = Field(0.05, gt=0, description="first trial step of armijo (then halved per backtrack)")
     inner_lr: float = Field(1e-3, gt=0, description="learning rate of a named inner optimiser (not armijo)")
     kl: Literal["analytic", "sample"] = "analytic"
+    max_kl: float = Field(
+        0.05, gt=0, description="a minibatch step whose KL(pi_t || pi) exceeds this is undone (logged as rejected)"
+    )
     value_optimizer: str = Field("adam", description="optimiser of the critic's value loss")
 
     @field_validator("inner", "value_optimizer")
