@@ -227,7 +227,8 @@ class Critic(nn.Module):
 
 
 class EncoderActorCritic(ActorCritic):
-    """A Gaussian actor and a separate critic, each with its own copy of ``encoder_cls``'s architecture.
+    """An actor (Gaussian over ``act_dim`` commands, or categorical with ``num_actions``) and a separate
+    critic, each with its own copy of ``encoder_cls``'s architecture.
 
     ``preset`` and the keyword ``overrides`` (None = keep the preset's value) configure the encoder.
     ``num_agents`` is recorded for checkpoints; the networks themselves work for any M.
