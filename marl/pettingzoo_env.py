@@ -122,6 +122,7 @@ class PettingZooVecEnv:
         self.envs = [cfg.make() for _ in range(num_envs)]
         first = self.envs[0]
         self.agents: list[str] = list(first.possible_agents)
+        self._column = {a: j for j, a in enumerate(self.agents)}  # agent name -> its column in [E, M]
         self.num_agents = len(self.agents)
         obs_spaces = {a: first.observation_space(a) for a in self.agents}
         act_spaces = {a: first.action_space(a) for a in self.agents}
@@ -204,7 +205,7 @@ class PettingZooVecEnv:
         metrics: list[dict[str, float]] = []
         for i, env in enumerate(self.envs):
             live = list(env.agents)
-            acts = {a: self._action(actions[i, self.agents.index(a)]) for a in live}
+            acts = {a: self._action(actions[i, self._column[a]]) for a in live}
             obs, rew, term, trunc, infos = env.step(acts)
             self._fill(i, obs)
             for j, a in enumerate(self.agents):
