@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Categorical, Distribution, Normal
 
 
 class ObsLayout(Protocol):
@@ -34,14 +34,30 @@ class ObsLayout(Protocol):
 
 
 class ActorCritic(nn.Module):
-    """Base class of trainable swarm policies. Subclasses implement ``forward``."""
+    """Base class of trainable swarm policies.
+
+    Subclasses set ``obs_dim``, ``actor`` (obs [B, M, D] -> Gaussian means [B, M, act_dim] with ``std()``,
+    or logits [B, M, A]) and ``critic`` (obs -> values [B, M]).
+    """
 
     act_dim: int = 4  # width of a stored action: the Gaussian's dimensions, 1 for a categorical head
     num_actions: int | None = None  # None: Gaussian head; A: categorical over A discrete actions
+    obs_dim: int
+    actor: nn.Module
+    critic: nn.Module
 
     def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
         """obs [B, M, D] -> (Normal [B, M, act_dim] or Categorical [B, M], value [B, M])."""
-        raise NotImplementedError
+        return self.distribution(obs), self.critic(obs)
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        """The action distribution alone, without the critic's pass: what a policy-only update re-evaluates."""
+        if obs.dim() != 3 or obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"expected observations [B, M, {self.obs_dim}], got {list(obs.shape)}")
+        out = self.actor(obs)  # [B, M, act_dim] means or [B, M, A] logits
+        if self.num_actions is not None:
+            return Categorical(logits=out)
+        return Normal(out, self.actor.std().expand_as(out))
 
     def log_prob(self, dist: Distribution, action: torch.Tensor) -> torch.Tensor:
         """Joint log-probability [B, M] of each agent's action (summed over Gaussian dimensions)."""

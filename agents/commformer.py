@@ -67,7 +67,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Normal
 
 from agents.base import ActorCritic, ObsLayout
 from agents.layers import (
@@ -423,15 +422,6 @@ class CommFormerPolicy(ActorCritic):
         self.critic = Critic(critic_encoder, critic)
 
     # --- the ActorCritic interface -------------------------------------------------------------
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        """obs [B, M, D] -> (Normal [B, M, 4] or Categorical [B, M], value [B, M])."""
-        if obs.dim() != 3 or obs.shape[-1] != self.obs_dim:
-            raise ValueError(f"expected observations [B, M, {self.obs_dim}], got {list(obs.shape)}")
-        out = self.actor(obs)
-        if self.num_actions is not None:
-            return Categorical(logits=out), self.critic(obs)
-        return Normal(out, self.actor.std().expand_as(out)), self.critic(obs)
-
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Acting uses the exact top-k graph and hard gates: (action, log_prob [B, M], value [B, M]).

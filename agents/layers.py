@@ -26,7 +26,6 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, Distribution, Normal
 
 from agents.base import ActorCritic, ObsLayout
 
@@ -266,12 +265,3 @@ class EncoderActorCritic(ActorCritic):
             else CategoricalActor(encoder, num_actions)
         )
         self.critic = Critic(self.encoder_cls.from_preset(layout, preset, **overrides), critic)
-
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        """obs [B, M, D] -> (Normal [B, M, act_dim] or Categorical [B, M], value [B, M])."""
-        if obs.dim() != 3 or obs.shape[-1] != self.obs_dim:
-            raise ValueError(f"expected observations [B, M, {self.obs_dim}], got {list(obs.shape)}")
-        out = self.actor(obs)  # [B, M, act_dim] means or [B, M, A] logits
-        if self.num_actions is not None:
-            return Categorical(logits=out), self.critic(obs)
-        return Normal(out, self.actor.std().expand_as(out)), self.critic(obs)

@@ -441,6 +441,10 @@ def bench_distill(
 
 
 PPO_OPTIMIZERS = ("adam", "lion", "sophiah", "sso")
+# The same largest step per coordinate for all: Adam's and Lion's step is about lr (1e-3 in quickstart);
+# SophiaH's is lr * clip(m / h, +-p) with p = 0.01, so at lr 1e-3 it could move a weight by 1e-5 at most
+# and did not learn (eval return -48.5 at 3 M steps); lr 0.1 gives it the same 1e-3.
+PPO_OVERRIDES: dict[str, tuple[str, ...]] = {"sophiah": ("train.lr=0.1",)}
 
 
 def bench_ppo(
@@ -471,7 +475,7 @@ def bench_ppo(
     for seed in seeds:  # seed-major: a cut-short benchmark has every optimiser on the first seeds
         for name in optimizers:
             extra = [f"optim.name={name}", f"seed={seed}", "logging.tensorboard=false", "logging.progress=false",
-                     *overrides, *([f"train.total_agent_steps={steps}"] if steps else [])]
+                     *PPO_OVERRIDES.get(name, ()), *overrides, *([f"train.total_agent_steps={steps}"] if steps else [])]
             cfg = resolve_config(config, extra)
             run = root / f"{name}_s{seed}"
             # A finished run of an earlier invocation is read back, a cut one resumed (same numbers).
@@ -488,7 +492,8 @@ def bench_ppo(
         out["optimizers"][name] = {
             "eval_success_mean": float(np.mean(finals)), "eval_success_std": float(np.std(finals)),
             "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
-            "eval_success_by_seed": finals, "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])),
+            "eval_success_by_seed": finals, "overrides": list(PPO_OVERRIDES.get(name, ())),
+            "wall_s_mean": float(np.mean([r["wall_s"] for r in rows])),
             "success_curves": [r["curve"] for r in rows],
         }
     out["eval_success"] = {k: v["eval_success_mean"] for k, v in out["optimizers"].items()}

@@ -259,7 +259,7 @@ def fma_update(
                 actions = actions.squeeze(-1).long()
             before = [p.detach().clone() for p in actor_params]
             stats = fma_policy_update(
-                actor_params, lambda o: policy(o)[0], obs, actions, adv[idx], eta=fc.eta,
+                actor_params, policy.distribution, obs, actions, adv[idx], eta=fc.eta,
                 inner_steps=fc.inner_steps, inner=fc.inner, kl=fc.kl,
                 inner_kwargs=None if fc.inner == "armijo" else {"lr": fc.inner_lr},
                 armijo=ArmijoConfig(init_step=fc.armijo_init_step, shrink=0.5) if fc.inner == "armijo" else None,
@@ -269,7 +269,7 @@ def fma_update(
                     for p, p0 in zip(actor_params, before, strict=True):
                         p.copy_(p0)
                 sums["rejected"] += 1
-            v_loss = 0.5 * ((policy(obs)[1] - returns[idx]) ** 2).mean()
+            v_loss = 0.5 * ((policy.critic(obs) - returns[idx]) ** 2).mean()
             check_finite("value loss", v_loss, update)
             policy.zero_grad(set_to_none=True)
             v_loss.backward()
@@ -287,7 +287,7 @@ def fma_update(
     check_parameters(policy, update)
     out = {k: v / max(n, 1) for k, v in sums.items()}
     with torch.no_grad():
-        out["entropy"] = float(policy.entropy(policy(b["obs"][: mb_rows])[0]).mean())
+        out["entropy"] = float(policy.entropy(policy.distribution(b["obs"][: mb_rows])).mean())
         y, pred = b["returns"], b["values"]
         out["explained_variance"] = float(1 - (y - pred).var() / y.var().clamp_min(1e-8))
     out["epochs"], out["edge_steps"] = float(cfg.epochs), 0.0

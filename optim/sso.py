@@ -153,10 +153,8 @@ def armijo_descent(
     with torch.enable_grad():
         value = objective()
     res = InnerResult(start=float(value.detach()), end=float(value.detach()), step_size=alpha)
-    for _ in range(steps):
+    for step in range(steps):
         with torch.enable_grad():
-            if _ > 0:
-                value = objective()
             grads = torch.autograd.grad(value, params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
         gnorm_sq = float(_flat_norm_sq(grads))
@@ -170,7 +168,10 @@ def armijo_descent(
             with torch.no_grad():
                 for p, p0, g in zip(params, old, grads, strict=True):
                     p.copy_(p0 - alpha * g)
-                trial = float(objective())
+            # With a next step to come, the trial keeps its graph: once accepted, its gradient is that step's.
+            with torch.set_grad_enabled(step < steps - 1):
+                value = objective()
+            trial = float(value.detach())
             if trial <= v0 - cfg.c * alpha * gnorm_sq:
                 accepted = True
                 break
