@@ -43,6 +43,11 @@ def test_shapes(name: str, critic: str, m: int, k: int):
     assert logp2.shape == ent.shape == v2.shape == (3, m)
     assert torch.isfinite(logp2).all() and torch.isfinite(v2).all()
     assert policy.actor(obs).shape == (3, m, 4)  # the deterministic actor alone, as deploy/ uses it
+    critic_calls = []
+    hook = policy.critic.register_forward_hook(lambda *_: critic_calls.append(1))
+    alone = policy.distribution(obs)  # what a policy-only update (SSO's mirror ascent) re-evaluates
+    hook.remove()
+    assert not critic_calls and torch.equal(alone.mean, dist.mean) and torch.equal(alone.stddev, dist.stddev)
 
 
 @pytest.mark.parametrize("name", POLICIES)

@@ -223,6 +223,8 @@ def test_categorical_head():
     obs = _obs(4, 3)
     dist, value = policy(obs)
     assert isinstance(dist, Categorical) and dist.batch_shape == (4, 3) and dist.logits.shape == (4, 3, 5)
+    alone = policy.distribution(obs)  # the actor's pass without the critic's
+    assert isinstance(alone, Categorical) and alone.logits.shape == (4, 3, 5)
     action, logp, v = policy.act(obs)
     assert action.shape == (4, 3) and action.dtype == torch.int64 and logp.shape == v.shape == (4, 3)
     logp2, entropy, v2 = policy.evaluate(obs, action)
