@@ -37,8 +37,11 @@ epochs, the better of lr 0.01 / 0.05 per method, mean over seeds): held-out acti
 bytes of one step, and the seed-0 students' closed-loop success (``distill_closed_loop``).
 
 ppo suite: PPO on ``quickstart`` with adam, lion, sophiah (second order: backward(create_graph=True))
-and sso (functional mirror ascent on the actor, ``optim.name: sso``), the config's budget, 3 seeds;
-success curves and the end-of-run evaluation per optimiser.
+and sso (functional mirror ascent on the actor, ``optim.name: sso``), the same budget (the config's or
+``--steps``) and the same largest step per weight (``PPO_OVERRIDES``), 3 seeds; success curves and the
+end-of-run evaluation per optimiser:
+
+    marl bench optim --suite ppo --steps 6000000 --out-dir runs/bench_ppo --plot ppo_optimizers.png --json
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -461,7 +465,6 @@ def bench_ppo(
     evaluation success and return (mean and std over seeds) and the wall time.
     """
     import tempfile
-    from pathlib import Path
 
     import numpy as np
 
@@ -500,8 +503,15 @@ def bench_ppo(
     return out
 
 
-def run_suite(name: str, quick: bool = False) -> dict[str, Any]:
-    """Run one suite by name; ``quick`` shrinks budgets for smoke tests."""
+def run_suite(
+    name: str,
+    quick: bool = False,
+    seeds: tuple[int, ...] | None = None,
+    steps: int | None = None,
+    out_dir: str | None = None,
+) -> dict[str, Any]:
+    """Run one suite by name; ``quick`` shrinks budgets for smoke tests. ``seeds``, ``steps`` (agent steps)
+    and ``out_dir`` (runs kept there, finished ones read back) apply to the ppo suite."""
     if name == "sso":
         if not quick:
             return bench_sso()
@@ -517,9 +527,38 @@ def run_suite(name: str, quick: bool = False) -> dict[str, Any]:
         if quick:
             tiny = ("train.num_envs=8", "train.rollout_steps=8", "train.minibatches=2", "train.epochs=1",
                     "train.eval_episodes=2")
-            return bench_ppo(seeds=(0,), steps=8 * 8 * 4 * 2, overrides=tiny)
-        return bench_ppo()
+            return bench_ppo(seeds=seeds or (0,), steps=steps or 8 * 8 * 4 * 2, overrides=tiny, out_dir=out_dir)
+        return bench_ppo(seeds=seeds or (0, 1, 2), steps=steps, out_dir=out_dir)
     raise ValueError(f"--suite must be one of {', '.join(SUITES)}, got {name!r}")
+
+
+def plot_success_curves(result: dict[str, Any], path: str | Path) -> Path:
+    """The ppo suite's success curves (success rate of the recent training episodes against agent steps):
+    each seed thin, the mean over seeds bold, one colour per optimiser. Returns the written path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (name, r) in enumerate(result["optimizers"].items()):
+        curves = [{s: v for s, v in c if v is not None} for c in r["success_curves"]]
+        for c in curves:
+            ax.plot(np.array(list(c)) / 1e6, list(c.values()), color=f"C{i}", alpha=0.3, lw=0.8)
+        common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        ax.plot(np.array(common) / 1e6, [np.mean([c[s] for c in curves]) for s in common], color=f"C{i}", lw=2,
+                label=f"{name} (mean of {len(curves)} seeds)")
+    ax.set(xlabel="agent steps (millions)", ylabel="success rate, recent training episodes", ylim=(0, 1.02),
+           title=f"PPO on {result['config']} by optimiser")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -531,7 +570,10 @@ def _fmt(v: Any) -> str:
 def _cmd_bench_optim(args: Any) -> int:
     suites = SUITES if args.suite == "all" else (args.suite,)
     for name in suites:
-        result = run_suite(name, quick=args.quick)
+        seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
+        result = run_suite(name, quick=args.quick, seeds=seeds, steps=args.steps, out_dir=args.out_dir)
+        if name == "ppo" and args.plot:
+            result["plot"] = str(plot_success_curves(result, args.plot))
         if args.json:
             print(json.dumps(result, default=str))
         else:
@@ -559,4 +601,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", choices=(*SUITES, "all"), default="all", help="which suite (default all)")
     p.add_argument("--quick", action="store_true", help="tiny budgets, for smoke tests")
     p.add_argument("--json", action="store_true", help="print one JSON object per suite")
+    ppo = p.add_argument_group("ppo suite")
+    ppo.add_argument("--steps", type=int, help="agent steps per run (default: the config's budget)")
+    ppo.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+    ppo.add_argument("--out-dir", help="keep the runs here; finished ones are read back, cut ones resumed")
+    ppo.add_argument("--plot", help="write the success curves to this PNG")
     p.set_defaults(func=_cmd_bench_optim)

@@ -306,14 +306,21 @@ def test_warmup_poly_shape() -> None:
 
 
 # -- the benchmark command ------------------------------------------------------------------------------
-def test_bench_optim_cli_prints_one_json_object_per_suite(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_optim_cli_prints_one_json_object_per_suite(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     import json
 
     from marl.cli import main
 
-    assert main(["bench", "optim", "--suite", "ppo", "--quick", "--json"]) == 0
+    plot = tmp_path / "curves.png"
+    argv = ["bench", "optim", "--suite", "ppo", "--quick", "--json", "--out-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--plot", str(plot)]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["plot"] == str(plot) and plot.stat().st_size > 10_000
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["adam_s0", "lion_s0", "sophiah_s0", "sso_s0"]
     assert out["suite"] == "ppo" and set(out["optimizers"]) == {"adam", "lion", "sophiah", "sso"}
     for name, result in out["optimizers"].items():
         assert 0 <= result["eval_success_mean"] <= 1, name
         assert result["success_curves"] and len(result["success_curves"][0]) == 2  # 2 updates of the tiny budget
+    assert main(argv) == 0  # finished runs are read back, not trained again
+    again = json.loads(capsys.readouterr().out)
+    assert again["optimizers"]["sso"]["wall_s_mean"] == out["optimizers"]["sso"]["wall_s_mean"]
