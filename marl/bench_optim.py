@@ -570,8 +570,7 @@ def _fmt(v: Any) -> str:
 def _cmd_bench_optim(args: Any) -> int:
     suites = SUITES if args.suite == "all" else (args.suite,)
     for name in suites:
-        seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
-        result = run_suite(name, quick=args.quick, seeds=seeds, steps=args.steps, out_dir=args.out_dir)
+        result = run_suite(name, quick=args.quick, seeds=args.seeds, steps=args.steps, out_dir=args.out_dir)
         if name == "ppo" and args.plot:
             result["plot"] = str(plot_success_curves(result, args.plot))
         if args.json:
@@ -582,6 +581,13 @@ def _cmd_bench_optim(args: Any) -> int:
                 if not isinstance(value, dict | list):
                     print(f"  {key}: {_fmt(value)}")
     return 0
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
 
 
 def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -603,7 +609,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per suite")
     ppo = p.add_argument_group("ppo suite")
     ppo.add_argument("--steps", type=int, help="agent steps per run (default: the config's budget)")
-    ppo.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+    ppo.add_argument("--seeds", type=_seed_list, help="comma-separated seeds (default 0,1,2)")
     ppo.add_argument("--out-dir", help="keep the runs here; finished ones are read back, cut ones resumed")
     ppo.add_argument("--plot", help="write the success curves to this PNG")
     p.set_defaults(func=_cmd_bench_optim)

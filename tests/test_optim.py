@@ -321,6 +321,9 @@ def test_bench_optim_cli_prints_one_json_object_per_suite(capsys: pytest.Capture
     for name, result in out["optimizers"].items():
         assert 0 <= result["eval_success_mean"] <= 1, name
         assert result["success_curves"] and len(result["success_curves"][0]) == 2  # 2 updates of the tiny budget
+    with pytest.raises(SystemExit):
+        main(["bench", "optim", "--suite", "ppo", "--seeds", "0,one"])
+    assert "--seeds takes comma-separated integers" in capsys.readouterr().err
     assert main(argv) == 0  # finished runs are read back, not trained again
     again = json.loads(capsys.readouterr().out)
     assert again["optimizers"]["sso"]["wall_s_mean"] == out["optimizers"]["sso"]["wall_s_mean"]
