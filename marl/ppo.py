@@ -221,10 +221,15 @@ def _clipped_update(
     check_parameters(policy, update)
     out = {k: v / max(n, 1) for k, v in sums.items()}
     out["epochs"], out["edge_steps"] = float(epochs), float(edge_steps)
-    with torch.no_grad():  # how much of the return variance the critic explains (1 is perfect)
-        y, pred = b["returns"], b["values"]
-        out["explained_variance"] = float(1 - (y - pred).var() / y.var().clamp_min(1e-8))
+    out["explained_variance"] = explained_variance(b)
     return out
+
+
+@torch.no_grad()
+def explained_variance(b: dict[str, torch.Tensor]) -> float:
+    """How much of the rollout's return variance the critic's values explain (1 is perfect)."""
+    y, pred = b["returns"], b["values"]
+    return float(1 - (y - pred).var() / y.var().clamp_min(1e-8))
 
 
 def fma_update(
@@ -244,6 +249,8 @@ def fma_update(
     from optim.sso import ArmijoConfig, fma_policy_update
 
     fc = optimizers.fma
+    armijo = ArmijoConfig(init_step=fc.armijo_init_step, shrink=0.5) if fc.inner == "armijo" else None
+    inner_kwargs = None if fc.inner == "armijo" else {"lr": fc.inner_lr}
     actor_params = list(policy.actor.parameters())
     critic_params = list(policy.critic.parameters())
     rows = adv.shape[0]
@@ -260,9 +267,7 @@ def fma_update(
             before = [p.detach().clone() for p in actor_params]
             stats = fma_policy_update(
                 actor_params, policy.distribution, obs, actions, adv[idx], eta=fc.eta,
-                inner_steps=fc.inner_steps, inner=fc.inner, kl=fc.kl,
-                inner_kwargs=None if fc.inner == "armijo" else {"lr": fc.inner_lr},
-                armijo=ArmijoConfig(init_step=fc.armijo_init_step, shrink=0.5) if fc.inner == "armijo" else None,
+                inner_steps=fc.inner_steps, inner=fc.inner, kl=fc.kl, inner_kwargs=inner_kwargs, armijo=armijo,
             )
             if not stats.kl <= fc.max_kl:  # a trust region: a step that moved the policy too far is undone
                 with torch.no_grad():
@@ -288,7 +293,6 @@ def fma_update(
     out = {k: v / max(n, 1) for k, v in sums.items()}
     with torch.no_grad():
         out["entropy"] = float(policy.entropy(policy.distribution(b["obs"][: mb_rows])).mean())
-        y, pred = b["returns"], b["values"]
-        out["explained_variance"] = float(1 - (y - pred).var() / y.var().clamp_min(1e-8))
+    out["explained_variance"] = explained_variance(b)
     out["epochs"], out["edge_steps"] = float(cfg.epochs), 0.0
     return out
