@@ -80,7 +80,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from marl.ppo import NonFiniteError, check_finite
+from marl.ppo import NonFiniteError
 from marl.rollout import RolloutBuffer
 from marl.train_config import RunConfig
 from marl.trainer import EpisodeWindow, Trainer
@@ -341,7 +341,7 @@ class DistributedTrainer(Trainer):
             self.steps_per_update = tc.num_envs * tc.rollout_steps * self.num_agents
             self.num_updates = math.ceil(tc.total_agent_steps / self.steps_per_update)
             self.restarts = [0] * self.num_workers  # per worker slot, this session
-            self.rollouts_requested = self.rollouts_received = 0
+            self.rollouts_received = 0
             self._running = [False] * self.num_workers  # whether the slot's envs have started
             self._replay = [(0, 0)] * self.num_workers
             self.hosts: list[dict[str, Any]] = []
@@ -400,7 +400,6 @@ class DistributedTrainer(Trainer):
 
     def _submit(self, index: int, weights: Any) -> Any:
         """Ask worker ``index`` for one rollout with the weights in ``weights`` (an ObjectRef)."""
-        self.rollouts_requested += 1
         seed = self.cfg.seed + index + self.num_workers * self.update
         return self.workers[index].sample.remote(weights, seed, self.update, self.num_updates, self.agent_steps)
 
@@ -414,6 +413,11 @@ class DistributedTrainer(Trainer):
                  if self.value_norm is not None else {}}
         weights = ray.put(state)
         pending = {self._submit(i, weights): i for i in range(self.num_workers)}
+
+        def retry(i: int, err: BaseException) -> None:  # replace the worker and ask the new one
+            self._replace(i, err)
+            pending[self._submit(i, weights)] = i
+
         results: dict[int, dict[str, Any]] = {}
         timeout = self.cfg.distributed.rollout_timeout_s
         while pending:
@@ -421,16 +425,14 @@ class DistributedTrainer(Trainer):
             if not ready:  # nobody answered in time: the pending workers are treated as dead
                 for ref, i in list(pending.items()):
                     del pending[ref]
-                    self._replace(i, TimeoutError(f"no rollout within {timeout:g} s (distributed.rollout_timeout_s)"))
-                    pending[self._submit(i, weights)] = i
+                    retry(i, TimeoutError(f"no rollout within {timeout:g} s (distributed.rollout_timeout_s)"))
                 continue
             ref = ready[0]
             i = pending.pop(ref)
             try:
                 result = ray.get(ref)
             except (RayActorError, ObjectLostError) as err:
-                self._replace(i, err)
-                pending[self._submit(i, weights)] = i
+                retry(i, err)
                 continue
             except RayTaskError as err:  # the rollout itself raised: as on one machine
                 if isinstance(err.cause, NonFiniteError):
@@ -441,7 +443,6 @@ class DistributedTrainer(Trainer):
             self._running[i] = True
             results[i] = result
             self.rollouts_received += 1
-        del weights
         return [results[i] for i in range(self.num_workers)]
 
     # ------------------------------------------------------------------ one update
@@ -463,8 +464,7 @@ class DistributedTrainer(Trainer):
         self.agent_steps += self.steps_per_update
         if self.swarm:  # the probe env carries the run's collision scale (for the metrics record)
             self.env.set_collision_scale(self._collision_scale())
-        check_finite("rewards", buf.rewards, self.update + 1)
-        check_finite("observations", buf.obs, self.update + 1)
+        # Rewards and observations were checked for NaN/inf by each worker's collect (re-raised in _gather).
         buf.compute_gae(last_value, tc.gamma, tc.gae_lambda)
         return finished
 
