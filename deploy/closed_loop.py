@@ -51,13 +51,15 @@ def closed_loop_report(
     test: torch.Tensor | None = None,
     seed: int = 0,
     jlcm_kwargs: dict[str, Any] | None = None,
+    precomputed: dict[tuple[str, int | None], Any] | None = None,
     **eval_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Closed-loop success of the actor compressed with each (method, bits); see the module docstring.
 
     actor: a GaussianActor (``policy.actor``); cfg: the run config (with ``.env``) or a SwarmConfig.
     calib: calibration states [N, D] (JLCM needs them); test: states [N, D] for the action errors.
-    eval_kwargs go to evaluate_policy (e.g. ``episode_seconds`` to shorten a test).
+    precomputed: QuantizedActors by (method, bits) already made with these calib and jlcm_kwargs (the export's
+    own), used instead of compressing again. eval_kwargs go to evaluate_policy (e.g. ``episode_seconds``).
     """
     from marl.evaluate import evaluate_policy
 
@@ -70,7 +72,9 @@ def closed_loop_report(
         bits = check_method_bits(method, bits)
         if method == "jlcm" and calib is None:
             raise ValueError("method 'jlcm' needs calibration states for the closed-loop check")
-        q = quantize_actor(actor, method, bits, calib=calib if method == "jlcm" else None, **(jlcm_kwargs or {}))
+        q = (precomputed or {}).get((method, bits))
+        if q is None:
+            q = quantize_actor(actor, method, bits, calib=calib if method == "jlcm" else None, **(jlcm_kwargs or {}))
         deq = q.dequantized(actor).eval()
         acc = q.accounting()
         row: dict[str, Any] = {"method": method, "bits": bits, "weight_bytes": acc["weight_bytes"],

@@ -209,7 +209,7 @@ def export_policy(
             methods = [m for m in methods if m[0] != "jlcm"]
         report["closed_loop"] = closed_loop_report(
             actor, cfg, methods, episodes=closed_loop, backends=closed_loop_backends, calib=calib_states, test=test,
-            seed=seed, jlcm_kwargs=jlcm_kwargs, **(closed_loop_kwargs or {}),
+            seed=seed, jlcm_kwargs=jlcm_kwargs, precomputed={(method, bits): q}, **(closed_loop_kwargs or {}),
         )
     report["layers"] = acc["layers"]
     report["quantizer"] = q.info

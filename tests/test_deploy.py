@@ -322,3 +322,17 @@ def test_closed_loop_report_in_export(tmp_path):
     assert all(r["weight_bytes"] > 0 and r["bits_per_weight"] > 0 for r in rows)
     assert "success sim" in closed_loop_markdown(rows, ("sim",)) and "weight bytes" in closed_loop_markdown(rows)
     assert "Closed loop" in (tmp_path / "cl" / "report.md").read_text()
+
+
+def test_closed_loop_report_reuses_a_precomputed_compression():
+    """The export passes its own compressed actor: the report flies it instead of compressing again."""
+    from deploy.closed_loop import closed_loop_report
+
+    cfg = default_env_config()
+    torch.manual_seed(0)
+    actor = make_policy("attention", obs_spec(cfg.num_neighbors), cfg.num_drones, preset="deployable").actor.eval()
+    int4 = quantize_actor(actor, "int4", 4)
+    rows = closed_loop_report(actor, cfg, [("int8", 8)], episodes=1, backends=("sim",), precomputed={("int8", 8): int4},
+                              episode_seconds=0.4)
+    assert rows[0]["weight_bytes"] == int4.accounting()["weight_bytes"]
+    assert rows[0]["weight_bytes"] < quantize_actor(actor, "int8", 8).accounting()["weight_bytes"]
