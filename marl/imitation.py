@@ -350,10 +350,9 @@ class FitResult:
     final_eval_loss: float | None = None
     seconds: float = 0.0
 
-    def evals_to(self, target: float, held_out: bool = False) -> int | None:
-        """First recorded number of expensive gradient evaluations at which the loss is <= ``target``."""
-        curve = self.eval_curve if held_out else self.curve
-        return next((e for e, loss in curve if loss <= target), None)
+    def evals_to(self, target: float) -> int | None:
+        """First recorded number of expensive gradient evaluations at which the training loss is <= ``target``."""
+        return next((e for e, loss in self.curve if loss <= target), None)
 
 
 def fit(
@@ -543,8 +542,9 @@ def dagger(
         raise ValueError(f"need iterations >= 0 and beta0, beta_decay in [0, 1], got {iterations}, {beta0}, "
                          f"{beta_decay}")
     teacher = make_teacher(teacher, env_cfg)
+    # Only the loss after each refit is kept: scoring the growing aggregate along the way is skipped.
     fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
-              "optimizer_kwargs": optimizer_kwargs}
+              "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps}
     roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every}
     history: list[DAggerIteration] = []
     data: ImitationData | None = None
