@@ -85,7 +85,7 @@ from deploy.quantize import (
     kmeans_1d,
     linear_layers,
     nearest,
-    packed_bytes,
+    palette_storage,
     to_f16,
 )
 
@@ -381,10 +381,8 @@ def action_loss(pred: torch.Tensor, target: torch.Tensor, power: float = 2.0) ->
 
 def _layer_bytes(st: _LayerState, bits: int) -> int:
     """Stored bytes of a layer's weight (indices, codebooks, scales, group ids), as QuantizedLinear.storage."""
-    out, inp = st.weight.shape
-    gbits = 0 if st.num_groups <= 1 else math.ceil(math.log2(st.num_groups))
-    scales = 0 if st.log_scales is None else 2 * st.num_groups
-    return packed_bytes(out * inp, bits) + 2 * st.codebooks.numel() + scales + packed_bytes(out, gbits)
+    scales = 0 if st.log_scales is None else st.num_groups
+    return sum(palette_storage(*st.weight.shape, bits, st.codebooks.numel(), scales, st.num_groups).values())
 
 
 def candidate_bits(bits: int, widths: tuple[int, ...] | None = None) -> tuple[int, ...]:
@@ -454,11 +452,10 @@ def _layer_inputs(actor: nn.Module, weights: dict[str, torch.Tensor], x: torch.T
     return {n: torch.cat(v) for n, v in seen.items()}
 
 
-def _gptq_init(actor: nn.Module, states: dict[str, _LayerState], x: torch.Tensor,
-               floats: dict[str, torch.Tensor]) -> None:
+def _gptq_init(actor: nn.Module, states: dict[str, _LayerState], x: torch.Tensor) -> None:
     """Sequential GPTQ mappings: layer by layer in execution order, each on the inputs it receives from
     the layers already mapped (so later layers compensate earlier errors)."""
-    done: dict[str, torch.Tensor] = dict(floats)
+    done: dict[str, torch.Tensor] = {}
     for name in list(_layer_inputs(actor, done, x)):
         inputs = _layer_inputs(actor, done, x)[name].double()
         h = (inputs.T @ inputs / inputs.shape[0]).numpy()
@@ -539,7 +536,7 @@ def _jlcm_compress(
 
     # 4: initial mappings
     if cfg.init == "gptq":
-        _gptq_init(actor, states, eval_x, {})
+        _gptq_init(actor, states, eval_x)
 
     # 5-6: joint learning
     params = [p for st in states.values() for p in (st.codebooks, st.log_scales) if p is not None]

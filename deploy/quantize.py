@@ -70,6 +70,15 @@ def packed_bytes(count: int, bits: int) -> int:
     return (count * bits + 7) // 8
 
 
+def palette_storage(out: int, inp: int, bits: int, codebook_entries: int, num_scales: int,
+                    num_groups: int) -> dict[str, int]:
+    """Bytes of a palette-coded weight [out, inp]: packed indices, fp16 codebook entries and group scales,
+    and the packed group id of each row (none with a single group)."""
+    group_bits = 0 if num_groups <= 1 else math.ceil(math.log2(num_groups))
+    return {"indices": packed_bytes(out * inp, bits), "codebooks": 2 * codebook_entries, "scales": 2 * num_scales,
+            "grouping": packed_bytes(out, group_bits)}
+
+
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative ints (< 2^bits) LSB-first into one byte stream (the C readers' order)."""
     v = np.asarray(values, dtype=np.int64).ravel()
@@ -161,10 +170,8 @@ class QuantizedLinear:
             parts["indices"] = packed_bytes(n, self.bits)
             parts["scales"] = 4 * out
         else:
-            parts["indices"] = packed_bytes(n, self.bits)
-            parts["codebooks"] = 2 * int(self.codebooks.size)
-            parts["scales"] = 2 * int(self.group_scales.size) if self.group_scales is not None else 0
-            parts["grouping"] = packed_bytes(out, self.group_bits) if self.group_bits else 0
+            scales = int(self.group_scales.size) if self.group_scales is not None else 0
+            parts.update(palette_storage(out, inp, self.bits, int(self.codebooks.size), scales, self.num_groups))
         parts["weight"] = sum(parts.values())
         parts["bias"] = 4 * out if self.bias is not None else 0
         return parts
