@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploy.quantize import check_method_bits, quantize_actor
+from deploy.quantize import SUPPORTED_BITS, check_method_bits, quantize_actor
 
 DEFAULT_METHODS: tuple[tuple[str, int], ...] = (("float32", 32), ("int8", 8), ("int4", 4), ("kmeans", 3), ("jlcm", 3))
 
@@ -121,7 +121,9 @@ def _parse_methods(text: str) -> list[tuple[str, int | None]]:
     return out
 
 
-ALL_METHODS = "float32,int8,int4,kmeans:2,kmeans:3,kmeans:4,kmeans:8,jlcm:2,jlcm:3,jlcm:4,jlcm:8"
+ALL_METHODS = ",".join(
+    ["float32", "int8", "int4", *(f"{m}:{n}" for m in ("kmeans", "jlcm") for n in SUPPORTED_BITS[m])]
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
