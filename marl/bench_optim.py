@@ -313,13 +313,10 @@ def _digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
 
 
 def _mlp(seed: int, hidden: int = 256, depth: int = 2) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    width = 64
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.Tanh()]
-        width = hidden
-    return nn.Sequential(*layers, nn.Linear(width, 10))
+    """The digits MLP: 64 -> ``depth`` tanh layers of ``hidden`` -> 10, seeded."""
+    from marl.imitation import mlp_student
+
+    return mlp_student(64, (hidden,) * depth, seed, out_dim=10)
 
 
 def _peak_by_depth(x: torch.Tensor, y: torch.Tensor, depths: tuple[int, ...] = (1, 2, 3, 4)) -> dict[str, Any]:

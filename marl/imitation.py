@@ -177,15 +177,15 @@ def make_student(name: str, env_cfg: SwarmConfig, seed: int = 0, **kwargs: Any) 
     return make_policy(name, obs_spec(env_cfg.num_neighbors), env_cfg.num_drones, **kwargs)
 
 
-def mlp_student(in_dim: int, hidden: Sequence[int] = (64, 64), seed: int = 0) -> nn.Sequential:
-    """A Linear + tanh stack in_dim -> hidden... -> 4 (the student of the tpSGD comparison), seeded."""
+def mlp_student(in_dim: int, hidden: Sequence[int] = (64, 64), seed: int = 0, out_dim: int = ACT_DIM) -> nn.Sequential:
+    """A Linear + tanh stack in_dim -> hidden... -> out_dim (4: the student of the tpSGD comparison), seeded."""
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
         layers += [nn.Linear(width, h), nn.Tanh()]
         width = h
-    return nn.Sequential(*layers, nn.Linear(width, ACT_DIM))
+    return nn.Sequential(*layers, nn.Linear(width, out_dim))
 
 
 def _mean_fn(student: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
