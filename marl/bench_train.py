@@ -30,6 +30,16 @@ def time_updates(trainer: Any, warmup_updates: int, seconds: float) -> tuple[int
     return n, time.perf_counter() - t0, rollout, update
 
 
+def timing_figures(
+    updates: int, steps_per_update: int, elapsed: float, rollout: float, update: float
+) -> dict[str, Any]:
+    """The figures of ``time_updates``'s result: agent steps, rates and the rollout / update shares."""
+    steps = updates * steps_per_update
+    return {"updates": updates, "agent_steps": steps, "seconds": elapsed, "agent_steps_per_s": steps / elapsed,
+            "rollout_agent_steps_per_s": steps / max(rollout, 1e-9), "rollout_share": rollout / elapsed,
+            "update_share": update / elapsed}
+
+
 def bench_train(
     config: str = "quickstart", seconds: float = 30.0, threads: int | None = None,
     overrides: list[str] | None = None, warmup_updates: int = 1,
@@ -50,14 +60,11 @@ def bench_train(
         trainer = Trainer(cfg, tmp)
         n, elapsed, rollout, update = time_updates(trainer, warmup_updates, seconds)
         params = sum(p.numel() for p in trainer.policy.parameters())
-    steps = n * trainer.steps_per_update
     return {
         "config": config, "policy": getattr(cfg.agent, "name", None), "preset": getattr(cfg.agent, "preset", None),
         "parameters": params, "drones": cfg.env.num_drones, "envs": tc.num_envs, "rollout_steps": tc.rollout_steps,
-        "epochs": tc.epochs, "minibatches": tc.minibatches, "updates": n, "agent_steps": steps, "seconds": elapsed,
-        "agent_steps_per_s": steps / elapsed,
-        "rollout_agent_steps_per_s": steps / max(rollout, 1e-9), "rollout_share": rollout / elapsed,
-        "update_share": update / elapsed, "threads": tc.threads, "cores": cores,
+        "epochs": tc.epochs, "minibatches": tc.minibatches,
+        **timing_figures(n, trainer.steps_per_update, elapsed, rollout, update), "threads": tc.threads, "cores": cores,
         "torch_version": torch.__version__, "python_version": platform.python_version(), "cpu": _cpu_name(),
     }
 
@@ -106,14 +113,10 @@ def bench_train_distributed(
                     k, elapsed, rollout, update = time_updates(trainer, warmup_updates, seconds)
                 finally:
                     trainer.close()
-            steps = k * trainer.steps_per_update
-            rate = steps / elapsed
+            fig = timing_figures(k, trainer.steps_per_update, elapsed, rollout, update)
             runs.append({
-                "workers": n, "envs_per_worker": trainer.envs_per_worker, "envs": trainer.cfg.train.num_envs,
-                "updates": k, "agent_steps": steps, "seconds": elapsed, "agent_steps_per_s": rate,
-                "speedup_vs_single": rate / single["agent_steps_per_s"],
-                "rollout_agent_steps_per_s": steps / max(rollout, 1e-9),
-                "rollout_share": rollout / elapsed, "update_share": update / elapsed,
+                "workers": n, "envs_per_worker": trainer.envs_per_worker, "envs": trainer.cfg.train.num_envs, **fig,
+                "speedup_vs_single": fig["agent_steps_per_s"] / single["agent_steps_per_s"],
                 "restarts": sum(trainer.restarts), "hosts": sorted({h["host"] for h in trainer.hosts}),
             })
         cluster_cpus = float(ray.cluster_resources().get("CPU", 0.0))

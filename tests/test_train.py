@@ -285,3 +285,15 @@ def test_cli_nan_guard_reports_clearly(tmp_path):
     proc = _marl("train", "quickstart", *TINY, "train.lr=1e30", "optim.name=sgd", "--run-dir", str(run))
     assert proc.returncode == 1, proc.stderr
     assert "non-finite" in proc.stderr and "update" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_train_figures_are_consistent():
+    """``marl bench train``: the timed updates' steps, rate and shares agree with each other."""
+    from marl.bench_train import bench_train
+
+    r = bench_train("quickstart", seconds=0.01, overrides=TINY, warmup_updates=0)
+    assert r["updates"] >= 1 and r["agent_steps"] == r["updates"] * 16 * 8 * 2
+    assert r["agent_steps_per_s"] == pytest.approx(r["agent_steps"] / r["seconds"])
+    assert 0 < r["rollout_share"] < 1 and 0 < r["update_share"] < 1
+    assert r["rollout_share"] + r["update_share"] <= 1 + 1e-9
+    assert r["rollout_agent_steps_per_s"] > r["agent_steps_per_s"]
