@@ -181,7 +181,7 @@ def _self_test(stdout: str) -> int:
 
 def build_host(build: Path, cc: str = "gcc", sanitize: bool = True) -> Path:
     """Compile policy.c + the driver for the host (C99, -Wall -Wextra -Werror, ASan + UBSan)."""
-    build = Path(build)
+    build = Path(build).resolve()  # the tools run with cwd=build: a relative path would name the wrong file
     (build / "driver.c").write_text(DRIVER_C)
     flags = HOST_CFLAGS if sanitize else [f for f in HOST_CFLAGS if "sanitize" not in f]
     exe = build / "policy_host"
@@ -191,7 +191,7 @@ def build_host(build: Path, cc: str = "gcc", sanitize: bool = True) -> Path:
 
 def run_host(build: Path, states: np.ndarray, sanitize: bool = True) -> tuple[np.ndarray, int]:
     """Actions [N, 4] of the host build on ``states`` [N, D] and the self-test status (0 = pass)."""
-    build = Path(build)
+    build = Path(build).resolve()  # the tools run with cwd=build: a relative path would name the wrong file
     exe = build_host(build, sanitize=sanitize)
     _write_inputs(build, states)
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
@@ -203,7 +203,7 @@ def run_host(build: Path, states: np.ndarray, sanitize: bool = True) -> tuple[np
 
 def build_arm(build: Path, timed_runs: int = TIMED_RUNS) -> Path:
     """Cross-compile policy.c + driver + start-up for the Cortex-M4F (hard float, semihosting)."""
-    build = Path(build)
+    build = Path(build).resolve()  # the tools run with cwd=build: a relative path would name the wrong file
     (build / "driver.c").write_text(DRIVER_C)
     (build / "startup.c").write_text(STARTUP_C)
     (build / "link.ld").write_text(LINKER_LD)
@@ -219,7 +219,7 @@ def build_arm(build: Path, timed_runs: int = TIMED_RUNS) -> Path:
 
 def run_qemu(build: Path, states: np.ndarray, timeout: float = 60) -> tuple[np.ndarray, int, float]:
     """Actions [N, 4] from the Cortex-M4F build under QEMU, the self-test status and instructions / inference."""
-    build = Path(build)
+    build = Path(build).resolve()  # the tools run with cwd=build: a relative path would name the wrong file
     elf = build_arm(build)
     _write_inputs(build, states)
     cmd = [_need("qemu-system-arm"), "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "none",
@@ -241,7 +241,7 @@ def arm_sizes(build: Path) -> dict[str, int]:
     expanded codebooks) + the deepest stack frame chain of policy_forward from -fstack-usage
     (policy_forward's frame plus its largest callee's). libm (expf, sqrtf, fmaf: inlined as VFMA) comes on top of flash.
     """
-    build = Path(build)
+    build = Path(build).resolve()  # the tools run with cwd=build: a relative path would name the wrong file
     _run([_need("arm-none-eabi-gcc"), *ARM_CFLAGS, "-std=c99", ARM_OPT, "-fstack-usage", "-c", "policy.c",
           "-o", "policy_m4.o"], build)
     proc = _run([_need("arm-none-eabi-size"), "-A", "policy_m4.o"], build)
