@@ -2,7 +2,7 @@
 
     marl bench sim --drones 8 --envs 1024 --steps 100 --density 0.2 [--json]   -> marl.bench.bench_sim
     marl bench sim --sweep [--json]                                              -> marl.bench.bench_sweep
-    marl demo [--out runs/demo] [--seed 0] [--quick]                             -> marl.demo.run_demo
+    marl demo [--out runs/demo] [--seed 0] [--quick] [--policy pid_avoid]        -> marl.demo.run_demo
     marl configs [NAME]                                                          -> marl.config
 
 Bad settings (a pydantic ValidationError or a ValueError) print one line naming the field to stderr
@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agents.controllers import CONTROLLERS
 from marl.config import format_validation_error, load_config, shipped_configs
 
 EXIT_USAGE = 2
@@ -80,7 +81,7 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from marl.demo import run_demo
 
-    result = run_demo(out_dir=args.out, seed=args.seed, quick=args.quick)
+    result = run_demo(out_dir=args.out, seed=args.seed, quick=args.quick, policy=args.policy)
     _print_json(result)
     return 0
 
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="a short run (for tests and smoke checks)")
+    demo.add_argument("--policy", choices=CONTROLLERS, default="pid_avoid", help="built-in controller (default pid_avoid)")
     demo.set_defaults(func=_cmd_demo)
 
     configs = sub.add_parser("configs", help="list the shipped configs, or validate and print one")

@@ -1,4 +1,4 @@
-"""A one-episode demonstration: the built-in PID controller flies 8 drones through a column field.
+"""A one-episode demonstration: a built-in controller (``pid_avoid`` by default) flies 8 drones through a column field.
 
     from marl.demo import run_demo
     metrics = run_demo("runs/demo", seed=0)          # writes topdown.png and episode.json
@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from agents.pid import PIDConfig, PIDController
+from agents.controllers import make_controller
 from envs.config import make_config
 from envs.plot import contact_points, plot_topdown
 from envs.swarm import QuadSwarmVecEnv
@@ -26,18 +26,18 @@ EPISODE_SECONDS = 15.0  # the reference episode length
 QUICK_SECONDS = 6.0  # long enough to see the drones weave through the first rows of columns
 
 
-def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, avoid: bool = True) -> dict:
-    """Fly one seeded episode with the PID controller; save ``topdown.png`` and ``episode.json`` in out_dir.
+def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, policy: str = "pid_avoid") -> dict:
+    """Fly one seeded episode with a built-in controller; save ``topdown.png`` and ``episode.json`` in out_dir.
 
-    quick: a 6 s episode instead of the 15 s reference one. avoid: use the controller's optional
-    avoidance filter (SDF and neighbour parts of the observation); without it the PID flies straight
+    quick: a 6 s episode instead of the 15 s reference one. policy: a name of agents.controllers.CONTROLLERS;
+    ``pid_avoid`` reads the SDF and neighbour parts of the observation, while plain ``pid`` flies straight
     at its goal and hits the columns on its way, which the picture shows as red crosses.
     Returns the episode metrics of ``info["episode"]`` as plain floats.
     """
     seconds = QUICK_SECONDS if quick else EPISODE_SECONDS
     cfg = make_config(num_drones=NUM_DRONES, scenario=SCENARIO, density=DENSITY, episode_seconds=seconds)
     env = QuadSwarmVecEnv(cfg, num_envs=1)
-    pid = PIDController(PIDConfig.from_dynamics(cfg.dynamics, avoid=avoid))
+    controller = make_controller(policy, cfg.dynamics)
 
     obs = env.reset(seed=seed)
     first = env.get_state([0])  # the map and goals of this episode (o_random goals do not move)
@@ -45,7 +45,7 @@ def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, avo
     positions = [first.pos[0].clone()]
     metrics: dict[str, float] | None = None
     while metrics is None:
-        obs, _, _, _, info = env.step(pid(obs))
+        obs, _, _, _, info = env.step(controller(obs))
         if "episode" in info:
             # The env has already reset itself: the last positions come from the final observation.
             positions.append(info["final_obs"][0, :, :3] + goals)
@@ -60,7 +60,7 @@ def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, avo
 
     os.makedirs(out_dir, exist_ok=True)
     title = (
-        f"{SCENARIO}, {NUM_DRONES} drones, density {DENSITY}, PID{' + avoidance' if avoid else ''}, seed {seed}: "
+        f"{SCENARIO}, {NUM_DRONES} drones, density {DENSITY}, {policy}, seed {seed}: "
         f"success {metrics['success_rate']:.2f}, collisions {metrics['collision_rate']:.2f}"
     )
     room = cfg.room
@@ -82,13 +82,13 @@ def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, avo
         "density": DENSITY,
         "episode_seconds": seconds,
         "seed": seed,
-        "avoid": avoid,
+        "policy": policy,
         "contacts_drawn": len(hits),
     }
     with open(os.path.join(out_dir, "episode.json"), "w") as f:
         json.dump(record, f, indent=2)
     print(
-        f"demo {SCENARIO} ({NUM_DRONES} drones, {seconds:g} s, avoid={avoid}, seed {seed}): "
+        f"demo {SCENARIO} ({NUM_DRONES} drones, {seconds:g} s, {policy}, seed {seed}): "
         f"success {metrics['success_rate']:.2f}, reached {metrics['reached_goal_rate']:.2f}, "
         f"collisions {metrics['collision_rate']:.2f} (obstacle {metrics['obstacle_collision_rate']:.2f}, "
         f"neighbour {metrics['neighbour_collision_rate']:.2f}), final distance {metrics['distance_to_goal_1s']:.2f} m"

@@ -6,7 +6,7 @@ field's metrics (success, collisions by kind, deadlock, distance to goal) with t
 
 All N episodes run side by side as N environments of one vector env, from one seed; the same seed
 gives the same maps, starts and goals in both backends, so their figures compare like for like.
-POLICY is a built-in controller name (``pid``) or a training run directory / checkpoint file.
+POLICY is a built-in controller name (``pid``, ``pid_avoid``) or a training run directory / checkpoint file.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.pid import PIDConfig, PIDController
+from agents.controllers import CONTROLLERS, make_controller
 from envs.config import SwarmConfig, make_config
 from envs.metrics import METRIC_NAMES
 from envs.swarm import QuadSwarmVecEnv
 from marl.pettingzoo_env import PettingZooEnvConfig
 
 BACKENDS = ("sim", "pybullet")
-BUILTIN_POLICIES = ("pid",)
+BUILTIN_POLICIES = CONTROLLERS
 REPORTED = tuple(n for n in METRIC_NAMES if n != "episode_length")
 
 
@@ -64,9 +64,9 @@ def resolve_policy(
         if hasattr(policy, "act"):
             return Controller(lambda obs: policy.act(obs, deterministic=deterministic)[0], communication_rate=comm)
         return Controller(policy, communication_rate=comm)
-    if policy == "pid":
-        pid = PIDController(PIDConfig.from_dynamics(cfg.dynamics), device=device)
-        return Controller(pid, pid.reset)
+    if policy in BUILTIN_POLICIES:
+        controller = make_controller(policy, cfg.dynamics, device=device)
+        return Controller(controller, controller.reset)
     path = Path(policy)
     if path.exists():
         from marl.checkpoint import load_policy  # the trainer's checkpoint format

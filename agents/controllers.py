@@ -1,0 +1,27 @@
+"""Classical controllers by name: the baselines a learned policy is judged against.
+
+``make_controller("pid_avoid", cfg.dynamics)`` builds one; ``CONTROLLERS`` is the list every entry point
+(``marl eval``, ``marl demo``, benchmarks) accepts wherever a policy is expected. Hand-written, not learned:
+``pid`` is the cascaded position/attitude controller of agents.pid, ``pid_avoid`` the same with its
+potential-field avoidance of columns and neighbours on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.pid import PIDConfig, PIDController
+
+# name -> PIDConfig overrides
+_CONTROLLERS: dict[str, dict[str, Any]] = {
+    "pid": {},
+    "pid_avoid": {"avoid": True},
+}
+CONTROLLERS: tuple[str, ...] = tuple(_CONTROLLERS)
+
+
+def make_controller(name: str, dynamics: Any, device: str = "cpu") -> PIDController:
+    """Controller ``name`` for the vehicle of ``dynamics`` (a DynamicsConfig-like object)."""
+    if name not in _CONTROLLERS:
+        raise ValueError(f"unknown controller {name!r}; allowed: {', '.join(CONTROLLERS)}")
+    return PIDController(PIDConfig.from_dynamics(dynamics, **_CONTROLLERS[name]), device=device)
