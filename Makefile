@@ -1,6 +1,7 @@
 # Developer entry points. `make setup` is idempotent and fast when nothing changed (stamp file).
-#   make run    the main job: demo, train quickstart, evaluate it (sim and PyBullet), export it to C for a
-#               Cortex-M4 (JLCM 8-bit, verified on host and QEMU), simulator benchmark (~15 min on 2 cores)
+#   make run    the main job (marl run): demo, train quickstart, evaluate it (sim and PyBullet, video), export it
+#               to C for a Cortex-M4 (JLCM 3-bit, verified on host and QEMU, closed loop), simulator benchmark,
+#               then a one-screen summary
 #   make test   lint + unit tests (what CI runs)
 #   make bench  drone-count sweep of the simulator against the PettingZoo path
 #   make train-quickstart  train configs/quickstart.yaml into runs/quickstart, plot and evaluate it (~10 min)
@@ -41,13 +42,9 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# One list of steps (marl.pipeline.main_job) serves this target and tests/test_pipeline.py (--quick).
 run: setup
-	$(BIN)/marl demo
-	$(MAKE) train-quickstart
-	$(BIN)/marl eval runs/quickstart --backend pybullet --episodes 20 --video runs/quickstart/episode.mp4
-	$(BIN)/marl export runs/quickstart --method jlcm --bits 8 --target cortex-m4 --out runs/quickstart/export --onnx \
-		--closed-loop 20
-	$(BIN)/marl bench sim --drones 8 --envs 1024 --steps 100 --density 0.2 --json
+	$(BIN)/marl run
 
 # Starts over in runs/quickstart each time; TRAIN_ARGS adds overrides or flags (e.g. --steps 2000000).
 TRAIN_ARGS ?=

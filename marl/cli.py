@@ -26,7 +26,9 @@ from marl.config import format_validation_error, load_config, shipped_configs
 EXIT_USAGE = 2
 # Subcommands that live in their own modules: each module has ``register(subparsers)``, adding its
 # parser(s) with ``set_defaults(func=...)``. Importing them lazily keeps ``marl --help`` fast.
-COMMAND_MODULES: tuple[str, ...] = ("marl.evaluate", "marl.train_cli", "marl.bench_optim", "marl.export_cmd")
+COMMAND_MODULES: tuple[str, ...] = (
+    "marl.evaluate", "marl.train_cli", "marl.bench_optim", "marl.export_cmd", "marl.pipeline",
+)
 
 
 def _print_json(obj: Any) -> None:
@@ -135,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="a short run (for tests and smoke checks)")
-    demo.add_argument("--policy", choices=CONTROLLERS, default="pid_avoid", help="built-in controller (default pid_avoid)")
+    demo.add_argument("--policy", choices=CONTROLLERS, default="pid_avoid",
+                      help="built-in controller (default pid_avoid)")
     demo.set_defaults(func=_cmd_demo)
 
     configs = sub.add_parser("configs", help="list the shipped configs, or validate and print one")
