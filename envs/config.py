@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from envs.scenarios import OBSTACLE_SCENARIOS, SCENARIOS
+from envs.scenarios import LAYOUTS, OBSTACLE_SCENARIOS, SCENARIOS
+from quadspec import CRAZYFLIE, PHYSICS_HZ, SIM_STEPS
 
 
 class _Strict(BaseModel):
@@ -19,22 +20,22 @@ class _Strict(BaseModel):
 class DynamicsConfig(_Strict):
     """Crazyflie 2.x rigid-body and motor model (SI units)."""
 
-    mass: float = Field(0.028, gt=0)
-    arm: float = Field(0.046, gt=0, description="centre-to-motor distance; also the collision radius unit")
-    inertia: tuple[float, float, float] = (1.37e-5, 1.44e-5, 2.66e-5)
-    thrust_to_weight: float = Field(1.9, gt=1.0)
-    torque_to_thrust: float = Field(0.006, ge=0)
+    mass: float = Field(CRAZYFLIE.mass, gt=0)
+    arm: float = Field(CRAZYFLIE.arm, gt=0, description="centre-to-motor distance; also the collision radius unit")
+    inertia: tuple[float, float, float] = CRAZYFLIE.inertia
+    thrust_to_weight: float = Field(CRAZYFLIE.thrust_to_weight, gt=1.0)
+    torque_to_thrust: float = Field(CRAZYFLIE.torque_to_thrust, ge=0)
     motor_time_up: float = Field(0.15, gt=0, description="motor settling time (4 tau) when spinning up, s")
     motor_time_down: float = Field(0.15, gt=0, description="motor settling time (4 tau) when spinning down, s")
     thrust_noise: float = Field(0.05, ge=0, description="Ornstein-Uhlenbeck thrust noise, fraction of thrust")
     max_omega: float = Field(40.0, gt=0, description="body-rate clip, rad/s")
-    gravity: float = Field(9.81, gt=0)
+    gravity: float = Field(CRAZYFLIE.gravity, gt=0)
     linear_drag: float = Field(0.0, ge=0, description="linear air drag, 1/s")
     floor_friction: float = Field(0.6, ge=0)
     wall_restitution: float = Field(0.5, ge=0, le=1, description="velocity kept (reversed) after a wall hit")
     wall_spin: float = Field(5.0, ge=0, description="std of the random body-rate kick on a wall hit, rad/s")
-    physics_hz: float = Field(200.0, gt=0)
-    sim_steps: int = Field(2, ge=1, description="physics steps per control step")
+    physics_hz: float = Field(PHYSICS_HZ, gt=0)
+    sim_steps: int = Field(SIM_STEPS, ge=1, description="physics steps per control step")
     orthonormalize_seconds: float = Field(0.5, gt=0)
     downwash: bool = False
     downwash_radius: float = Field(0.1, gt=0)
@@ -107,6 +108,11 @@ class SwarmConfig(_Strict):
     )
     episode_seconds: float = Field(15.0, gt=0)
     grace_seconds: float = Field(1.5, ge=0, description="collisions before this are not counted in metrics")
+    layout: str = Field(
+        "reference",
+        description="obstacle scenarios: 'reference' (quad-swarm-rl: columns anywhere, starts and goals on random "
+        "free cells) or 'rows' (a free start row and goal row, columns between)",
+    )
     density: float = Field(0.2, ge=0, lt=1, description="fraction of the obstacle-grid cells with a column")
     obstacle_size: float = Field(0.6, gt=0, description="column diameter, m")
     cell_size: float = Field(1.0, gt=0)
@@ -136,6 +142,13 @@ class SwarmConfig(_Strict):
                 raise ValueError("scenario mix weights must be >= 0 and not all zero")
         return v
 
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, v: str) -> str:
+        if v not in LAYOUTS:
+            raise ValueError(f"unknown layout {v!r}; allowed: {', '.join(LAYOUTS)}")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> SwarmConfig:
         if self.num_neighbors >= self.num_drones and self.num_neighbors > 0:
@@ -153,8 +166,9 @@ class SwarmConfig(_Strict):
                 raise ValueError(f"obstacle_area[{i}]={area} exceeds room[{i}]={room}")
             if round(area / self.cell_size) < 3:
                 raise ValueError(f"obstacle_area[{i}]={area} must hold at least 3 cells of cell_size={self.cell_size}")
-        # Obstacle maps start every drone in the start row; open rooms anywhere on the grid.
-        cells = self.grid[0] if self.uses_obstacles else self.grid[0] * self.grid[1]
+        # The rows layout starts every drone in the start row; the reference layout and open rooms
+        # anywhere on the grid (the reference layout caps its columns so that enough cells stay free).
+        cells = self.grid[0] if self.uses_obstacles and self.layout == "rows" else self.grid[0] * self.grid[1]
         slots = cells * len(self.spawn_heights)
         if self.num_drones > slots:
             raise ValueError(
@@ -184,6 +198,11 @@ class SwarmConfig(_Strict):
         mix = {self.scenario: 1.0} if isinstance(self.scenario, str) else dict(self.scenario)
         total = sum(mix.values())
         return {k: w / total for k, w in mix.items() if w > 0}
+
+    @property
+    def min_free_cells(self) -> int:
+        """Cells the reference layout leaves free at any density: enough distinct start slots for the swarm."""
+        return -(-self.num_drones // len(self.spawn_heights))
 
     @property
     def uses_obstacles(self) -> bool:

@@ -1,16 +1,25 @@
 """Obstacle maps (columns on a grid), spawn slots and the local signed-distance observation.
 
 Written by hand: batched over environments on torch tensors. The grid of ``grid[0] x grid[1]``
-cells (``cell_size`` metres) is centred on the room's origin. Row 0 (lowest y) is the start row and
-the last row the goal row; columns are placed only in the rows between, ``round(density * cells)``
-of them where ``cells`` counts those interior cells. Columns are full-height cylinders, so all
-obstacle geometry is 2-D. Inactive column slots (for fewer columns than the batch maximum, or
-obstacle-free scenarios) are parked far outside the room, which keeps every tensor dense.
+cells (``cell_size`` metres) is centred on the room's origin. Two layouts (``SwarmConfig.layout``):
+
+* ``reference`` (quad-swarm-rl's ``obst_generation_given_density``): ``int(density * cells)`` columns
+  on distinct cells drawn over the whole grid (8 x 8 m, density 0.2: 12 columns); starts and goals are
+  then drawn from the free cells (see :func:`sample_free_slots`). The count is capped so that at least
+  ``min_free`` cells stay free, enough for every drone's start slot.
+* ``rows``: row 0 (lowest y) is the start row and the last row the goal row; columns are placed only
+  in the rows between, ``round(density * cells)`` of them where ``cells`` counts those interior cells.
+
+Columns are full-height cylinders, so all obstacle geometry is 2-D. Inactive column slots (for fewer
+columns than the batch maximum, or obstacle-free scenarios) are parked far outside the room, which
+keeps every tensor dense.
 """
 
 from __future__ import annotations
 
 import torch
+
+from envs.scenarios import LAYOUTS
 
 FAR = 1.0e3  # where inactive columns are parked, m
 
@@ -18,20 +27,39 @@ FAR = 1.0e3  # where inactive columns are parked, m
 class ObstacleGrid:
     """Cell geometry of the obstacle grid of one configuration."""
 
-    def __init__(self, grid: tuple[int, int], cell_size: float, device: torch.device):
+    def __init__(
+        self, grid: tuple[int, int], cell_size: float, device: torch.device, layout: str = "rows", min_free: int = 1
+    ):
+        """grid: cells along x and y; layout: "reference" or "rows" (see the module docstring);
+        min_free: cells the reference layout leaves free whatever the density."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
         gx, gy = grid
         self.gx, self.gy = gx, gy
+        self.layout = layout
         xs = (torch.arange(gx, device=device) - (gx - 1) / 2) * cell_size
         ys = (torch.arange(gy, device=device) - (gy - 1) / 2) * cell_size
         # Cell c = row * gx + col; centres [gy * gx, 2].
         self.centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
-        self.interior = torch.arange(gx, gx * (gy - 1), device=device)  # cells of rows 1..gy-2
         self.start_row = torch.arange(0, gx, device=device)
         self.goal_row = torch.arange(gx * (gy - 1), gx * gy, device=device)
+        if layout == "rows":
+            self.interior = torch.arange(gx, gx * (gy - 1), device=device)  # cells of rows 1..gy-2
+        else:
+            self.interior = torch.arange(gx * gy, device=device)  # every cell may hold a column
+        self.max_count = self.interior.numel() - (min_free if layout == "reference" else 0)
 
     def num_obstacles(self, density: torch.Tensor) -> torch.Tensor:
-        """Column count per env for densities [E] (rounded fraction of the interior cells)."""
-        return torch.round(density * self.interior.numel()).long()
+        """Column count per env for densities [E].
+
+        rows: the rounded fraction of the interior cells; reference: the truncated fraction of all cells
+        (quad-swarm-rl's ``int(cells * density)``; the small epsilon keeps 0.2 * 64 = 12.8 from
+        becoming 12.799... under float32), capped to leave ``min_free`` cells.
+        """
+        cells = self.interior.numel()
+        if self.layout == "rows":
+            return torch.round(density * cells).long()
+        return torch.floor(density * cells + 1e-4).long().clamp_max(self.max_count)
 
     def sample(
         self, density: torch.Tensor, max_count: int, gen: torch.Generator
@@ -54,6 +82,33 @@ class ObstacleGrid:
         """Centre [E, 2] of a uniformly drawn free cell in each env."""
         score = torch.rand(occupied.shape, generator=gen, device=occupied.device).masked_fill(occupied, -1.0)
         return self.centres[score.argmax(-1)]
+
+
+def sample_free_slots(
+    centres: torch.Tensor,
+    occupied: torch.Tensor,
+    heights: torch.Tensor,
+    num_drones: int,
+    jitter: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Distinct free (cell, height) positions [E, M, 3], jittered by +-jitter in x, y, z.
+
+    centres: [C, 2] cell centres; occupied: [E, C] bool (cells with a column); heights: [H].
+    Every env must have at least M free slots (free cells x H); the config validator ensures it.
+    """
+    e, c = occupied.shape
+    h = heights.shape[0]
+    device = centres.device
+    # A random score per slot, occupied slots pushed below every free one: the top M are a uniform
+    # draw of M distinct free slots.
+    score = torch.rand(e, c * h, generator=gen, device=device)
+    score = score.masked_fill(occupied.repeat_interleave(h, dim=1), -1.0)
+    pick = score.topk(num_drones, dim=-1).indices  # [E, M]
+    pos = torch.cat([centres[pick // h], heights[pick % h].unsqueeze(-1)], -1)
+    if jitter > 0:
+        pos = pos + (torch.rand(pos.shape, generator=gen, device=device) * 2 - 1) * jitter
+    return pos
 
 
 def sample_slots(

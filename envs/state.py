@@ -50,6 +50,7 @@ class SimState:
     col_floor: torch.Tensor  # [E, M] bool
     col_wall: torch.Tensor  # [E, M] bool
     dist_last: torch.Tensor  # [E, M, 3] summed distance over the last 1, 3, 5 s
+    arrive_t: torch.Tensor  # [E, M] control step of the first arrival within the reach radius (inf: none yet)
     # Collision response decided at the last observation, applied at the start of the next step
     dpos: torch.Tensor  # [E, M, 3]
     dvel: torch.Tensor  # [E, M, 3]

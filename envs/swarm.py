@@ -21,7 +21,7 @@ import torch
 
 from envs.config import SwarmConfig
 from envs.dynamics import Dynamics
-from envs.maps import FAR, ObstacleGrid, local_sdf, sample_slots, sdf_normal
+from envs.maps import FAR, ObstacleGrid, local_sdf, sample_free_slots, sample_slots, sdf_normal
 from envs.metrics import LAST_SECONDS, episode_metrics
 from envs.observations import ObsSpec, build_observation, nearest_neighbours, obs_spec
 from envs.rewards import swarm_reward
@@ -77,7 +77,7 @@ class QuadSwarmVecEnv:
         self.obs_dim = self.spec.dim
         self.dyn = Dynamics(cfg.dynamics, cfg.room, self.device)
         self.physics: Physics = physics if physics is not None else self.dyn
-        self.grid = ObstacleGrid(cfg.grid, cfg.cell_size, self.device)
+        self.grid = ObstacleGrid(cfg.grid, cfg.cell_size, self.device, cfg.layout, cfg.min_free_cells)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(0)
         self.collision_scale = 1.0
@@ -167,7 +167,7 @@ class QuadSwarmVecEnv:
         if bool(done.any()):
             ids = done.nonzero().squeeze(-1)
             info["final_obs"] = obs
-            info["episode"] = episode_metrics(s, ids, self.window_steps)
+            info["episode"] = episode_metrics(s, ids, self.window_steps, self.ctrl_dt)
             info["episode_env_ids"] = ids
             info["scenario"] = [SCENARIO_NAMES[i] for i in s.scenario[ids].tolist()]
             self._reset_envs(ids)
@@ -224,6 +224,7 @@ class QuadSwarmVecEnv:
             prev_nbr_col=b(e, m, m), prev_obs_col=b(e, m), ret=z(e, m), reached=b(e, m),
             dist_window=z(e, m, self.cfg.reach_window), col_nbr=b(e, m), col_obs=b(e, m),
             col_floor=b(e, m), col_wall=b(e, m), dist_last=z(e, m, 3), dpos=z(e, m, 3), dvel=z(e, m, 3),
+            arrive_t=torch.full((e, m), math.inf, device=d),
         )
 
     def _uniform(self, n: int, lo: float, hi: float, *shape: int) -> torch.Tensor:
@@ -243,21 +244,34 @@ class QuadSwarmVecEnv:
         obst, occupied = self.grid.sample(density, self.max_obstacles, g)
         radius = self._uniform(n, lo_s, hi_s) / 2
 
-        # Starts: start-row slots in obstacle maps, anywhere on the grid otherwise.
-        row_starts = sample_slots(self.grid.centres[self.grid.start_row], self.heights, n, m, cfg.spawn_jitter, g)
-        free_starts = sample_slots(self.grid.centres, self.heights, n, m, cfg.spawn_jitter, g)
-        starts = torch.where(obstacles_on.view(-1, 1, 1), row_starts, free_starts)
+        # Starts in obstacle maps: free-cell slots (reference layout) or start-row slots (rows layout);
+        # anywhere on the grid otherwise.
+        reference = cfg.layout == "reference"
+        centres = self.grid.centres
+        if reference:
+            map_starts = sample_free_slots(centres, occupied, self.heights, m, cfg.spawn_jitter, g)
+        else:
+            map_starts = sample_slots(centres[self.grid.start_row], self.heights, n, m, cfg.spawn_jitter, g)
+        free_starts = sample_slots(centres, self.heights, n, m, cfg.spawn_jitter, g)
+        starts = torch.where(obstacles_on.view(-1, 1, 1), map_starts, free_starts)
 
-        # Goals: a formation around a centre; distinct goal-row slots for o_random / o_swap_goals.
+        # Goals: a formation around a centre (in obstacle maps a free cell centre, or a goal-row cell
+        # centre in the rows layout); distinct free-cell / goal-row slots for o_random / o_swap_goals.
         scale = self.sc_formation[scen] * cfg.formation_size
         centre = torch.cat([self._uniform(n, -2.0, 2.0, 2), self._uniform(n, 1.5, 2.5, 1)], -1)
-        goal_row = self.grid.centres[self.grid.goal_row]
-        row_centre = goal_row[torch.randint(goal_row.shape[0], (n,), generator=g, device=self.device)]
-        centre = torch.where(obstacles_on.unsqueeze(-1), torch.cat([row_centre, centre[:, 2:]], -1), centre)
+        goal_row = centres[self.grid.goal_row]
+        if reference:
+            map_centre = self.grid.random_free_cell(occupied, g)
+        else:
+            map_centre = goal_row[torch.randint(goal_row.shape[0], (n,), generator=g, device=self.device)]
+        centre = torch.where(obstacles_on.unsqueeze(-1), torch.cat([map_centre, centre[:, 2:]], -1), centre)
         goals = centre.unsqueeze(1) + scale.view(-1, 1, 1) * self.circle
         distinct = self.sc_row_goals[scen]
-        row_goals = sample_slots(goal_row, self.heights, n, m, 0.0, g)
-        goals = torch.where(distinct.view(-1, 1, 1), row_goals, goals)
+        if reference:
+            map_goals = sample_free_slots(centres, occupied, self.heights, m, 0.0, g)
+        else:
+            map_goals = sample_slots(goal_row, self.heights, n, m, 0.0, g)
+        goals = torch.where(distinct.view(-1, 1, 1), map_goals, goals)
         hover = self.sc_hover[scen]
         goals = torch.where(hover.view(-1, 1, 1), starts, goals)
 
@@ -280,7 +294,7 @@ class QuadSwarmVecEnv:
             reached=flags(n, m), dist_window=torch.full((n, m, cfg.reach_window), math.inf, device=self.device),
             col_nbr=flags(n, m), col_obs=flags(n, m), col_floor=flags(n, m), col_wall=flags(n, m),
             dist_last=torch.zeros(n, m, 3, device=self.device), dpos=torch.zeros_like(starts),
-            dvel=torch.zeros_like(starts),
+            dvel=torch.zeros_like(starts), arrive_t=torch.full((n, m), math.inf, device=self.device),
         )
         self.live.assign_live(ids, fresh)
         self.physics.on_reset(self.live, ids)
@@ -360,9 +374,13 @@ class QuadSwarmVecEnv:
         )
         s.ret += reward
         s.dist_window = torch.cat([s.dist_window[1:], dist_to_goal.unsqueeze(0)])
+        # Time to goal: the first step within the reach radius (inf until then), so min() keeps the first.
+        reach = self.sc_reach[s.scenario]  # [E]
+        arrived = torch.where(dist_to_goal < reach, s.t.float(), math.inf)
+        torch.minimum(s.arrive_t, arrived, out=s.arrive_t)
         after_grace = s.t > self.grace_steps  # [E]
         # Counted after the grace period only, so that a start on the goal (hover) is no success.
-        s.reached |= (s.dist_window.mean(0) < self.sc_reach[s.scenario]) & after_grace
+        s.reached |= (s.dist_window.mean(0) < reach) & after_grace
         s.col_nbr |= nbr_col.any(1) & after_grace
         s.col_obs |= obs_col & after_grace
         s.col_floor |= on_floor & after_grace

@@ -153,8 +153,9 @@ def _nearest_cell(grid, xy):
     return (xy.unsqueeze(-2) - grid.centres).norm(dim=-1).argmin(-1)
 
 
-def test_o_random_starts_and_goals_are_free_distinct_and_clear_of_columns():
-    cfg = make_config(num_drones=8, scenario="o_random", density=0.6, dynamics={"thrust_noise": 0.0})
+@pytest.mark.parametrize("layout", ["reference", "rows"])
+def test_o_random_starts_and_goals_are_free_distinct_and_clear_of_columns(layout):
+    cfg = make_config(num_drones=8, scenario="o_random", density=0.6, layout=layout, dynamics={"thrust_noise": 0.0})
     env = QuadSwarmVecEnv(cfg, num_envs=6)
     env.reset(seed=3)
     for _ in range(3):
@@ -163,7 +164,8 @@ def test_o_random_starts_and_goals_are_free_distinct_and_clear_of_columns():
         arm = cfg.dynamics.arm
         for e in range(6):
             cols = s.obstacles[e][s.obstacles[e, :, 0].abs() < FAR / 2]
-            assert cols.shape[0] == round(0.6 * gx * (gy - 2))
+            want = int(0.6 * gx * gy) if layout == "reference" else round(0.6 * gx * (gy - 2))
+            assert cols.shape[0] == want
             for name, pts in (("start", s.pos[e]), ("goal", s.goals[e])):
                 cells = _nearest_cell(env.grid, pts[:, :2])
                 assert not s.occupied[e, cells].any(), f"{name} in an occupied cell"
@@ -173,8 +175,9 @@ def test_o_random_starts_and_goals_are_free_distinct_and_clear_of_columns():
                 assert float(pair.min()) > 2 * arm, f"{name}s not pairwise distinct"
                 lo, hi = float(pts[:, 2].min()), float(pts[:, 2].max())
                 assert 1.0 - cfg.spawn_jitter - 1e-6 <= lo and hi <= 3.0 + cfg.spawn_jitter + 1e-6
-            assert torch.all(_nearest_cell(env.grid, s.pos[e, :, :2]) < gx), "starts must be in the start row"
-            assert torch.all(_nearest_cell(env.grid, s.goals[e, :, :2]) >= gx * (gy - 1)), "goals in the goal row"
+            if layout == "rows":
+                assert torch.all(_nearest_cell(env.grid, s.pos[e, :, :2]) < gx), "starts must be in the start row"
+                assert torch.all(_nearest_cell(env.grid, s.goals[e, :, :2]) >= gx * (gy - 1)), "goals in the goal row"
         env.reset()
 
 
@@ -323,3 +326,42 @@ def test_step_obs_matches_the_state_after_the_collision_response():
     assert torch.allclose(obs, again, atol=1e-6), (
         f"step obs p - g {obs[0, 0, :3].tolist()} but state gives {again[0, 0, :3].tolist()}"
     )
+
+
+# ------------------------------------------------------------------------------------- reference layout
+
+
+def test_reference_grid_places_truncated_fraction_of_all_cells_and_leaves_free_cells():
+    og = ObstacleGrid((8, 8), 1.0, torch.device("cpu"), layout="reference", min_free=2)
+    densities = torch.tensor([0.0, 0.2, 0.4, 0.8, 0.99])
+    counts = og.num_obstacles(densities).tolist()
+    assert counts == [0, 12, 25, 51, 62]  # int(64 d) as quad-swarm-rl, capped at 64 - min_free
+    gen = torch.Generator().manual_seed(0)
+    rows_hit = set()
+    for _ in range(20):
+        pos, occupied = og.sample(densities, max(counts), gen)
+        assert occupied.sum(1).tolist() == counts
+        act = pos[2][pos[2, :, 0].abs() < FAR / 2]
+        rows_hit |= {round(y + 3.5) for y in act[:, 1].tolist()}
+    assert {0, 7} <= rows_hit, "the reference layout may place columns in the first and last rows"
+
+
+def test_reference_layout_spreads_starts_and_goals_over_free_cells():
+    cfg = make_config(num_drones=8, scenario="o_random", density=0.8, dynamics={"thrust_noise": 0.0})
+    assert cfg.layout == "reference"
+    env = QuadSwarmVecEnv(cfg, num_envs=16)
+    env.reset(seed=1)
+    s = env.get_state(list(range(16)))
+    start_cells = _nearest_cell(env.grid, s.pos[..., :2])  # [E, M]
+    goal_cells = _nearest_cell(env.grid, s.goals[..., :2])
+    for e in range(16):
+        assert not s.occupied[e, start_cells[e]].any() and not s.occupied[e, goal_cells[e]].any()
+        assert int(s.occupied[e].sum()) == 51
+    rows = set((start_cells // env.grid.gx).flatten().tolist()) | set((goal_cells // env.grid.gx).flatten().tolist())
+    assert len(rows) >= 6, f"starts and goals should use most rows, got {sorted(rows)}"
+
+
+def test_layout_must_be_known():
+    with pytest.raises(ValueError, match="layout.*allowed: reference, rows"):
+        make_config(layout="grid")
+

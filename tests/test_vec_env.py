@@ -286,7 +286,7 @@ def test_scenario_mix_gives_both_scenarios_across_envs():
         for e in range(16):
             active = int((s.obstacles[e, :, 0].abs() < FAR / 2).sum())
             if SCENARIO_NAMES[int(s.scenario[e])] == "o_random":
-                assert active == round(env.cfg.density * env.grid.gx * (env.grid.gy - 2))
+                assert active == int(env.cfg.density * env.grid.gx * env.grid.gy)  # the reference layout
             else:
                 assert active == 0, "obstacle-free scenario with columns"
                 assert torch.allclose(s.goals[e], s.goals[e, :1].expand(3, 3)), "static_same_goal: one goal"
@@ -362,3 +362,29 @@ def test_reward_stays_within_clip_under_crashes():
     env.set_state(ids(env), snap)
     _, rew, *_ = env.step(hover(env))
     assert float(rew[0, 0]) == -clip and float(rew[0, 1]) == -clip
+
+
+# ------------------------------------------------------------------------------------- time to goal
+
+
+def test_time_to_goal_is_the_first_arrival_or_the_episode_length():
+    """Three drones hovering (no thrust noise): one starts 0.3 m from its goal (inside the 0.5 m reach
+    radius: arrives on the first step), one drifts towards its goal at 1 m/s from 0.9 m away (inside
+    the radius after about 0.4 s), one is 4 m away and never arrives (counts the 1 s episode)."""
+    env = make_env(num_envs=2, num_drones=3, scenario="static_diff_goal", episode_seconds=1.0, grace_seconds=0.0)
+    snap = env.get_state(ids(env))
+    for e in range(2):
+        snap.pos[e] = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 2.0], [-2.0, 2.0, 2.0]])
+        snap.vel[e] = 0.0
+        snap.goals[e] = snap.pos[e] + torch.tensor([[0.3, 0.0, 0.0], [0.9, 0.0, 0.0], [4.0, 0.0, 0.0]])
+    snap.vel[1, 1] = torch.tensor([1.0, 0.0, 0.0])  # env 1: drone 1 flies at its goal
+    env.set_state(ids(env), snap)
+    info = {}
+    for _ in range(env.episode_steps):
+        *_, info = env.step(hover(env))
+    ttg = info["episode"]["time_to_goal"]
+    dt, length = env.ctrl_dt, env.cfg.episode_seconds
+    # env 0: 0.01 s, never, never; env 1: 0.01 s, ~0.4 s, never
+    assert ttg[0].item() == pytest.approx((dt + 2 * length) / 3, abs=1e-5)
+    assert ttg[1].item() == pytest.approx((dt + 0.4 + length) / 3, abs=0.03 / 3)
+    assert info["episode"]["reached_goal_rate"][0].item() == pytest.approx(1 / 3)
