@@ -2,7 +2,8 @@
 #   make run    the main job (marl run): demo, train quickstart, evaluate it (sim and PyBullet, video), export it
 #               to C for a Cortex-M4 (JLCM 3-bit, verified on host and QEMU, closed loop), simulator benchmark,
 #               then a one-screen summary
-#   make test   lint + unit tests (what CI runs)
+#   make test   lint + unit tests + the documentation site built with --strict (what CI runs)
+#   make docs   the documentation site into site/ (mkdocs.yml, docs/)
 #   make bench  drone-count sweep of the simulator against the PettingZoo path
 #   make train-quickstart  train configs/quickstart.yaml into runs/quickstart, plot and evaluate it (~10 min)
 SHELL := /bin/bash
@@ -15,7 +16,7 @@ APT_PACKAGES ?= gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?= --steps 100 --density 0.2
 
-.PHONY: setup apt test lint run bench train-quickstart clean distclean
+.PHONY: setup apt test lint docs run bench train-quickstart clean distclean
 
 setup: apt $(STAMP)
 
@@ -38,9 +39,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: setup
 	$(BIN)/ruff check .
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or a missing page fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # One list of steps (marl.pipeline.main_job) serves this target and tests/test_pipeline.py (--quick).
 run: setup
