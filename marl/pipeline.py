@@ -76,12 +76,22 @@ def run_pipeline(out: str | Path = "runs", quick: bool = False) -> dict[str, Any
         if proc.returncode != 0:
             raise PipelineError(f"step {step.name!r} failed with status {proc.returncode}: marl {' '.join(step.argv)}")
         if step.json_out:
-            results[step.name] = json.loads(proc.stdout)
-            (keep / f"{step.name}.json").write_text(proc.stdout)
+            text, results[step.name] = _split_json(proc.stdout, step)
+            print(text, end="", flush=True)
+            (keep / f"{step.name}.json").write_text(json.dumps(results[step.name], indent=2) + "\n")
     summary = summarize(results, out, seconds, time.perf_counter() - t0)
     (keep / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n" + format_summary(summary), flush=True)
     return summary
+
+
+def _split_json(stdout: str, step: Step) -> tuple[str, Any]:
+    """A step's stdout as (the lines before its JSON object, the object); the object starts at a line "{"."""
+    lines = stdout.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.rstrip() == "{"]
+    if not starts:
+        raise PipelineError(f"step {step.name!r} printed no JSON object: marl {' '.join(step.argv)}")
+    return "".join(lines[: starts[-1]]), json.loads("".join(lines[starts[-1]:]))
 
 
 def summarize(results: dict[str, Any], out: Path, seconds: dict[str, float], wall_s: float) -> dict[str, Any]:
