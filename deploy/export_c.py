@@ -37,8 +37,11 @@ attention block.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass, field
+from importlib import resources
 
 import numpy as np
 import torch
@@ -47,6 +50,25 @@ from torch import nn
 from deploy.quantize import QuantizedActor, QuantizedLinear, pack_bits
 
 ACT_DIM = 4
+# Placeholders of the templates in deploy/c/*.in: @NAME@, upper case (C itself never contains an @).
+_PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+@functools.cache
+def c_source(name: str) -> str:
+    """The text of ``deploy/c/<name>`` (C source, header, linker script or ``.in`` template), read from
+    the installed package (package data), so a wheel or a non-editable install finds it too."""
+    return resources.files("deploy").joinpath("c", name).read_text(encoding="utf-8")
+
+
+def fill_template(name: str, **values: object) -> str:
+    """``deploy/c/<name>`` with every ``@KEY@`` replaced by ``str(values[KEY])`` in one pass (the filled-in
+    text is not scanned again). A placeholder without a value or a value without a placeholder is an error."""
+    text = c_source(name)
+    found = set(_PLACEHOLDER.findall(text))
+    if found != set(values):
+        raise ValueError(f"template deploy/c/{name}: placeholders {sorted(found)}, values {sorted(values)}")
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
 
 
 def _supported_types() -> tuple[type, ...]:
@@ -253,24 +275,8 @@ def _f32_kernel(t: int) -> str:
         for k in range(4)
     )
     tail = "".join(f"            s{n} = fmaf(w, {_xin(n, 'j')}, s{n});\n" for n in range(t))
-    return f"""
-/* y_n[i] = b[i] + sum_j w[i][j] x_n[j] for {t} input(s) x_n = x + n * xs (outputs y + n * ys) */
-static void linear_f32_t{t}(const float *wt, const float *b, {params}, int n_out, int n_in)
-{{
-{setup}    const int n4 = n_in & ~3;
-    int i, j;
-    for (i = 0; i < n_out; i++) {{
-        const float *row = wt + (long)i * n_in;
-        float w;
-        {acc}
-        for (j = 0; j < n4; j += 4) {{
-{body4}        }}
-        for (j = n4; j < n_in; j++) {{
-            w = row[j];
-{tail}        }}
-{_store(t, "{s}")}    }}
-}}
-"""
+    return fill_template("linear_f32.c.in", T=t, PARAMS=params, SETUP=setup, ACC=acc, BODY4=body4, TAIL=tail,
+                         STORE=_store(t, "{s}"))
 
 
 def _palette_kernel(bits: int, t: int) -> str:
@@ -284,200 +290,16 @@ def _palette_kernel(bits: int, t: int) -> str:
         for k in range(n)
     )
     tail = "".join(f"                s{m} = fmaf(c, {_xin(m, 'j')}, s{m});\n" for m in range(t))
-    return f"""
-/* {bits}-bit indices (LSB-first bit stream over the whole tensor, row-major), {n} decoded per 32-bit
-   little-endian load (the array carries {INDEX_PAD} bytes of padding), applied to {t} input(s). Row i belongs
-   to group g(i) (packed gbits-bit ids, group 0 when gid is null); its codebook is book + g * k when
-   per_group, else book: y[i] = b[i] + gs[g(i)] * rs[i] * sum_j book_g[idx_ij] x[j]
-   (gs, rs, b: skipped when null) */
-static void linear_pal{bits}_t{t}(const uint8_t *idx, const float *cb, unsigned k, int per_group,
-                           const uint8_t *gid, unsigned gbits, const float *gs, const float *rs,
-                           const float *b, {params}, int n_out, int n_in)
-{{
-{setup}    const int nc = n_in - n_in % {n};
-    const uint32_t gmask = (1u << gbits) - 1u;
-    uint32_t gacc = 0u, row = 0u;
-    unsigned ngacc = 0u;
-    int i, j;
-    for (i = 0; i < n_out; i++) {{
-        unsigned g = 0u;
-        uint32_t p = row, w;
-        const float *book;
-        float c, f = 1.0f;
-        {acc}
-        if (gid) {{
-            if (ngacc < gbits) {{
-                gacc |= (uint32_t)(*gid++) << ngacc;
-                ngacc += 8u;
-            }}
-            g = gacc & gmask;
-            gacc >>= gbits;
-            ngacc -= gbits;
-        }}
-        book = per_group ? cb + g * k : cb;
-        for (j = 0; j < nc; j += {n}) {{
-            memcpy(&w, idx + (p >> 3), sizeof w);
-{shift}{unrolled}            p += {n * bits}u;
-        }}
-        if (nc < n_in) {{
-            memcpy(&w, idx + (p >> 3), sizeof w);
-{shift}            for (j = nc; j < n_in; j++) {{
-                c = book[w & {mask}u];
-{tail}                w >>= {bits}u;
-            }}
-        }}
-        row += (uint32_t)n_in * {bits}u;
-        if (gs) {{
-            f = gs[g];
-        }}
-        if (rs) {{
-            f = gs ? f * rs[i] : rs[i];
-        }}
-{_store(t, "{s} * f")}    }}
-}}
-"""
+    return fill_template("linear_pal.c.in", BITS=bits, N=n, INDEX_PAD=INDEX_PAD, T=t, PARAMS=params, SETUP=setup,
+                         ACC=acc, SHIFT=shift, UNROLLED=unrolled, MASK=mask, TAIL=tail, WORD_BITS=n * bits,
+                         STORE=_store(t, "{s} * f"))
 
 
-FAST_KERNELS = "".join(_f32_kernel(t) for t in range(1, MAX_TOKENS + 1)) + "".join(
-    _palette_kernel(b, t) for b in sorted(PALETTE_CHUNK) for t in range(1, MAX_TOKENS + 1)) + r"""
-/* Integer weights as a lookup table: t[k] = k - 2^(bits-1) (offset-binary storage). */
-static void int_table(float *t, int bits)
-{
-    int n;
-    for (n = 0; n < (1 << bits); n++) {
-        t[n] = (float)(n - (1 << (bits - 1)));
-    }
-}
-
-/* tanh as Eigen's rational minimax approximation (odd degree 13 / even degree 6), input clamped to
-   +-7.90531 where it rounds to +-1, tanh(x) = x below 4e-4; |error| vs torch.tanh < 3e-7 in float32
-   (checked on a dense grid by tests/test_deploy.py). No libm call, plain IEEE arithmetic. */
-static void act_tanh(float *v, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) {
-        float x = v[i], x2, p, q;
-        if (x > 7.90531110763549805f) {
-            x = 7.90531110763549805f;
-        } else if (x < -7.90531110763549805f) {
-            x = -7.90531110763549805f;
-        } else if (fabsf(x) < 0.0004f) {
-            continue;
-        }
-        x2 = x * x;
-        p = fmaf(x2, -2.76076847742355e-16f, 2.00018790482477e-13f);
-        p = fmaf(x2, p, -8.60467152213735e-11f);
-        p = fmaf(x2, p, 5.12229709037114e-08f);
-        p = fmaf(x2, p, 1.48572235717979e-05f);
-        p = fmaf(x2, p, 6.37261928875436e-04f);
-        p = fmaf(x2, p, 4.89352455891786e-03f);
-        q = fmaf(x2, 1.19825839466702e-06f, 1.18534705686654e-04f);
-        q = fmaf(x2, q, 2.26843463243900e-03f);
-        q = fmaf(x2, q, 4.89352518554385e-03f);
-        v[i] = (x * p) / q;
-    }
-}
-
-"""
-
-
-KERNELS = r"""
-/* ---- kernels (hand-written, see deploy/export_c.py) ---- */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t expo = (uint32_t)(h >> 10) & 0x1Fu;
-    uint32_t mant = (uint32_t)h & 0x3FFu;
-    uint32_t bits;
-    float f;
-    if (expo == 0u) {
-        f = (float)mant * 5.9604644775390625e-8f; /* subnormal (or zero): mant * 2^-24, exact */
-        return sign ? -f : f;
-    }
-    if (expo == 31u) {
-        bits = sign | 0x7F800000u | (mant << 13);
-    } else {
-        bits = sign | ((expo + 112u) << 23) | (mant << 13);
-    }
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static void half_table(const uint16_t *src, float *dst, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) {
-        dst[i] = half_to_float(src[i]);
-    }
-}
-
-@@FAST_KERNELS@@
-static void act_relu(float *x, int n)
-{
-    int i;
-    for (i = 0; i < n; i++) {
-        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-    }
-}
-
-/* torch.nn.LayerNorm over n features: biased variance, y = (x - mean) / sqrt(var + eps) * g + b */
-static void layer_norm(const float *x, const float *g, const float *b, float *y, int n, float eps)
-{
-    float mean = 0.0f, var = 0.0f, inv;
-    int i;
-    for (i = 0; i < n; i++) {
-        mean += x[i];
-    }
-    mean /= (float)n;
-    for (i = 0; i < n; i++) {
-        float d = x[i] - mean;
-        var += d * d;
-    }
-    var /= (float)n;
-    inv = 1.0f / sqrtf(var + eps);
-    for (i = 0; i < n; i++) {
-        y[i] = (x[i] - mean) * inv * g[i] + b[i];
-    }
-}
-
-/* Scaled dot-product attention of one query over t tokens, h heads of hd each:
-   q [h*hd], keys / values [t][h*hd] -> out [h*hd]; weights = softmax(q.k / sqrt(hd)) per head.
-   w: scratch of at least t floats. */
-static void attention(const float *q, const float *keys, const float *values, float *out, float *w,
-                      int t, int h, int hd)
-{
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int width = h * hd;
-    int head, tok, d;
-    for (head = 0; head < h; head++) {
-        const float *qh = q + head * hd;
-        float wmax = -3.402823466e38f, wsum = 0.0f;
-        for (tok = 0; tok < t; tok++) {
-            const float *kh = keys + tok * width + head * hd;
-            float s = 0.0f;
-            for (d = 0; d < hd; d++) {
-                s += qh[d] * kh[d];
-            }
-            w[tok] = s * scale;
-            wmax = w[tok] > wmax ? w[tok] : wmax;
-        }
-        for (tok = 0; tok < t; tok++) {
-            w[tok] = expf(w[tok] - wmax);
-            wsum += w[tok];
-        }
-        for (d = 0; d < hd; d++) {
-            float s = 0.0f;
-            for (tok = 0; tok < t; tok++) {
-                s += w[tok] * values[tok * width + head * hd + d];
-            }
-            out[head * hd + d] = s / wsum;
-        }
-    }
-}
-"""
-
-
-KERNELS = KERNELS.replace("@@FAST_KERNELS@@\n", FAST_KERNELS)
+# The generated linear kernels (one per storage format and token count), then the hand-written rest
+# (deploy/c/kernels.c.in: half floats, integer tables, tanh, relu, LayerNorm, attention).
+LINEAR_KERNELS = "".join(_f32_kernel(t) for t in range(1, MAX_TOKENS + 1)) + "".join(
+    _palette_kernel(b, t) for b in sorted(PALETTE_CHUNK) for t in range(1, MAX_TOKENS + 1))
+KERNELS = fill_template("kernels.c.in", LINEAR_KERNELS=LINEAR_KERNELS)
 
 
 def _used_kernels(body: str) -> str:
@@ -604,114 +426,15 @@ def generate_c(
     n_gold = int(golden_inputs.shape[0])
     gold_in = [_f(v) for v in golden_inputs.reshape(-1).tolist()]
     gold_out = [_f(v) for v in golden_outputs.reshape(-1).tolist()]
-    header = f"""/* policy.h: generated by deploy/export_c.py (quadswarm-marl). Do not edit.
- *
- * Policy: {kind} actor, weights {quantized.method} {quantized.bits}-bit, {em.macs} multiply-accumulates.
- * Plain C99, no dynamic memory, no recursion; not re-entrant (static buffers).
- *
- * Observation (POLICY_OBS_DIM floats, the simulator's layout, world frame x forward / y left / z up):
-{_layout_doc(actor)} *
- * Actions: POLICY_ACT_DIM motor commands in [-1, 1] (thrust fraction f = (a + 1) / 2), motor order
- * front-right, back-right, back-left, front-left (Crazyflie M1..M4). Outputs are clamped to [-1, 1].
- *
- * Non-finite input: if any observation entry is NaN or +-inf the network is not evaluated and every
- * motor gets POLICY_FALLBACK_ACTION (the hover command of the nominal vehicle); the same happens if an
- * output comes out NaN. The caller should treat a fallback as a fault (e.g. land).
- */
-#ifndef POLICY_H
-#define POLICY_H
-
-#define POLICY_OBS_DIM {obs_dim}
-#define POLICY_ACT_DIM {ACT_DIM}
-#define POLICY_NUM_NEIGHBORS {getattr(getattr(enc, "layout", None), "num_neighbors", 0)}
-#define POLICY_FALLBACK_ACTION ({_f(fallback_action)})
-
-/* actions[POLICY_ACT_DIM] = policy(obs[POLICY_OBS_DIM]). */
-void policy_forward(const float *obs, float *actions);
-
-/* Runs the embedded golden input/output pairs (and a NaN input) through policy_forward.
-   Returns 0 on success, else 1 + the index of the first failing pair. Call it once at boot. */
-int policy_self_test(void);
-
-#endif /* POLICY_H */
-"""
+    header = fill_template(
+        "policy.h.in", KIND=kind, METHOD=quantized.method, BITS=quantized.bits, MACS=em.macs,
+        LAYOUT_DOC=_layout_doc(actor), OBS_DIM=obs_dim, ACT_DIM=ACT_DIM,
+        NUM_NEIGHBORS=getattr(getattr(enc, "layout", None), "num_neighbors", 0), FALLBACK_ACTION=_f(fallback_action))
     ram = "".join(em.ram)
     init = "".join(em.init) or "    /* nothing to expand */\n"
-    source = f"""/* policy.c: generated by deploy/export_c.py (quadswarm-marl). Do not edit.
- * {kind} actor, weights {quantized.method} {quantized.bits}-bit. See policy.h for the interface.
- */
-#include "policy.h"
-
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-{_used_kernels("".join(em.body) + init)}
-/* ---- weights (const: flash) ---- */
-{"".join(em.consts)}
-/* ---- activations and expanded codebooks (static: RAM) ---- */
-{ram}static int policy_ready = 0;
-
-static void policy_init(void)
-{{
-{init}    policy_ready = 1;
-}}
-
-void policy_forward(const float *obs, float *actions)
-{{
-    int i;
-    int bad = 0;
-    if (!policy_ready) {{
-        policy_init();
-    }}
-    for (i = 0; i < POLICY_OBS_DIM; i++) {{
-        if (!isfinite(obs[i])) {{
-            bad = 1;
-        }}
-    }}
-    if (bad) {{
-        for (i = 0; i < POLICY_ACT_DIM; i++) {{
-            actions[i] = POLICY_FALLBACK_ACTION;
-        }}
-        return;
-    }}
-{"".join(em.body)}    for (i = 0; i < POLICY_ACT_DIM; i++) {{
-        if (isnan({out}[i])) {{
-            bad = 1;
-        }}
-    }}
-    for (i = 0; i < POLICY_ACT_DIM; i++) {{
-        float a = bad ? POLICY_FALLBACK_ACTION : {out}[i];
-        actions[i] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
-    }}
-}}
-
-/* ---- golden self-test: outputs of the dequantised torch actor on recorded states ---- */
-#define POLICY_GOLDEN_N {n_gold}
-{_array("float", "golden_in", gold_in)}{_array("float", "golden_out", gold_out)}
-int policy_self_test(void)
-{{
-    float obs[POLICY_OBS_DIM];
-    float act[POLICY_ACT_DIM];
-    int n, i;
-    for (n = 0; n < POLICY_GOLDEN_N; n++) {{
-        policy_forward(golden_in + n * POLICY_OBS_DIM, act);
-        for (i = 0; i < POLICY_ACT_DIM; i++) {{
-            if (!(fabsf(act[i] - golden_out[n * POLICY_ACT_DIM + i]) <= {_f(self_test_tol)})) {{
-                return 1 + n;
-            }}
-        }}
-    }}
-    for (i = 0; i < POLICY_OBS_DIM; i++) {{
-        obs[i] = golden_in[i];
-    }}
-    obs[0] = NAN;
-    policy_forward(obs, act);
-    for (i = 0; i < POLICY_ACT_DIM; i++) {{
-        if (act[i] != POLICY_FALLBACK_ACTION) {{
-            return 1 + POLICY_GOLDEN_N;
-        }}
-    }}
-    return 0;
-}}
-"""
+    source = fill_template(
+        "policy.c.in", KIND=kind, METHOD=quantized.method, BITS=quantized.bits,
+        KERNELS=_used_kernels("".join(em.body) + init), WEIGHTS="".join(em.consts), RAM=ram, INIT=init,
+        FORWARD="".join(em.body), OUT=out, GOLDEN_N=n_gold, GOLDEN_IN=_array("float", "golden_in", gold_in),
+        GOLDEN_OUT=_array("float", "golden_out", gold_out), SELF_TEST_TOL=_f(self_test_tol))
     return {"policy.c": source, "policy.h": header}, {"macs": em.macs}

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.export_c import c_source
+
 ARM_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"]
 HOST_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-fsanitize=address,undefined",
                "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
@@ -39,111 +41,10 @@ CLOCK_HZ = 168e6
 TIMED_RUNS = 50
 APT_HINT = "apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm (or `make setup`)"
 
-DRIVER_C = r"""/* Test driver for the generated policy (host and Cortex-M4F under QEMU semihosting). */
-#include <stdint.h>
-#include <stdio.h>
-
-#include "policy.h"
-
-#ifdef POLICY_SYSTICK
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
-#endif
-
-int main(void)
-{
-    float obs[POLICY_OBS_DIM];
-    float act[POLICY_ACT_DIM];
-    long n = 0;
-    int st = policy_self_test();
-    FILE *in = fopen("in.bin", "rb");
-    FILE *out = fopen("out.bin", "wb");
-    printf("self_test %d\n", st);
-    if (!in || !out) {
-        printf("error: cannot open in.bin / out.bin\n");
-        return 2;
-    }
-    while (fread(obs, sizeof(float), POLICY_OBS_DIM, in) == POLICY_OBS_DIM) {
-        policy_forward(obs, act);
-        if (fwrite(act, sizeof(float), POLICY_ACT_DIM, out) != POLICY_ACT_DIM) {
-            printf("error: write failed\n");
-            return 2;
-        }
-        n++;
-    }
-    fclose(in);
-    fclose(out);
-    printf("inferences %ld\n", n);
-#ifdef POLICY_SYSTICK
-    {
-        uint32_t t0, t1;
-        int r;
-        SYST_RVR = 0xFFFFFFu;
-        SYST_CVR = 0u;
-        SYST_CSR = 5u; /* enable, processor clock, no interrupt */
-        t0 = SYST_CVR;
-        for (r = 0; r < TIMED_RUNS; r++) {
-            policy_forward(obs, act);
-        }
-        t1 = SYST_CVR;
-        printf("ticks %lu runs %d\n", (unsigned long)((t0 - t1) & 0xFFFFFFu), TIMED_RUNS);
-    }
-#endif
-    return st == 0 ? 0 : 1;
-}
-"""
-
-STARTUP_C = r"""/* Minimal Cortex-M4F start-up: vector table, FPU enable, newlib's _start (semihosting crt0). */
-#include <stdint.h>
-
-extern void _start(void);
-extern uint32_t __stack_top;
-void Reset_Handler(void);
-void Default_Handler(void);
-
-void Default_Handler(void)
-{
-    for (;;) {
-    }
-}
-
-__attribute__((section(".isr_vector"), used)) void (*const vectors[16])(void) = {
-    (void (*)(void))(&__stack_top), Reset_Handler, Default_Handler, Default_Handler,
-    Default_Handler, Default_Handler, Default_Handler, 0, 0, 0, 0,
-    Default_Handler, Default_Handler, 0, Default_Handler, Default_Handler};
-
-void Reset_Handler(void)
-{
-    *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20); /* CPACR: full access to CP10 / CP11 (the FPU) */
-    __asm volatile("dsb\n isb");
-    _start();
-    for (;;) {
-    }
-}
-"""
-
-LINKER_LD = """/* mps2-an386: code at 0x0, data / bss / stack in RAM at 0x20000000 (.data placed directly in RAM:
-   QEMU loads the ELF segments as they are and crt0 does not copy .data). */
-MEMORY { FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 4M
-         RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 4M }
-ENTRY(Reset_Handler)
-SECTIONS {
-  .text : { KEEP(*(.isr_vector)) *(.text*) *(.rodata*) KEEP(*(.init)) KEEP(*(.fini)) } > FLASH
-  .ARM.exidx : { *(.ARM.exidx*) } > FLASH
-  .preinit_array : { PROVIDE_HIDDEN(__preinit_array_start = .); KEEP(*(.preinit_array));
-                     PROVIDE_HIDDEN(__preinit_array_end = .); } > FLASH
-  .init_array : { PROVIDE_HIDDEN(__init_array_start = .); KEEP(*(.init_array*));
-                  PROVIDE_HIDDEN(__init_array_end = .); } > FLASH
-  .fini_array : { PROVIDE_HIDDEN(__fini_array_start = .); KEEP(*(.fini_array*));
-                  PROVIDE_HIDDEN(__fini_array_end = .); } > FLASH
-  .data : { *(.data*) } > RAM
-  .bss : { __bss_start__ = .; *(.bss*) *(COMMON) __bss_end__ = .; } > RAM
-  end = .; __end__ = .;
-  __stack_top = ORIGIN(RAM) + LENGTH(RAM);
-  __HeapLimit = __stack_top - 0x10000;
-}
-"""
+# The driver, the start-up code and the linker script are plain files in deploy/c/ (package data).
+DRIVER_C = c_source("driver.c")
+STARTUP_C = c_source("startup.c")
+LINKER_LD = c_source("link.ld")
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
