@@ -20,22 +20,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.base import ActorCritic, ObsLayout
+from agents.base import ActorCritic
+from quadspec import ACT_DIM, ObsLayout
+from quadspec import layout_from_dim as layout_from_dim  # re-exported: the observation contract lives in quadspec
 
-# Segment sizes of the quad-swarm-rl observation. agents/ may not import envs/, so they are copied
-# (as in agents/pid.py); they are only used to infer a layout from a bare observation width (SB3).
-SELF_DIM = 19
-NEIGHBOUR_DIM = 6
-OBSTACLE_DIM = 9
+# The contract's layout record under the name this module always gave it: Layout(num_neighbors=2) is
+# 19 + 2 x 6 + 9 wide.
+Layout = ObsLayout
 
-ACT_DIM = 4
 HIDDEN_GAIN = math.sqrt(2.0)  # orthogonal-init gain of hidden layers (the usual PPO choice)
 ACTION_GAIN = 0.01  # tiny action-mean weights: initial actions ~0, i.e. thrust ~ hover
 VALUE_GAIN = 1.0
@@ -44,32 +42,6 @@ DEFAULT_LOG_STD_BOUNDS = (-5.0, 0.5)  # std in [0.0067, 1.65]: never collapses t
 
 CriticKind = Literal["local", "central"]
 CRITICS: tuple[str, ...] = ("local", "central")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A plain ``ObsLayout`` for callers that have no ``envs.observations.ObsSpec`` at hand."""
-
-    self_dim: int = SELF_DIM
-    num_neighbors: int = 0
-    neighbour_dim: int = NEIGHBOUR_DIM
-    obstacle_dim: int = OBSTACLE_DIM
-
-    @property
-    def dim(self) -> int:
-        """Total width."""
-        return self.self_dim + self.num_neighbors * self.neighbour_dim + self.obstacle_dim
-
-
-def layout_from_dim(dim: int) -> Layout:
-    """The quad-swarm-rl layout (19 + 6 K + 9) of an observation ``dim`` wide; K is inferred."""
-    rest = dim - SELF_DIM - OBSTACLE_DIM
-    if rest < 0 or rest % NEIGHBOUR_DIM:
-        raise ValueError(
-            f"observation width {dim} is not {SELF_DIM} + {NEIGHBOUR_DIM} K + {OBSTACLE_DIM} for any K >= 0; "
-            "pass the layout explicitly"
-        )
-    return Layout(num_neighbors=rest // NEIGHBOUR_DIM)
 
 
 def check_layout(layout: ObsLayout) -> None:

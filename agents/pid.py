@@ -24,36 +24,30 @@ from dataclasses import dataclass
 
 import torch
 
-SELF_DIM = 19
-NEIGHBOUR_DIM = 6
-OBSTACLE_DIM = 9
-
-# Motor layout, copied from envs/dynamics.py (agents/ does not import the simulator; a test checks
-# that the two agree): X configuration, x forward, y left, z up; front-right, back-right, back-left,
-# front-left. PROP_CCW = +1: the propeller turns counter-clockwise seen from above, so its drag
-# torque on the body is -z.
-PROP_SIGNS_XY = ((1.0, -1.0), (-1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
-PROP_CCW = (-1.0, 1.0, -1.0, 1.0)
+# The observation layout, the motor layout (X configuration, front-right, back-right, back-left,
+# front-left; PROP_CCW = +1 turns counter-clockwise seen from above, its drag torque on the body is -z)
+# and the Crazyflie's constants come from the contract module that the simulator uses too.
+from quadspec import CONTROL_DT, CRAZYFLIE, NEIGHBOUR_DIM, OBSTACLE_DIM, PROP_CCW, PROP_SIGNS_XY, SELF_DIM
 
 
 @dataclass
 class PIDConfig:
     """Gains, limits and vehicle constants of :class:`PIDController`.
 
-    Vehicle constants default to the Crazyflie of ``envs.config.DynamicsConfig``; use
+    Vehicle constants default to the Crazyflie (``quadspec.CRAZYFLIE``, as ``envs.config.DynamicsConfig``); use
     :meth:`from_dynamics` to copy them from a (possibly different) dynamics config.
     Position gains are in acceleration units (m/s^2 per m, per m/s, per m s); attitude gains are
     angular accelerations (rad/s^2 per rad, per rad/s), multiplied by the inertia to give torques.
     """
 
     # Vehicle (nominal; per-drone randomisation is absorbed by the integral term).
-    mass: float = 0.028
-    arm: float = 0.046
-    inertia: tuple[float, float, float] = (1.37e-5, 1.44e-5, 2.66e-5)
-    thrust_to_weight: float = 1.9
-    torque_to_thrust: float = 0.006
-    gravity: float = 9.81
-    control_dt: float = 0.01
+    mass: float = CRAZYFLIE.mass
+    arm: float = CRAZYFLIE.arm
+    inertia: tuple[float, float, float] = CRAZYFLIE.inertia
+    thrust_to_weight: float = CRAZYFLIE.thrust_to_weight
+    torque_to_thrust: float = CRAZYFLIE.torque_to_thrust
+    gravity: float = CRAZYFLIE.gravity
+    control_dt: float = CONTROL_DT
     # Position loop.
     kp_xy: float = 4.0
     kd_xy: float = 3.2

@@ -25,11 +25,9 @@ import torch
 
 from envs.config import DynamicsConfig
 
-# Motor layout (X configuration, x forward, y left, z up): front-right, back-right, back-left,
-# front-left. PROP_CCW = +1 means the propeller turns counter-clockwise seen from above; the drag
-# torque it puts on the body is then clockwise (-z): more thrust on the CCW pair yaws the body right.
-PROP_SIGNS_XY = ((1.0, -1.0), (-1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
-PROP_CCW = (-1.0, 1.0, -1.0, 1.0)
+# Motor layout (X configuration, x forward, y left, z up: front-right, back-right, back-left,
+# front-left) and propeller spin directions: the contract module's, shared with agents.pid.
+from quadspec import PROP_CCW, PROP_SIGNS_XY
 
 OU_THETA = 0.15  # Ornstein-Uhlenbeck mean reversion per step (quad-swarm-rl's OUNoise)
 OU_SIGMA = 0.2  # its per-step standard deviation, scaled by DynamicsConfig.thrust_noise

@@ -10,34 +10,19 @@ neighbour closing in counts as nearer than one moving away.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-SELF_DIM = 19
-NEIGHBOUR_DIM = 6
-OBSTACLE_DIM = 9
+from quadspec import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM, ObsLayout, obs_layout
+
+__all__ = ["NEIGHBOUR_DIM", "OBSTACLE_DIM", "SELF_DIM", "ObsSpec", "build_observation", "nearest_neighbours",
+           "obs_spec"]
+
 TIE_BREAK = 1e-5  # metres added per neighbour index to the ranking score
 
-
-@dataclass(frozen=True)
-class ObsSpec:
-    """Segment sizes of the observation, for policies that split it (agents/ reads this, not the sim)."""
-
-    self_dim: int
-    num_neighbors: int
-    neighbour_dim: int
-    obstacle_dim: int
-
-    @property
-    def dim(self) -> int:
-        """Total width."""
-        return self.self_dim + self.num_neighbors * self.neighbour_dim + self.obstacle_dim
-
-
-def obs_spec(num_neighbors: int, leaders: int = 0) -> ObsSpec:
-    """The observation layout for K neighbours (and the leader flag when ``leaders`` > 0)."""
-    return ObsSpec(SELF_DIM + (1 if leaders else 0), num_neighbors, NEIGHBOUR_DIM, OBSTACLE_DIM)
+# The segment sizes and the layout record live in the contract module (quadspec), shared with agents/
+# and deploy/; these names keep the simulator's spelling.
+ObsSpec = ObsLayout
+obs_spec = obs_layout
 
 
 def nearest_neighbours(

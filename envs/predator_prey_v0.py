@@ -36,6 +36,8 @@ from gymnasium import spaces
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
+from quadspec import flat_layout  # the observation is one self segment (the contract's layout record)
+
 # Same key as envs.quad_swarm_v0.METRICS_KEY (not imported: that module pulls in torch and the core).
 METRICS_KEY = "metrics"
 TIMESTEP_PENALTY = -0.05
@@ -45,21 +47,6 @@ MOVES = np.array([[0, 1], [1, 0], [0, -1], [-1, 0], [0, 0]], dtype=np.int64)
 NUM_ACTIONS = len(MOVES)
 SELF_FEATURES = 3  # x, y, on_prey
 CELL_CHANNELS = 3  # predators, prey, outside
-
-
-@dataclass(frozen=True)
-class FlatObsLayout:
-    """The observation as one self segment (agents.base.ObsLayout's fields)."""
-
-    self_dim: int
-    num_neighbors: int = 0
-    neighbour_dim: int = 1
-    obstacle_dim: int = 0
-
-    @property
-    def dim(self) -> int:
-        """Total width."""
-        return self.self_dim
 
 
 @dataclass(frozen=True)
@@ -106,7 +93,7 @@ class PredatorPreyParallelEnv(ParallelEnv[str, np.ndarray, np.int64]):
         n = self.config.num_predators
         self.possible_agents = [f"predator_{i}" for i in range(n)]
         self.agents: list[str] = []
-        self.obs_layout = FlatObsLayout(obs_dim(self.config.vision))
+        self.obs_layout = flat_layout(obs_dim(self.config.vision))
         self._obs_space = spaces.Box(0.0, 1.0, (self.obs_layout.dim,), np.float32)
         self._act_space = spaces.Discrete(NUM_ACTIONS)
         self._obs_spaces = {a: self._obs_space for a in self.possible_agents}

@@ -1,11 +1,14 @@
-"""Checkpoints: written atomically, holding only tensors and plain containers.
+"""Checkpoints: written atomically, holding only tensors and plain containers, and describing their policy.
 
 A checkpoint loads with ``torch.load(path, weights_only=True)``: model, optimiser and value-norm
 state dicts, every RNG state (torch generators as uint8 tensors, numpy's and Python's converted to
-tensors and lists), the simulator state (``SimState.to_dict``), the trainer's counters and the
-resolved config as plain data. Writing goes to a temporary file in the same directory, is flushed to
-disk and then renamed over the target (``os.replace``), so a crash mid-write never leaves a torn
-``latest.pt``: the previous one stays until the new one is complete.
+tensors and lists), the simulator state (``SimState.to_dict``), the trainer's counters, the resolved
+config as plain data, and the ``policy`` record of agents.checkpoint (policy config, observation layout,
+agent count, action space, env section) so that ``agents.load_policy`` rebuilds the policy without an
+environment. Writing goes to a temporary file in the same directory, is flushed to disk and then
+renamed over the target (``os.replace``), so a crash mid-write never leaves a torn ``latest.pt``: the
+previous one stays until the new one is complete. The format is agents.checkpoint's ``FORMAT``;
+files of the previous format are refused with one line that says so.
 """
 
 from __future__ import annotations
@@ -18,21 +21,36 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT = 1
+from agents.base import ActorCritic
+from agents.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    checkpoint_path,
+    policy_from_checkpoint,
+    policy_record,
+    read_checkpoint,
+)
+from marl.train_config import validate_run_config
+
+__all__ = ["FORMAT", "CheckpointError", "checkpoint_path", "load_checkpoint", "load_policy", "rng_state",
+           "save_checkpoint", "set_rng_state"]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, corrupt, or does not fit the run it should resume."""
+def save_checkpoint(path: str | Path, payload: dict[str, Any], *, policy: ActorCritic) -> Path:
+    """Write ``payload`` and the record of ``policy`` to ``path`` atomically (tmp file + fsync +
+    os.replace); returns the path.
 
-
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (tmp file + fsync + os.replace); returns the path."""
+    ``payload["model"]`` defaults to ``policy.state_dict()``; the record's env section is
+    ``payload["config"]["env"]`` (the run's resolved config), when there is one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    env = payload.get("config", {}).get("env")
+    state = {"format": FORMAT, "model": policy.state_dict(), **payload, "policy": policy_record(policy, env)}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -44,16 +62,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; CheckpointError says why one cannot be used."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a torn or foreign file
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a trainer checkpoint of format {FORMAT}")
-    return ckpt
+    return read_checkpoint(path)
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -82,32 +91,19 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
     random.setstate((version, tuple(py_state), gauss))
 
 
-def checkpoint_path(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's checkpoints/latest.pt (the final policy of the run)."""
-    path = Path(path)
-    return path / "checkpoints" / "latest.pt" if path.is_dir() else path
-
-
 def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
     """The trained policy (an ``agents.ActorCritic``, in eval mode) and env config of a run or checkpoint.
 
     ``path``: a run directory (its checkpoints/latest.pt) or a checkpoint file. Returns (policy, the
-    ``env`` section: an envs.config.SwarmConfig or a PettingZooEnvConfig). CheckpointError says why
-    one cannot be used.
+    ``env`` section validated: an envs.config.SwarmConfig or a PettingZooEnvConfig). The policy comes
+    from its record (agents.checkpoint; no environment is built). CheckpointError says why one
+    cannot be used.
     """
-    from marl.train_config import validate_run_config
-    from marl.trainer import build_policy, make_vec_env
-
     file = checkpoint_path(path)
-    ckpt = load_checkpoint(file)
+    ckpt = read_checkpoint(file)
+    policy = policy_from_checkpoint(ckpt, file)
     try:
         cfg = validate_run_config(ckpt["config"], str(file))
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"checkpoint {file} holds no usable config ({err})") from None
-    env = make_vec_env(cfg.env, 1)  # one env tells the layout and the action space
-    policy = build_policy(cfg, env.spec, env.num_agents, env.num_actions, env.act_dim)
-    try:
-        policy.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {file}: the model does not fit its config ({err})") from None
-    return policy.to(device).eval(), cfg.env
+    return policy.to(device), cfg.env

@@ -4,9 +4,10 @@ field's metrics (success, collisions by kind, deadlock, distance to goal) with t
     from marl.evaluate import evaluate
     report = evaluate("pid", backend="pybullet", scenario="static_diff_goal", drones=8, episodes=20)
 
-All N episodes run side by side as N environments of one vector env, from one seed; the same seed
-gives the same maps, starts and goals in both backends, so their figures compare like for like.
-POLICY is a built-in controller name (``pid``, ``pid_avoid``) or a training run directory / checkpoint file.
+POLICY is a built-in controller name (``pid``, ``pid_avoid``) or a training run directory / checkpoint
+file. This module resolves those names and the run's environment, and writes plots and videos; the
+episodes themselves are flown by the algorithm-free runner of envs.evaluation (all N side by side as
+N environments of one vector env, from one seed), which deploy/ and the benchmarks use too.
 """
 
 from __future__ import annotations
@@ -14,80 +15,49 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from agents.checkpoint import load_policy as load_checkpoint_policy
 from agents.controllers import CONTROLLERS, make_controller
 from envs.config import SwarmConfig, make_config
-from envs.metrics import METRIC_NAMES
-from envs.swarm import QuadSwarmVecEnv
-from marl.pettingzoo_env import PettingZooEnvConfig
+from envs.evaluation import BACKENDS, REPORTED, Controller, as_controller, evaluate_swarm, run_first_episodes, summarize
+from marl.checkpoint import load_policy
+from marl.pettingzoo_env import PettingZooEnvConfig, PettingZooVecEnv
 
-BACKENDS = ("sim", "pybullet")
+__all__ = ["BACKENDS", "BUILTIN_POLICIES", "REPORTED", "Controller", "eval_config", "evaluate", "evaluate_pettingzoo",
+           "evaluate_policy", "format_report", "register", "resolve_policy", "run_config"]
+
 BUILTIN_POLICIES = CONTROLLERS
-REPORTED = tuple(n for n in METRIC_NAMES if n != "episode_length")
-
-
-class Controller:
-    """Observation [E, M, D] -> actions [E, M, 4], with ``reset(env_ids)`` for stateful controllers."""
-
-    def __init__(
-        self,
-        act: Callable[[torch.Tensor], torch.Tensor],
-        reset: Callable[[torch.Tensor], None] | None = None,
-        communication_rate: Callable[[torch.Tensor], float] | None = None,
-    ):
-        self._act, self._reset = act, reset
-        # For policies that communicate (CommFormer): fraction of possible messages received.
-        self.communication_rate = communication_rate
-
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        return self._act(obs)
-
-    def reset(self, env_ids: torch.Tensor) -> None:
-        """Forget the internal state of the given environments (after their episode ended)."""
-        if self._reset is not None:
-            self._reset(env_ids)
 
 
 def resolve_policy(
-    policy: str | nn.Module, cfg: SwarmConfig, device: str = "cpu", deterministic: bool = True
+    policy: str | nn.Module, cfg: SwarmConfig | None, device: str = "cpu", deterministic: bool = True
 ) -> Controller:
-    """A built-in controller by name, the trained policy of a run directory / checkpoint file, or a
-    policy module (an agents.base.ActorCritic, or any module mapping obs [E, M, D] to actions)."""
+    """A built-in controller by name (for the vehicle of ``cfg``), the trained policy of a run directory /
+    checkpoint file, or a policy module (an agents.base.ActorCritic, or any module mapping obs [E, M, D]
+    to actions)."""
     if isinstance(policy, nn.Module):
-        comm = getattr(policy, "communication_rate", None)
-        if hasattr(policy, "act"):
-            return Controller(lambda obs: policy.act(obs, deterministic=deterministic)[0], communication_rate=comm)
-        return Controller(policy, communication_rate=comm)
+        return as_controller(policy, deterministic)
     if policy in BUILTIN_POLICIES:
-        controller = make_controller(policy, cfg.dynamics, device=device)
-        return Controller(controller, controller.reset)
-    path = Path(policy)
-    if path.exists():
-        from marl.checkpoint import load_policy  # the trainer's checkpoint format
-
-        return resolve_policy(load_policy(path, device=device)[0].eval(), cfg, device, deterministic)
+        if cfg is None:
+            raise ValueError(f"controller {policy!r} flies the swarm simulator only")
+        return as_controller(make_controller(policy, cfg.dynamics, device=device))
+    if Path(policy).exists():
+        return as_controller(load_checkpoint_policy(policy, device=device), deterministic)
     raise ValueError(
         f"policy {policy!r} is neither a built-in controller ({', '.join(BUILTIN_POLICIES)}) "
         "nor an existing run directory or checkpoint file"
     )
 
 
-def run_config(policy: str | nn.Module) -> SwarmConfig | None:
+def run_config(policy: str | nn.Module) -> SwarmConfig | PettingZooEnvConfig | None:
     """The environment config a run was trained with (None for built-in controllers and modules)."""
-    if isinstance(policy, nn.Module):
+    if isinstance(policy, nn.Module) or policy in BUILTIN_POLICIES or not Path(policy).exists():
         return None
-    path = Path(policy)
-    if policy in BUILTIN_POLICIES or not path.exists():
-        return None
-    from marl.checkpoint import load_policy
-
-    return load_policy(path)[1]
+    return load_policy(policy)[1]
 
 
 def eval_config(
@@ -147,32 +117,15 @@ def evaluate(
             raise ValueError(f"{base.target} is a PettingZoo environment: backend pybullet and the settings "
                              f"{', '.join(given) or 'given'} apply only to the swarm simulator")
         return evaluate_pettingzoo(policy, base, episodes, seed, device, None if deterministic else False)
-    cfg = eval_config(policy, scenario, drones, density, episode_seconds, env_config, **overrides)
+    cfg = eval_config(policy, scenario, drones, density, episode_seconds, base, **overrides)
     controller = resolve_policy(policy, cfg, device, deterministic)
-    physics = None
-    if backend == "pybullet":
-        from envs.pybullet_backend import PyBulletPhysics
-
-        physics = PyBulletPhysics(cfg)
-    t0 = time.perf_counter()
-    try:
-        env = QuadSwarmVecEnv(cfg, num_envs=episodes, device=device, physics=physics)
-        episode, record = _run_episode(env, controller, seed, keep=video is not None or plot is not None)
-    finally:
-        if physics is not None:
-            physics.close()
-    report: dict[str, Any] = {}
-    for name in (*REPORTED, "communication_rate"):
-        if name not in episode:
-            continue
-        values = episode[name].double()
-        report[name] = float(values.mean())
-        report[f"{name}_std"] = float(values.std(unbiased=False)) if episodes > 1 else 0.0
-    report.update(
-        policy=policy if isinstance(policy, str) else type(policy).__name__, backend=backend,
-        scenario=cfg.scenario, drones=cfg.num_drones, episodes=episodes,
-        density=cfg.density, episode_seconds=cfg.episode_seconds, seed=seed, wall_s=time.perf_counter() - t0,
-    )
+    keep = video is not None or plot is not None
+    flown, record = evaluate_swarm(controller, cfg, episodes, seed, backend, device, deterministic, record=keep)
+    metrics = (*REPORTED, "communication_rate")
+    report: dict[str, Any] = {k: v for k, v in flown.items() if k.removesuffix("_std") in metrics}
+    report.update(policy=policy if isinstance(policy, str) else type(policy).__name__, backend=backend,
+                  scenario=cfg.scenario, drones=cfg.num_drones, episodes=episodes, density=cfg.density,
+                  episode_seconds=cfg.episode_seconds, seed=seed, wall_s=flown["wall_s"])
     if plot is not None:
         report["plot"] = _plot(plot, cfg, record, report)
     if video is not None:
@@ -195,46 +148,22 @@ def evaluate_pettingzoo(
     ``deterministic`` None: the mean of a Gaussian policy, but samples of a categorical one (the mode
     of a discrete policy can step back and forth between two cells for ever, as in grid worlds).
     """
-    from marl.trainer import make_vec_env
-
     if isinstance(policy, str):
-        path = Path(policy)
-        if not path.exists():
+        if not Path(policy).exists():
             raise ValueError(f"policy {policy!r} is not an existing run directory or checkpoint file")
-        from marl.checkpoint import load_policy
-
-        module = load_policy(path, device=device)[0]
+        module = load_checkpoint_policy(policy, device=device)
     else:
         module = policy
     if deterministic is None:
         deterministic = getattr(module, "num_actions", None) is None
-    controller = resolve_policy(module, None, device, deterministic)  # type: ignore[arg-type]
+    controller = as_controller(module, deterministic)
     t0 = time.perf_counter()
-    env = make_vec_env(env_cfg, episodes, device)
-    obs = env.reset(seed=seed)
-    done = torch.zeros(episodes, dtype=torch.bool)
-    rows: dict[str, torch.Tensor] = {}
-    comm_rates = []
-    with torch.no_grad():
-        while not bool(done.all()):
-            if controller.communication_rate is not None:
-                comm_rates.append(controller.communication_rate(obs))
-            obs, _, _, _, info = env.step(controller(obs))
-            if "episode_env_ids" not in info:
-                continue
-            ids = info["episode_env_ids"].cpu()
-            first = ~done[ids]
-            for key, values in info["episode"].items():
-                rows.setdefault(key, torch.full((episodes,), float("nan")))[ids[first]] = values[first].float()
-            done[ids] = True
-    env.close()
-    if comm_rates:
-        rows["communication_rate"] = torch.full((episodes,), sum(comm_rates) / len(comm_rates))
-    report: dict[str, Any] = {}
-    for name, values in rows.items():
-        values = values.double()
-        report[name] = float(values.mean())
-        report[f"{name}_std"] = float(values.std(unbiased=False)) if episodes > 1 else 0.0
+    env = PettingZooVecEnv(env_cfg, episodes, device)
+    try:
+        rows = run_first_episodes(env, controller, episodes, seed)
+    finally:
+        env.close()
+    report: dict[str, Any] = summarize(rows)
     report.update(policy=policy if isinstance(policy, str) else type(policy).__name__, backend="sim",
                   env=env_cfg.target, episodes=episodes, seed=seed, deterministic=deterministic,
                   wall_s=time.perf_counter() - t0)
@@ -243,42 +172,9 @@ def evaluate_pettingzoo(
 
 def evaluate_policy(policy: nn.Module, cfg: Any, episodes: int = 20, **kwargs: Any) -> dict[str, Any]:
     """Evaluate an in-memory policy on the environment of ``cfg`` (a run config with ``.env``, or a
-    SwarmConfig): the trainer's end-of-run and periodic evaluations, and deploy's closed-loop check."""
+    SwarmConfig): the trainer's end-of-run and periodic evaluations."""
     env_cfg = cfg.env if hasattr(cfg, "env") else cfg
     return evaluate(policy, episodes=episodes, env_config=env_cfg, **kwargs)
-
-
-def _run_episode(env: QuadSwarmVecEnv, controller: Controller, seed: int, keep: bool):
-    """One episode of every env; returns its metrics and, if ``keep``, the recording of env 0."""
-    obs = env.reset(seed=seed)
-    first = env.get_state([0])
-    record: dict[str, Any] = {
-        "goals": first.goals[0].cpu().numpy(),
-        "obstacles": first.obstacles[0].cpu().numpy(),
-        "radius": float(first.obstacle_radius[0]),
-    }
-    pos, rot = [first.pos[0].clone()], [first.rot[0].clone()]
-    comm_rates = []
-    with torch.no_grad():
-        while True:
-            if controller.communication_rate is not None:
-                comm_rates.append(controller.communication_rate(obs))
-            obs, _, _, _, info = env.step(controller(obs))
-            if "episode" in info:
-                break
-            if keep:
-                snap = env.get_state([0])
-                pos.append(snap.pos[0])
-                rot.append(snap.rot[0])
-    if keep:
-        record["pos"] = torch.stack(pos).cpu().numpy()
-        record["rot"] = torch.stack(rot).cpu().numpy()
-    if info["episode_env_ids"].numel() != env.num_envs:
-        raise RuntimeError("environments of one evaluation batch ended at different steps")
-    episode = dict(info["episode"])
-    if comm_rates:
-        episode["communication_rate"] = torch.full((env.num_envs,), sum(comm_rates) / len(comm_rates))
-    return episode, record
 
 
 def _plot(path: str, cfg: SwarmConfig, record: dict[str, Any], report: dict[str, Any]) -> str:
