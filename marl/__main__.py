@@ -1,4 +1,4 @@
-"""``python -m marl`` runs the ``marl`` command line."""
+"""``python -m marl`` runs the ``marl`` command line (marl.cli)."""
 
 import sys
 

@@ -1,28 +1,22 @@
-"""Experiment configuration: YAML files of sections, loaded by path or by shipped name and validated.
+"""Experiment files: read by shipped name or path, merged over their ``base:``, overridden by ``key=value``.
 
-An experiment file is a mapping of top-level sections (see ``SECTIONS``). The ``env`` section is
-validated through ``envs.config.SwarmConfig`` (unknown keys and bad values fail naming the field);
-the other sections are passed through as plain mappings until their config classes exist. Unknown
-top-level sections are rejected with the allowed names.
-
-A file may start from another with ``base: <name or path>``: mappings are merged key by key (this
-file wins), anything else is replaced; comparison variants of an experiment are a few lines each.
-
-Shipped configs live in the repository's top-level ``configs/`` directory and are installed as the
-data-only package ``marl.configs``, so ``load_config("o_random_8")`` works from a checkout, an
-editable install and a regular (wheel) install alike.
+This is the raw half of the one config pipeline; ``marl.train_config.resolve_config`` is its single
+entry point (read -> merge base -> overrides -> validate into a typed ``RunConfig``), used alike by
+``marl train``, ``marl configs``, ``marl sweep`` and the benchmarks. A file is a mapping of the
+top-level ``SECTIONS``; ``base: <name or path>`` merges mappings key by key (this file wins).
+Shipped configs live in the top-level ``configs/`` and install as the data-only package
+``marl.configs``, so a shipped name resolves from a checkout, an editable or a wheel install.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
-
-from envs.config import SwarmConfig
 
 # Allowed top-level keys of an experiment file, with what each holds.
 SECTIONS: dict[str, str] = {
@@ -38,7 +32,7 @@ SECTIONS: dict[str, str] = {
     "deploy": "compression and export",
     "bench": "benchmark settings",
     "logging": "logging and checkpoints",
-    "distributed": "rollout workers on a Ray cluster (marl.distributed.DistributedConfig)",
+    "distributed": "rollout workers on a Ray cluster (DistributedConfig)",
 }
 _SUFFIXES = (".yaml", ".yml")
 _REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -112,43 +106,6 @@ def _read(name_or_path: str | Path) -> tuple[str, str]:
     raise ValueError(f"config {name!r} not found: not a file and not a shipped config (shipped: {shipped})")
 
 
-def validate_config(raw: Any, source: str = "config") -> dict[str, Any]:
-    """Validate a mapping of sections; returns it with ``env`` as a SwarmConfig (or PettingZooEnvConfig)."""
-    if raw is None:
-        raw = {}
-    check_sections(raw, source)
-    out: dict[str, Any] = dict(raw)
-    env = raw.get("env") or {}
-    from marl.pettingzoo_env import is_pettingzoo_env, pettingzoo_env_config
-
-    if not isinstance(env, dict) and not is_pettingzoo_env(env):
-        raise ValueError(f"{source}: section 'env' must be a mapping, got {type(env).__name__}")
-    try:
-        out["env"] = pettingzoo_env_config(env) if is_pettingzoo_env(env) else SwarmConfig(**env)
-    except ValidationError as err:
-        raise ValueError(f"{source}: {format_validation_error(err, 'env')}") from None
-    for key in ("agent", "optim", "train", "eval", "deploy", "bench", "logging"):
-        if key in out and out[key] is not None and not isinstance(out[key], dict):
-            raise ValueError(f"{source}: section {key!r} must be a mapping, got {type(out[key]).__name__}")
-    if "seed" in out and not isinstance(out["seed"], int):
-        raise ValueError(f"{source}: seed must be an integer, got {out['seed']!r}")
-    return out
-
-
-def load_config(name_or_path: str | Path) -> dict[str, Any]:
-    """Load and validate an experiment: a YAML file path, or the name of a shipped config.
-
-    Returns the sections as a dict; ``env`` is a validated ``SwarmConfig`` (defaults when absent).
-    Raises ValueError naming the offending section or field.
-    """
-    source, text = _read(name_or_path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(f"{source}: invalid YAML: {' '.join(str(err).split())}") from None
-    return validate_config(raw, source)
-
-
 def load_raw_config(name_or_path: str | Path, _depth: int = 0) -> tuple[str, dict[str, Any]]:
     """(source label, the unvalidated mapping) of a YAML path or shipped config, for overrides before validation."""
     source, text = _read(name_or_path)
@@ -181,4 +138,42 @@ def merge_configs(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
             out[key] = merge_configs(out[key], value)
         else:
             out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=3e-4`` -> (["train", "lr"], 0.0003): a dotted key and a YAML-typed value."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ValueError(f"override {text!r} must look like section.key=value (e.g. train.lr=3e-4)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    # YAML 1.1 reads "3e-4" as a string (it wants "3.0e-4"); numbers are what anyone means here.
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed) if any(c in parsed.lower() for c in ".e") else int(parsed)
+        except ValueError:
+            pass
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A deep copy of ``raw`` with each ``dotted.key=value`` set (intermediate mappings are created)."""
+    out = copy.deepcopy(raw) if raw else {}
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] not in SECTIONS:
+            raise ValueError(f"override {text!r}: unknown section {path[0]!r}; allowed: {', '.join(SECTIONS)}")
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a mapping")
+            node = child
+        node[path[-1]] = value
     return out

@@ -1,64 +1,19 @@
-"""Imitation of a teacher swarm policy: behaviour cloning, DAgger and tpSGD distillation.
+"""Imitation of a teacher swarm policy: behaviour cloning (BC) and DAgger, with any optimiser by name.
 
-    from marl.imitation import behaviour_cloning, dagger, distill_compare, make_student, quickstart_env
+    from marl.imitation import behaviour_cloning, dagger, make_student, quickstart_env
     env_cfg = quickstart_env()                                  # resolve_config("quickstart").env
-    student = make_student("attention", env_cfg)                 # the deployable attention policy
-    bc = behaviour_cloning(student, env_cfg, optimizer="sso")    # teacher "pid" by default
+    bc = behaviour_cloning(make_student("attention", env_cfg), env_cfg, optimizer="sso")
     dg = dagger(make_student("attention", env_cfg), env_cfg, iterations=3)
-    train, test = bc.data.split(0.3)
-    cmp = distill_compare(train, test)                           # tpSGD vs back-propagation, MLP student
 
-The teacher is any callable observations [E, M, D] -> actions [E, M, 4] in [-1, 1], optionally with a
-``reset(env_ids)`` method (the built-in ``pid`` controller of ``agents.pid`` has both: it keeps the
-integral of the position error per env and drone). The student is a trainable policy from
-``agents.make_policy`` (its action mean is regressed; the log-std and the critic are left alone) or a
-plain module mapping [..., D] -> [..., 4] (the MLP student of the tpSGD comparison).
-
-- Behaviour cloning (BC): roll out the teacher in the simulator, record (observation, teacher action)
-  pairs, regress the student's action means on them with the squared error.
-- DAgger (Ross, Gordon and Bagnell 2011): iteration 0 is BC; at iteration i >= 1 the swarm flies the
-  mixture policy (each environment, at each control step, executes the teacher's action with
-  probability beta_i = beta0 * beta_decay ** (i - 1), the student's mean action otherwise); every
-  visited state is labelled with the teacher's action, added to the data set, and the student is
-  refitted on the aggregate (warm start: it keeps training from its current weights). The teacher is
-  called at every step even when the student acts, so a stateful teacher (the PID's integral) follows
-  the student's trajectory and labels each state with what it would do there after that history.
-- The regression's optimiser is chosen by name: ``sso`` (``optim.sso.SSO``: the student's action means
-  are the targets z, the loss is the mean squared error, Euclidean surrogate; one expensive gradient
-  dl/dz per minibatch, which needs the teacher's labels, then cheap inner Armijo steps on the surrogate)
-  or any ``optim.build`` name (``adam``, ``sgd``, ``lion``, ...), one gradient of the loss per minibatch.
-  An unknown name raises ``optim.OptimizerNameError`` (a ValueError) before anything is rolled out.
-- tpSGD distillation (``distill_tpsgd``, ``distill_bp``, both in ``distill_compare``): a per-agent MLP
-  student (Linear + tanh stack between fixed standardising maps, ``StandardisedStudent``) is trained on
-  the same (state, teacher action) pairs once by back-propagation and once by ``optim.tpsgd.TPSGD``
-  (forward passes and layer-local updates against fixed random projections of the teacher's actions,
-  each layer's input detached, so no autograd graph spans two layers), from the same initial weights,
-  minibatches and optimiser; reported: action MSE on held-out states and the peak bytes autograd saves
-  for backward in one step (``optim.memory.SavedTensorMeter``).
-- ``evaluate_closed_loop`` flies the student alone for one episode (the simulator's episode metrics:
-  success, collisions, distance to goal); ``marl bench optim --suite sso|tpsgd`` reports all of it.
-
-SSO's eta: the data loss is ``F.mse_loss`` over the A = 4 action dimensions, i.e. per example
-(1 / A) ||z - y||^2, whose gradient in z is (2 / A)-Lipschitz; the surrogate majorises the loss for
-eta <= A / 2 = 2 (``mse_eta``), and eta = A / 2 makes the target-space step land exactly on the
-teacher's action. That is the default here; the reference's 1/4 (``optim.default_eta("mse")``) would
-move the targets only 1/8 of the way to the teacher's actions per step on this loss.
-
-What is hand-written and why: the rollout / labelling / aggregation loop and the fit loop. Imitation
-packages (``imitation``'s BC and DAgger, for one) drive SB3-style vector environments of numpy arrays
-and train with their own loop and a torch optimiser's ``step()``; the batched torch simulator here, its
-[E, M, D] swarm layout, a stateful teacher that must shadow the student's flight, and SSO's
-``step(batch)`` interface (one expensive gradient per batch, inner steps on a surrogate) fit none of
-that. The loops are thin: the simulator, the teacher, the policies and every update rule come from
-envs/, agents/ and optim/. Every random draw is seeded: rollouts reseed the simulator, minibatches and
-the DAgger mixture have their own ``torch.Generator``, students are built after ``torch.manual_seed``
-(which also reseeds torch's global generator), so a call with the same arguments gives the same result
-on the same machine.
+The teacher is a callable obs [E, M, D] -> actions [E, M, 4] (default: the built-in ``pid``); the
+student's action means are regressed on its labels (``fit``: ``sso`` or any ``optim`` name). The
+tpSGD distillation study lives in ``marl.bench.studies.distill``; the design: docs/design/imitation.md.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,26 +22,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents import make_policy
+from agents.base import ActorCritic
+from agents.pid import PIDConfig, PIDController
 from envs.config import SwarmConfig
+from envs.observations import obs_spec
 from envs.swarm import QuadSwarmVecEnv
+from marl.train_config import resolve_config
+from optim.registry import build, is_second_order, needs_closure, resolve
+from optim.sso import SSO
+from optim.tpsgd import TPSGD
 
 __all__ = [
     "ACT_DIM",
     "BCResult",
     "DAggerIteration",
     "DAggerResult",
-    "DistillResult",
-    "DistillRun",
     "FitResult",
     "ImitationData",
     "RolloutResult",
-    "StandardisedStudent",
     "behaviour_cloning",
     "check_optimizer",
     "dagger",
-    "distill_bp",
-    "distill_compare",
-    "distill_tpsgd",
     "evaluate_closed_loop",
     "fit",
     "imitation_loss",
@@ -148,8 +105,6 @@ class ImitationData:
 # -- environment, teacher, students ------------------------------------------------------------------
 def quickstart_env() -> SwarmConfig:
     """The simulator config of the ``quickstart`` experiment (4 drones, static_diff_goal, open room)."""
-    from marl.train_config import resolve_config
-
     return resolve_config("quickstart").env
 
 
@@ -159,8 +114,6 @@ def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None
     if callable(name):
         return name
     if name == "pid":
-        from agents.pid import PIDConfig, PIDController
-
         cfg = PIDConfig.from_dynamics(env_cfg.dynamics) if env_cfg is not None else PIDConfig()
         return PIDController(cfg)
     raise ValueError(f"unknown teacher {name!r}; allowed: 'pid' or a callable obs [E, M, D] -> actions [E, M, 4]")
@@ -169,9 +122,6 @@ def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None
 def make_student(name: str, env_cfg: SwarmConfig, seed: int = 0, **kwargs: Any) -> nn.Module:
     """A student for ``env_cfg``'s observations: an ``agents.make_policy`` name (``attention``, ``mlp``,
     ``deepsets``, ``commformer``; preset ``deployable`` unless given), built under ``torch.manual_seed(seed)``."""
-    from agents import make_policy
-    from envs.observations import obs_spec
-
     kwargs.setdefault("preset", "deployable")
     torch.manual_seed(seed)
     return make_policy(name, obs_spec(env_cfg.num_neighbors), env_cfg.num_drones, **kwargs)
@@ -190,8 +140,6 @@ def mlp_student(in_dim: int, hidden: Sequence[int] = (64, 64), seed: int = 0, ou
 
 def _mean_fn(student: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """obs [B, M, D] -> the student's action means [B, M, 4] (with graph)."""
-    from agents.base import ActorCritic
-
     if isinstance(student, ActorCritic):
         actor = getattr(student, "actor", None)
         if actor is not None:
@@ -209,8 +157,6 @@ def _trainable(student: nn.Module) -> list[nn.Parameter]:
 @torch.no_grad()
 def student_actions(student: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """The student's deterministic actions [E, M, 4] (its action means), clipped to [-1, 1]."""
-    from agents.base import ActorCritic
-
     was = student.training
     student.eval()
     act = student.act(obs, deterministic=True)[0] if isinstance(student, ActorCritic) else student(obs)
@@ -330,8 +276,6 @@ def mse_eta(act_dim: int = ACT_DIM) -> float:
 def check_optimizer(name: str) -> str:
     """The canonical name of optimiser ``name`` (``sso`` or an ``optim.build`` name); raises
     ``optim.OptimizerNameError`` (a ValueError listing the available names) for an unknown one."""
-    from optim.registry import resolve
-
     if not isinstance(name, str):
         raise TypeError(f"optimizer must be a name (str), got {type(name).__name__}")
     return resolve(name)[0]
@@ -375,12 +319,8 @@ def fit(
     an optimiser whose step re-evaluates the loss through a closure, such as ``lbfgs``, is charged for
     each evaluation). ``lr`` is SSO's eta (default ``mse_eta()``) or the optimiser's learning rate
     (default: the library's). ``tpsgd`` needs an ``nn.Sequential`` student of Linear layers (use
-    ``distill_compare`` for the comparison with back-propagation).
+    ``marl.bench.studies.distill.distill_compare`` for the comparison with back-propagation).
     """
-    import time
-
-    from optim.registry import build, is_second_order, needs_closure
-
     name = check_optimizer(optimizer)
     if steps < 1 or batch < 1 or eval_every < 1:
         raise ValueError(f"need steps, batch, eval_every >= 1, got {steps}, {batch}, {eval_every}")
@@ -390,12 +330,8 @@ def fit(
     kwargs = dict(optimizer_kwargs or {})
     student.train()
     if name == "sso":
-        from optim.sso import SSO
-
         opt: Any = SSO(params, mean, "mse", eta=mse_eta() if lr is None else lr, **kwargs)
     elif name == "tpsgd":
-        from optim.tpsgd import TPSGD
-
         if not isinstance(student, nn.Sequential):
             raise ValueError("optimizer 'tpsgd' trains nn.Sequential Linear/GRU stacks; use an mlp_student")
         if lr is not None:
@@ -557,166 +493,3 @@ def dagger(
         history.append(DAggerIteration(i, beta, ro.teacher_fraction, len(ro.data), len(data), res.final_loss, closed))
     assert data is not None
     return DAggerResult(data, history)
-
-
-# -- tpSGD distillation ------------------------------------------------------------------------------
-class StandardisedStudent(nn.Module):
-    """A per-agent network between fixed affine maps: obs [..., D] -> (net((obs - mu_x) / sd_x)) sd_y + mu_y.
-
-    The statistics come from the training data (features with no spread are only centred) and are
-    buffers, not parameters: ``net`` alone is trained (on standardised inputs and targets).
-    """
-
-    def __init__(self, net: nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> None:
-        super().__init__()
-        self.net = net
-        for name, x in (("x", obs), ("y", actions)):
-            std = x.std(0)
-            self.register_buffer(f"{name}_mean", x.mean(0))
-            self.register_buffer(f"{name}_std", torch.where(std > 1e-6, std, torch.ones_like(std)))
-
-    def norm_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """Standardised observations."""
-        return (obs - self.x_mean) / self.x_std
-
-    def norm_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """Standardised actions (the regression targets of ``net``)."""
-        return (actions - self.y_mean) / self.y_std
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [..., D] -> actions [..., 4] (unclipped)."""
-        return self.net(self.norm_obs(obs)) * self.y_std + self.y_mean
-
-
-@dataclass
-class DistillRun:
-    """One distillation run (back-propagation or tpSGD)."""
-
-    method: str  # "bp" or "tpsgd"
-    student: StandardisedStudent
-    initial_mse: float | None  # held-out action MSE before training (None without test data)
-    test_curve: list[float]  # held-out action MSE after each epoch (empty without test data)
-    peak_bytes: int  # peak bytes autograd saves for backward in one step (parameters excluded) + projections
-    projection_bytes: int  # tpSGD's fixed projections (0 for back-propagation)
-    seconds: float
-
-    @property
-    def final_mse(self) -> float | None:
-        """Held-out action MSE after the last epoch."""
-        return self.test_curve[-1] if self.test_curve else self.initial_mse
-
-
-def _distill(
-    method: str, train: ImitationData, test: ImitationData | None, hidden: Sequence[int], epochs: int, batch: int,
-    lr: float, optimizer: str, optimizer_kwargs: dict[str, Any] | None, tpsgd_kwargs: dict[str, Any] | None,
-    seed: int,
-) -> DistillRun:
-    import time
-
-    from optim.memory import SavedTensorMeter
-    from optim.registry import build
-    from optim.tpsgd import TPSGD
-
-    check_optimizer(optimizer)
-    if epochs < 0 or batch < 1:
-        raise ValueError(f"need epochs >= 0 and batch >= 1, got {epochs}, {batch}")
-    x, y = train.flat()
-    student = StandardisedStudent(mlp_student(x.shape[1], hidden, seed), x, y)
-    x, y = student.norm_obs(x), student.norm_actions(y)
-    net = student.net
-    opt_kw = {"lr": lr, **({"momentum": 0.9, "nesterov": True} if optimizer == "sgd" else {}),
-              **(optimizer_kwargs or {})}
-    proj_bytes = 0
-    if method == "tpsgd":
-        tp = TPSGD(net, task="regression", optimizer=optimizer, optimizer_kwargs=opt_kw, seed=seed,
-                   **(tpsgd_kwargs or {}))
-        proj_bytes = sum(p.numel() * p.element_size() for p in tp.projections)
-    else:
-        opt = build(optimizer, net.parameters(), **opt_kw)
-
-    def test_mse() -> float | None:
-        if test is None:
-            return None
-        xt, yt = test.flat()
-        with torch.no_grad():
-            return float(F.mse_loss(student(xt), yt))
-
-    initial = test_mse()
-    gen = torch.Generator().manual_seed(seed + 1)  # the same minibatch order for both methods
-    curve: list[float] = []
-    peak = 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(order), batch):
-            b = order[i : i + batch]
-            with SavedTensorMeter(exclude=net.parameters()) as meter:
-                if method == "tpsgd":
-                    tp.step(x[b], y[b])
-                else:
-                    opt.zero_grad(set_to_none=True)
-                    F.mse_loss(net(x[b]), y[b]).backward()
-            if method != "tpsgd":
-                opt.step()
-            peak = max(peak, meter.peak_bytes)
-        if test is not None:
-            curve.append(test_mse())  # type: ignore[arg-type]
-    seconds = time.perf_counter() - start
-    student.eval()
-    return DistillRun(method, student, initial, curve, peak + proj_bytes, proj_bytes, seconds)
-
-
-def distill_bp(
-    train: ImitationData, test: ImitationData | None = None, *, hidden: Sequence[int] = (64, 64), epochs: int = 10,
-    batch: int = 100, lr: float = 0.05, optimizer: str = "sgd", optimizer_kwargs: dict[str, Any] | None = None,
-    seed: int = 0,
-) -> DistillRun:
-    """Distil the teacher's actions into a standardised MLP student by back-propagation (per agent samples,
-    seeded initial weights and minibatch order; ``sgd`` gets Nesterov momentum 0.9)."""
-    return _distill("bp", train, test, hidden, epochs, batch, lr, optimizer, optimizer_kwargs, None, seed)
-
-
-def distill_tpsgd(
-    train: ImitationData, test: ImitationData | None = None, *, hidden: Sequence[int] = (64, 64), epochs: int = 10,
-    batch: int = 100, lr: float = 0.05, optimizer: str = "sgd", optimizer_kwargs: dict[str, Any] | None = None,
-    tpsgd_kwargs: dict[str, Any] | None = None, seed: int = 0,
-) -> DistillRun:
-    """The same as ``distill_bp`` (same initial weights and minibatches for the same seed), trained by
-    ``optim.tpsgd.TPSGD`` (regression task): each layer against a fixed random projection of the teacher's
-    standardised actions, on a detached input; ``tpsgd_kwargs`` go to TPSGD (``hidden_loss``,
-    ``projection_scale``)."""
-    return _distill("tpsgd", train, test, hidden, epochs, batch, lr, optimizer, optimizer_kwargs, tpsgd_kwargs,
-                    seed)
-
-
-@dataclass
-class DistillResult:
-    """Back-propagation vs tpSGD on the same data, initial weights, minibatches and optimiser."""
-
-    initial_mse: float  # held-out action MSE of the (shared) initial student
-    bp: DistillRun
-    tpsgd: DistillRun
-
-    @property
-    def bp_mse(self) -> float:
-        """Held-out action MSE of the back-propagation student."""
-        return float(self.bp.final_mse)  # type: ignore[arg-type]
-
-    @property
-    def tpsgd_mse(self) -> float:
-        """Held-out action MSE of the tpSGD student."""
-        return float(self.tpsgd.final_mse)  # type: ignore[arg-type]
-
-
-def distill_compare(
-    train: ImitationData, test: ImitationData, *, hidden: Sequence[int] = (64, 64), epochs: int = 10,
-    batch: int = 100, lr: float = 0.05, optimizer: str = "sgd", optimizer_kwargs: dict[str, Any] | None = None,
-    tpsgd_kwargs: dict[str, Any] | None = None, seed: int = 0,
-) -> DistillResult:
-    """``distill_bp`` and ``distill_tpsgd`` with the same settings: held-out action MSE (action units) and
-    peak saved-tensor bytes of one step (tpSGD's include its projections)."""
-    kw = {"hidden": hidden, "epochs": epochs, "batch": batch, "lr": lr, "optimizer": optimizer,
-          "optimizer_kwargs": optimizer_kwargs, "seed": seed}
-    bp = distill_bp(train, test, **kw)
-    tp = distill_tpsgd(train, test, tpsgd_kwargs=tpsgd_kwargs, **kw)
-    return DistillResult(float(bp.initial_mse), bp, tp)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Imitation of the PID teacher (marl.imitation): BC with SSO, DAgger's aggregation, tpSGD distillation."""
+"""Imitation of the PID teacher: BC with SSO and DAgger's aggregation (marl.imitation, the library), and the
+tpSGD distillation study (marl.bench.studies.distill, an experiment built on it)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from torch import nn
 
 from agents.pid import PIDConfig, PIDController
 from envs.swarm import QuadSwarmVecEnv
+from marl.bench.optim import run_suite
+from marl.bench.studies.distill import distill_bp, distill_tpsgd
 from marl.imitation import (
     ImitationData,
     behaviour_cloning,
     dagger,
-    distill_bp,
-    distill_tpsgd,
     fit,
     imitation_loss,
     make_student,
@@ -167,8 +168,6 @@ def test_bad_input_gives_clear_errors(env_cfg, data: ImitationData) -> None:
 
 
 def test_bench_optim_quick_suites_report_the_imitation_parts() -> None:
-    from marl.bench_optim import run_suite
-
     sso = run_suite("sso", quick=True)
     for key in ("sso_grad_evals_to_target", "sgd_grad_evals_to_target", "adam_grad_evals_to_target",
                 "bc_sso_grad_evals_to_target", "bc_sgd_grad_evals_to_target", "bc_adam_grad_evals_to_target",
@@ -182,3 +181,11 @@ def test_bench_optim_quick_suites_report_the_imitation_parts() -> None:
                 "distill_tpsgd_peak_bytes"):
         assert key in tp, key
     assert tp["distill_tpsgd_mse"] < tp["distill_initial_mse"]
+
+
+def test_the_library_does_not_carry_the_study() -> None:
+    import marl.imitation as imitation
+
+    for name in ("distill_bp", "distill_tpsgd", "distill_compare", "StandardisedStudent"):
+        assert not hasattr(imitation, name), name
+

@@ -1,4 +1,5 @@
-"""End-to-end training throughput: agent-steps/s of whole updates (simulation, inference and PPO)."""
+"""End-to-end training throughput (``marl bench train``): agent-steps/s of whole updates (simulation,
+inference and PPO), in one process or with Ray rollout workers against one process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import torch
 
-from marl.bench import _cpu_name, pinned
+from marl.bench.cpu import cpu_name, pinned
 from marl.train_config import resolve_config
 from marl.trainer import Trainer
 
@@ -65,7 +66,7 @@ def bench_train(
         "parameters": params, "drones": cfg.env.num_drones, "envs": tc.num_envs, "rollout_steps": tc.rollout_steps,
         "epochs": tc.epochs, "minibatches": tc.minibatches,
         **timing_figures(n, trainer.steps_per_update, elapsed, rollout, update), "threads": tc.threads, "cores": cores,
-        "torch_version": torch.__version__, "python_version": platform.python_version(), "cpu": _cpu_name(),
+        "torch_version": torch.__version__, "python_version": platform.python_version(), "cpu": cpu_name(),
     }
 
 

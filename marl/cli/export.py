@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from deploy.export import export_policy
 from deploy.quantize import METHODS
 
 
-def register(sub) -> None:
-    """Add ``marl export`` to the command line."""
+def _cmd_export(args: argparse.Namespace) -> int:
+    if args.run is None and args.policy is None:
+        raise ValueError("give a RUN directory / checkpoint or --policy deployable")
+    report = export_policy(
+        out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
+        preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, closed_loop=args.closed_loop,
+        closed_loop_backends=tuple(b for b in args.closed_loop_backends.split(",") if b),
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k not in ("layers", "quantizer")}, indent=2))
+    else:
+        print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``marl export`` to the ``marl`` parser."""
     ex = sub.add_parser(
         "export", help="compress a policy and export it as C (and ONNX) for a flight controller",
         description="Compress RUN's actor (or an untrained --policy preset), write policy.c / policy.h / "
@@ -33,20 +50,3 @@ def register(sub) -> None:
                     help="backends of --closed-loop, comma-separated (default sim,pybullet)")
     ex.add_argument("--json", action="store_true", help="print report.json instead of a summary")
     ex.set_defaults(func=_cmd_export)
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from deploy.export import export_policy
-
-    if args.run is None and args.policy is None:
-        raise ValueError("give a RUN directory / checkpoint or --policy deployable")
-    report = export_policy(
-        out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
-        preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, closed_loop=args.closed_loop,
-        closed_loop_backends=tuple(b for b in args.closed_loop_backends.split(",") if b),
-    )
-    if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k not in ("layers", "quantizer")}, indent=2))
-    else:
-        print((__import__("pathlib").Path(args.out) / "report.md").read_text())
-    return 0

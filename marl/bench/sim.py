@@ -3,7 +3,7 @@
 ``bench_sim`` times ``QuadSwarmVecEnv.step`` with random actions in [-1, 1] (pre-generated outside
 the timed loop, after a few warm-up steps). Every step computes the full observation, reward and
 metric update of every agent, as in training. The process is pinned to ``threads`` cores
-(``os.sched_setaffinity``) and torch to as many threads, so the figure is per that many cores.
+(``marl.bench.cpu.pinned``) and torch to as many threads, so the figure is per that many cores.
 
 ``backend="pettingzoo"`` steps ``envs`` separate ``envs.quad_swarm_v0.parallel_env`` instances one
 after another in a Python loop with dict actions, which is how PettingZoo users drive an
@@ -14,11 +14,9 @@ environment; comparing the two shows what batching buys. ``bench_sweep`` runs bo
 from __future__ import annotations
 
 import math
-import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 
 from envs.config import SwarmConfig, make_config
 from envs.swarm import ACTION_DIM, QuadSwarmVecEnv
+from marl.bench.cpu import cpu_name, pinned
 from marl.devices import parse_device
 
 BACKENDS = ("sim", "pettingzoo", "pybullet")
@@ -39,23 +38,6 @@ def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r} must be an integer >= 1")
     return value
-
-
-def _available_cores() -> list[int]:
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench_env_config(drones: int, density: float, scenario: str = "o_random") -> SwarmConfig:
@@ -79,27 +61,6 @@ def bench_env_config(drones: int, density: float, scenario: str = "o_random") ->
             raise ValueError(f"drones={drones} exceeds the {most} start slots of the bench map (allowed: 1..{most})")
         kwargs["spawn_heights"] = tuple(round(lo + i * gap, 4) for i in range(levels))
     return make_config(**kwargs)
-
-
-@contextmanager
-def pinned(threads: int) -> Iterator[list[int]]:
-    """Pin this process to ``threads`` cores and torch to as many threads; restore both afterwards."""
-    cores = _available_cores()
-    if threads > len(cores):
-        raise ValueError(f"threads={threads} exceeds the {len(cores)} cores available to this process")
-    old_threads = torch.get_num_threads()
-    can_pin = hasattr(os, "sched_setaffinity")
-    old_affinity = os.sched_getaffinity(0) if can_pin else None
-    use = cores[:threads]
-    try:
-        if can_pin:
-            os.sched_setaffinity(0, use)
-        torch.set_num_threads(threads)
-        yield use
-    finally:
-        torch.set_num_threads(old_threads)
-        if can_pin and old_affinity is not None:
-            os.sched_setaffinity(0, old_affinity)
 
 
 def _sync(device: torch.device) -> None:
@@ -225,7 +186,7 @@ def bench_sim(
         "agent_steps_per_s_per_thread": drones * envs * steps / seconds / threads,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
     }
 
 
