@@ -1,61 +1,16 @@
 """CommFormer: a learned, sparse communication graph over the agents, with optional temporal gating.
 
 After "Learning Multi-Agent Communication from Graph Modeling Perspective" (ICLR 2024) and its
-extension with temporal gating (see ../shared/reference/commformer.md). Per environment row:
+temporal-gating extension. Each agent's token (the agents.swarm_attention encoder) attends only to its
+in-neighbours in a learned graph: edge logits [n, n], k = max(int(n S), 1) in-edges per agent plus a
+self-loop, Gumbel top-k with a straight-through estimator in training, exact top-k when acting. An
+optional per-agent gate decides from the agent's own observation whether it receives messages at a
+step. Execution is decentralised: agent i's action depends only on its own observation and its
+in-neighbours' messages. ``communicate=False`` is the no-communication baseline; ``edge_parameters()``
+and ``policy_parameters()`` split the parameters for the bi-level schedule.
 
-    obs_i (D) -> per-agent token encoder (agents.swarm_attention.SwarmAttentionEncoder) -> x_i [W]
-    graph A [M, M] (learned edge logits, top-k in-edges per agent)  --+
-    gate g_i in {0, 1} from obs_i (optional)                           +-> mask_ij = i == j or (A_ij and g_i)
-    num_blocks x [relation attention over agents (row i attends to mask_ij = 1) -> +res -> LayerNorm(W)
-                  -> per-agent FFN -> +res -> LayerNorm(W)]
-    -> linear -> 4 action means (Gaussian, state-independent log-std) or A logits (Categorical)
-    critic: a separate per-agent network (agents.layers.Critic: local, or central = + mean over agents)
-
-The graph
-    ``edge_logits`` [n, n] (initialised to ones, as in the reference code) holds the score of "j sends
-    to i" in row i. Each agent keeps k = max(int(n S), 1) in-edges from *other* agents (k <= n - 1)
-    plus a self-loop that is always there. Deviation from the reference code: its top-k runs over the
-    whole row, self included, so picking oneself wastes an edge; here the diagonal is excluded, so S = 1
-    is exactly full communication and every agent receives exactly k messages.
-    Which graph a forward pass uses:
-      - acting (``act``, or the module in eval mode): exact deterministic top-k of the logits;
-      - training, first ``warmup_updates`` updates: the raw logits as edge weights (all pairs connected);
-      - training, ``post_stable`` and past ``post_ratio`` of the updates: exact top-k;
-      - otherwise: Gumbel top-k (noise + row softmax at temperature tau, hard top-k, straight-through
-        ``hard - soft.detach() + soft``); one graph per forward pass, shared by the batch.
-    The trainer tells the policy where training stands with ``set_training_progress(update, total)``.
-
-How the graph enters attention (as the reference): a relation embedding of each pair (its edge value
-and whether it is the self-loop, projected by a linear layer) is added to the queries and the keys of
-that pair, ``score_ij = <q_i + ra_ij, k_j + rb_ij> / sqrt(d)``; non-edges get -inf before the softmax
-and the softmax output is multiplied by the edge values, which is how the gradient reaches the logits
-(the relation embedding, being linear in the edge value, is a second path).
-
-Decentralised execution: agent i's action depends only on its own observation and on messages from
-its in-neighbours: every layer but the attention is per agent (LayerNorm normalises features, never
-across agents), and the attention row i gives exactly zero weight to non-neighbours. With
-``num_blocks`` = L > 1 the messages of the later blocks carry the senders' own in-neighbours' messages
-(L rounds of communication, L-hop receptive field); the default is one block, as in the paper.
-The reference's MAT decoder (actions decoded agent by agent, each seeing the previous agents'
-actions) is left out on purpose: it needs centralised, sequential execution.
-
-``communicate=False`` keeps the architecture and cuts every edge but the self-loops: the
-no-communication baseline of the experiments.
-
-Temporal gating (``gating=True``): a small network per agent (shared weights) maps the agent's own
-observation to the probability p_i of receiving messages at this step. Training samples a
-Gumbel-sigmoid (logistic noise, temperature tau) and thresholds it with a straight-through estimator;
-acting thresholds p_i at 0.5. A closed gate leaves agent i attending only to itself. With one block,
-training computes agent i's output both with and without messages and mixes them with the
-straight-through gate (forward: exactly one of them); the gate's gradient then stays alive while it is
-closed. Measured on predator_prey_commformer_gated (seed 1, penalty 0.001): gating the attention mask
-instead closed every gate within a few updates for good (communication rate 0, success 0.07, as
-without communication). The trainer adds
-``policy.gate_penalty(obs)`` (= ``gate_penalty`` coefficient x mean p_i, the expected fraction of
-messages received) to the loss; ``policy.communication_rate(obs)`` reports the realised rate.
-
-Bi-level optimisation (trainer side): ``edge_parameters()`` are the edge logits,
-``policy_parameters()`` everything else.
+Design note (the graph, how it enters attention, gating, deviations from the reference):
+docs/design/commformer.md.
 """
 
 from __future__ import annotations

@@ -1,29 +1,14 @@
 """The attention swarm policy of quad-swarm-rl (Huang et al., ICRA 2024), per agent.
 
-    self (19)            -> self MLP (tanh)      -> e_self [E] ----------------------------+
-    K neighbours (K x 6) -> neighbour MLP (tanh) -> K tokens [K, E] --+                   |
-    obstacle SDF (9)     -> obstacle MLP (tanh)  -> 1 token  [1, E] --+-> attention        |
-                                  query = e_self  -> multi-head attention over the K + 1 tokens
-                                  -> residual (+ e_self) -> LayerNorm -> ctx [E] ------------+
-    concat [e_self, ctx] (2E) -> head MLP (tanh) -> linear -> 4 action means
-
-Design choices (hand-written on purpose, see agents/layers.py for the attention module itself):
-
-- The query is the agent's own embedding, not the mean of the tokens: each agent asks which
-  neighbours and which part of the local map matter *to it* given its own state (a closing neighbour
-  matters more when flying fast towards it). A token mean would be the same question for every state.
-- One token per neighbour (the original pools the neighbours into a single token first): attention
-  then weights the neighbours individually, and without positional encodings the policy is invariant
-  to the order the environment lists them in.
-- The 3 x 3 SDF patch is embedded as one obstacle token, as in the original: nine scalar tokens would
-  lose the patch's spatial layout unless given positional embeddings, and cost 9x the keys and values.
-- Every head has the full model width (d_k = d_model, as in the original), so ``large`` has ~1.5 M
-  actor parameters like the paper's ~1.6 M; ``head_dim`` overrides it (E // H matches torch's MHA).
-- K = 0 drops the neighbour MLP (the obstacle token remains); with no tokens at all the attention is
-  skipped and ctx = LayerNorm(e_self). Unused modules are never built, so every parameter trains.
+    self (19) -> self MLP -> e_self;   K neighbours (K x 6) -> neighbour MLP -> K tokens [K, E]
+    obstacle SDF (9) -> obstacle MLP -> 1 token;   query e_self attends over the K + 1 tokens
+    -> residual (+ e_self) -> LayerNorm -> ctx;   [e_self, ctx] -> head MLP -> linear -> 4 action means
 
 Presets: ``deployable`` (width 16, 1 head, head 32: ~3.7 k actor parameters, ~15 KB of float32 for the
 Cortex-M4 of a Crazyflie) and ``large`` (the training network of the paper: width 256, 4 heads, head 512).
+
+Design note (why the query is the agent's own embedding, one token per neighbour, full-width heads):
+docs/design/swarm_attention.md.
 """
 
 from __future__ import annotations

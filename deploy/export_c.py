@@ -3,36 +3,13 @@
     from deploy.export_c import generate_c
     files = generate_c(actor, quantized, golden_inputs, golden_outputs)   # {"policy.c": ..., "policy.h": ...}
 
-The generated code is plain C99: ``const`` weight tables (float32, packed int8 / int4 with float32 row
-scales, or packed b-bit codebook indices with float16 codebooks, float16 group scales and packed group
-ids), ``static`` activation buffers sized at generation time, and a handful of hand-written kernels
-(linear per storage format and token count, tanh, relu, LayerNorm, multi-head attention). Codebook weights are *not*
-expanded to float32 matrices: the palette kernel decodes the bit stream while it multiplies, and
-factors the group scale out of each row's dot product, y_i = b_i + s_g(i) * sum_j c[idx_ij] x_j. Only
-the codebooks themselves (at most 2^b float16 entries each) are converted once, on the first call, into
-small float tables in RAM.
+Fills the templates of deploy/c/ (``@NAME@`` placeholders, see deploy/c/README.md) with const weight
+tables in the actor's storage format, static buffers and the forward pass of a ``GaussianActor`` over
+``SwarmAttentionEncoder`` or ``MLPEncoder``; any other layer is refused with its class and path.
+Codebook weights are decoded while they are multiplied, never expanded to float32 matrices.
 
-Speed (Cortex-M4F, see README "Deploy"): indices are read one 32-bit little-endian word at a time (a
-row starts at a multiple of gcd(bits, 8) bits, so one load holds 25 / 13 / 8 / 7 / 5 / 4 / 4 whole 1- / 2- /
-3- / 4- / 5- / 6- / 8-bit indices, decoded with constant shifts; arrays carry INDEX_PAD bytes of padding
-for the last load; each layer has its own width, JLCM mixes them);
-integer weights use the same kernels with a lookup table k - 2^(bits-1); dot products use fmaf (one
-VFMA, IEEE fused); layers that share weights across tokens (neighbour MLP, key / value projections) run
-as one call over up to MAX_TOKENS inputs, so each weight is decoded once per call; tanh is a rational
-minimax approximation instead of newlib's tanhf (|error| < 3e-7, tests/test_deploy.py).
-
-Supported actors are ``agents.layers.GaussianActor`` over ``SwarmAttentionEncoder`` (the attention
-policy, any preset) or ``MLPEncoder``, built from ``nn.Linear``, ``nn.Tanh``, ``nn.ReLU``,
-``nn.LayerNorm``, ``nn.Sequential`` and ``agents.layers.MultiHeadAttention``. Anything else is refused
-with a ValueError naming the layer's class and path. The forward pass reproduces
-``SwarmAttentionEncoder.forward`` exactly: self / neighbour / obstacle MLPs, query = own embedding, one
-token per neighbour plus the obstacle token, scaled dot-product attention (scale 1 / sqrt(head_dim)),
-out projection, residual + LayerNorm, head MLP over [e_self, ctx], linear action mean.
-
-All of this is hand-written: the point of the exporter is code we can read, bound (no heap, no
-recursion, fixed buffers) and verify against torch to 1e-5; code generators of the ML toolchains
-(TFLite Micro, ST Edge AI) neither run codebook weights without expanding them nor support our
-attention block.
+Design note (kernels, speed on the Cortex-M4F, what is supported, why hand-written):
+docs/design/export_c.md.
 """
 
 from __future__ import annotations

@@ -1,68 +1,15 @@
 """JLCM: jointly learnable codebooks and mappings (Yvinec, Dapogny, Bailly, ICLR 2024), for our small actors.
 
-The paper gives the method in outline only and has no public code; every choice below is ours,
-hand-written (torch + numpy) and measured in the README's Deploy section (with the ablations).
+Called as ``deploy.quantize.quantize_actor(actor, "jlcm", bits, calib=states)``. Per ``nn.Linear``
+weight: rows grouped by k-means on their sorted quantiles, one codebook per layer with float16
+per-group scales, a per-layer index width (1-8 bits) chosen within the bytes of the uniform b-bit
+layout, GPTQ initial mappings, then joint learning of codebooks, scales and the float32 biases /
+LayerNorm parameters against the float actor's actions on calibration states, with a proximal
+straight-through mapping update whose moves are each kept only if the calibration loss drops. The
+paper gives the method in outline only and has no public code: every choice here is ours.
 
-Per ``nn.Linear`` weight W [out, in] of the actor, at a nominal width of b bits:
-
-1. **Row grouping.** Each row (output neuron) is described by the sorted quantiles of its weights at
-   q = 0.05, 0.25, 0.5, 0.75, 0.95 (a 5-vector that captures both its scale and its shape). The rows
-   are clustered into G = min(num_groups, out) groups by k-means on these vectors (k-means++ seeding
-   from a fixed seed, then Lloyd). The paper re-orders neurons so that groups are contiguous and
-   stores no mapping; in our policies a layer's outputs feed residuals, LayerNorm, the attention and
-   shared embeddings, so a re-ordering would have to be applied to every consumer. We store a
-   ceil(log2 G)-bit group id per row instead (packed, counted in ``grouping`` bytes).
-2. **Codebooks.** ``codebook="shared"`` (default): one codebook of K = 2^c entries per tensor and one
-   scale per group, s_g = RMS of the group's weights; the codebook is the 1-D k-means of the
-   normalised weights w / s_g(row). ``codebook="per_group"``: one k-means codebook per group, no
-   scales. Codebook entries and scales are stored as float16.
-3. **Bit allocation (mixed precision, ``allocate``).** Each layer gets its own index width c from the
-   widths the C kernels decode, {1, 2, 3, 4, 5, 6, 8}, up to 2b. The byte budget is that of the
-   uniform b-bit layout (every layer at b bits: indices, codebooks, scales, group ids), so a "3-bit"
-   JLCM actor never stores more bytes than the uniform 3-bit one (``budget_bits`` sets another
-   budget). Layer l's loss at width c is the calibration loss (step 5) with only that layer replaced
-   by its width-c initialisation (GPTQ mappings on the float layer inputs, step 4), the others float.
-   Greedy knapsack: every layer starts at the narrowest width; the one-step upgrade with the largest
-   loss drop per extra byte that fits the budget is taken until none fits. On the trained quickstart
-   policy at b = 3 the observation's input layers come out at 6 / 5 bits, the action layer at 4 and
-   the attention projections at 1-2 bits.
-4. **Initial mappings: sequential GPTQ on the codebook grid** (``init="gptq"``; ``"nearest"``: the
-   nearest codeword). Layer by layer in execution order, on the inputs x the layer receives from the
-   layers already mapped, columns are mapped one at a time to the nearest codeword of their row's
-   grid s_g c, and each column's rounding error is spread over the columns not yet mapped through
-   the inverse of H = E[x x^T] (Frantar et al., GPTQ, 2023), so the layer output W x is matched
-   rather than each weight.
-5. **Joint learning** on calibration states x (observations recorded from the policy's own
-   rollouts, see deploy/calibration.py): the loss is L = (mean |actor_q(x) - clamp(actor(x))|^p)^(2/p)
-   over minibatches and action components (``loss_power`` p = 4 weighs the largest errors more than
-   the mean square; no cost where both actions sit beyond the same bound, see ``action_loss``).
-   Codebook entries and log-scales get exact gradients through the decoded weights
-   W_hat = s_g c[idx]; so do the float32 biases and LayerNorm gains and shifts (``tune_float``: they
-   are stored as float32 whatever the method, so re-learning them costs no byte). Adam, cosine decay.
-6. **Mappings: proximal straight-through update** (``mapping="proximal"``). Every ``map_every`` steps,
-   with G = dL/dW_hat on all calibration states (the straight-through gradient: the hard mapping is
-   treated as the identity) and H the diagonal Gauss-Newton curvature of L in W_hat (2 / (N A) sum
-   over states and actions of (d actor_q / d W_hat)^2, computed once with torch.func), the predicted
-   change of moving weight w_ij from codeword c_k to c_m (|m - k| <= ``window``) is
-
-       dL(m) = G_ij d + 1/2 H_ij d^2,    d = s_g (c_m - c_k).
-
-   G d is the straight-through first-order change; the proximal term 1/2 H d^2 grows with the
-   distance, so a jump to a far codeword must beat a proportionally larger cost (neighbouring
-   codewords first, as the paper asks of its modified straight-through weight). Only each row's best
-   move is a candidate (moves in one row correct the same output and overshoot together); the
-   ``max_moves`` candidates with the most negative dL in the network are tried one at a time and
-   each is kept only if the float16-rounded calibration loss drops, so a mapping update never
-   increases the loss. ``mapping="logits"`` is the ablation that follows the paper's description
-   literally: logits over the 2r+1 codewords around each weight's initial index, updated every step
-   by SGD with momentum on the surrogate gradient dL/dl_m := G s (c_m - c_k) exp(-(c_m - c_k)^2 /
-   (2 sigma^2)) (``proximal=False``: weight 1, the plain straight-through estimate), the arg-max
-   slot being the mapping. Measured on the trained quickstart policy it made the calibration loss
-   worse than freezing the GPTQ mappings (the first-order score has no curvature, so every weight
-   with a consistent gradient flips, and the flips overshoot together).
-7. The full calibration loss is measured every ``eval_every`` steps with float16-rounded codebooks
-   and scales; the best state (the initialisation included) is kept, so JLCM is never worse than its
-   own initialisation on the calibration set.
+Design note (the seven steps, in detail): docs/design/jlcm.md; measurements and ablations:
+docs/deploy.md.
 """
 
 from __future__ import annotations

@@ -5,29 +5,11 @@
     q.dequantized(policy.actor)   # a copy of the actor whose Linear weights are the decoded values
     q.accounting()                # bytes per layer: indices, codebooks, scales, grouping data, biases
 
-Only the weight matrices of ``nn.Linear`` layers are compressed. Biases and LayerNorm parameters stay
-float32 (they are < 7 % of the deployable policy's parameters but would cost fidelity for little
-memory) and are counted separately as ``other_bytes``; ``weight_bytes`` is the storage of the weight
-matrices including every codebook, scale and grouping bit, and ``param_bytes`` is both together.
-JLCM re-learns the float32 biases and LayerNorm parameters on its calibration states (stored in the
-layers' ``bias`` and in ``QuantizedActor.overrides``; same storage, same bytes), and gives every layer
-its own index width (``QuantizedLinear.bits``) within the byte budget of its nominal width.
+Only the weight matrices of ``nn.Linear`` layers are compressed; biases and LayerNorm parameters stay
+float32 and are counted separately. The storage formats match the C kernels of deploy/export_c.py
+byte for byte, and the accounting counts every index, codebook, scale and group id.
 
-Storage formats (what the C exporter writes, byte for byte, and what the accounting counts):
-
-- ``float32``: 4 bytes per weight.
-- ``int8`` / ``int4``: symmetric per-output-channel (row) uniform quantisation, q = round(w / s) with
-  s = max|w_row| / (2^(b-1) - 1), q in [-(2^(b-1) - 1), 2^(b-1) - 1]; int8 one byte per weight, int4 packed
-  two per byte (offset-binary), one float32 scale per row.
-- ``kmeans``: palettisation like Core ML's ``palettize_weights``: one codebook of 2^b entries per tensor,
-  fitted by 1-D k-means (Lloyd, quantile initialisation) on the tensor's weights; b-bit indices packed
-  LSB-first into one bit stream per tensor; codebook entries stored as IEEE float16.
-- ``jlcm``: see deploy/jlcm.py: per-row group ids (ceil(log2 G) bits per row, packed), one codebook
-  (shared, with a float16 scale per group) or one codebook per group, float16 entries, c-bit indices
-  with a per-layer c in {1, 2, 3, 4, 5, 6, 8} (the widths the C kernels decode, ``PALETTE_BITS``).
-
-Everything here is written by hand (numpy / torch): the formats must match the hand-written C kernels of
-deploy/export_c.py exactly, and no library offers codebooks with per-group scales.
+Design note (the storage formats, what is counted): docs/design/quantize.md.
 """
 
 from __future__ import annotations

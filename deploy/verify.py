@@ -1,22 +1,14 @@
 """Build and run the generated C: host (gcc with sanitizers) and emulated Cortex-M4F (QEMU mps2-an386).
 
-    out = run_host(build_dir, states)                  # [N, 4] from the sanitizer build, via binary files
-    out, insns = run_qemu(build_dir, states)           # same on the emulated Cortex-M4F, + instructions / inference
+    out, status = run_host(build_dir, states)          # [N, 4] from the sanitizer build, self-test status
+    out, status, insns = run_qemu(build_dir, states)   # same on the emulated Cortex-M4F, + instructions / inference
     sizes = arm_sizes(build_dir)                       # flash / RAM of the policy on the target
 
-Both builds use one small driver (hand-written below): it runs the golden self-test, reads float32
-observations from ``in.bin``, writes float32 actions to ``out.bin`` and, on the target, times
-``TIMED_RUNS`` inferences with SysTick. The bare-metal target follows the recipe of
-../shared/reference/compression-export.md: a vector table whose reset handler enables the FPU (CPACR
-bits 20-23) and calls newlib's ``_start``, a linker script with code at 0x0 and data/bss/stack in RAM
-at 0x20000000, semihosting for stdio and files.
+The driver, start-up code and linker script are deploy/c/driver.c, startup.c and link.ld. Instruction
+counts come from QEMU (``-icount shift=0``, SysTick: one tick = 40 guest instructions); the latency
+estimate multiplies them by an assumed CPI of ``CYCLES_PER_INSTRUCTION`` = 1.5 at 168 MHz.
 
-Instruction counts: QEMU runs with ``-icount shift=0`` (virtual time advances 1 ns per guest
-instruction) and mps2-an386's SysTick counts its 25 MHz reference clock in virtual time, so one
-SysTick tick is 40 guest instructions (checked against a loop of known length). QEMU is not cycle
-accurate: the latency estimate multiplies the instruction count by an assumed CPI of
-``CYCLES_PER_INSTRUCTION`` = 1.5 for a Cortex-M4F running from flash with wait states (loads take 2
-cycles, VFP multiply-accumulate 3, branches 2-4; most ALU ops 1) at 168 MHz.
+Design note (bare-metal recipe, instruction counting, the CPI): docs/design/export_c.md.
 """
 
 from __future__ import annotations

@@ -5,24 +5,11 @@
     obs, infos = env.reset(seed=0)                  # {"predator_0": float32 (D,), ...}
     obs, rew, term, trunc, infos = env.step({a: env.action_space(a).sample() for a in env.agents})
 
-Task (IC3Net's cooperative mode): N predators and one static prey are placed at random on a
-``grid_size`` x ``grid_size`` grid (predators may share cells, the prey is never on a predator). Each
-predator sees only the (2 vision + 1)^2 window around itself, so finding the prey is a search that
-pays off when those who see it tell the others. Actions are Discrete(5): up, right, down, left, stay;
-moves into the wall leave the predator where it is. A predator that reaches the prey stays there.
+N predators with limited vision must all reach one static prey; Discrete(5) actions, flat Box
+observations of D = 3 + 3 (2 vision + 1)^2 (``env.obs_layout`` describes them for agents/), the
+episode's metrics in ``infos[agent]["metrics"]`` at the last step. numpy only.
 
-Reward per predator and step: -0.05 while it is not on the prey; once on it, +0.05 times the number of
-predators on the prey (reaching it together pays). The episode terminates for everyone when all
-predators are on the prey (success) and is truncated after ``max_steps`` steps otherwise.
-
-Observation of a predator (flat Box in [0, 1], float32, D = 3 + 3 (2 vision + 1)^2):
-    [x / (grid_size - 1), y / (grid_size - 1), on_prey] +
-    window channels, row-major over the window cells: other predators in the cell (count / N),
-    prey in the cell (0/1), cell outside the grid (0/1).
-``env.obs_layout`` describes it for agents/ (one self segment, no neighbour or obstacle segments).
-
-At the last step ``infos[agent]["metrics"]`` holds the episode's metrics: ``success`` (all predators on
-the prey), ``steps`` and ``predators_on_prey`` (the fraction at the end). numpy only.
+Design note (task, reward, observation layout, metrics): docs/design/predator_prey.md.
 """
 
 from __future__ import annotations

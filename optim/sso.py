@@ -1,43 +1,15 @@
 """SSO: target-based surrogate optimisation (Lavington, Vaswani, Babanezhad, Schmidt, Le Roux, ICML 2023).
 
-Minimise h(theta) = l(f(theta)) where z = f(theta) are the *targets* (logits, policy means, predictions)
-and the gradient of l in z is the expensive part (labels, an expert, environment samples). Each outer
-step, on one batch:
+Minimises l(f(theta)) where the gradient of l in the targets z = f(theta) is the expensive part: each
+outer step takes one expensive gradient G = dl/dz, then m cheap inner steps on the surrogate
+<G, f(theta) - z_t> + (1 / eta) D(f(theta), z_t) (Euclidean or KL divergence). Three ways in:
 
-1. z_t = f(theta_t) and G = dl/dz at z_t: the one expensive gradient evaluation;
-2. the surrogate   g_t(theta) = <G, f(theta) - z_t> + (1 / eta) D(f(theta), z_t)
-   with D(z, z_t) = ||z - z_t||^2 / (2 n) (``divergence="euclidean"``) or, for logits of probability
-   outputs, the Bregman divergence of log-sum-exp, (1 / n) sum_i KL(softmax(z_t,i) || softmax(z_i))
-   (``divergence="kl"``; a single logit column is read as a Bernoulli); n is the number of examples,
-   because G of a mean loss already carries 1 / n (so eta is a per-example target step size);
-3. m cheap inner steps on g_t (no new expensive gradient): gradient descent with Armijo backtracking by
-   default (c 0.1, shrink 0.9, initial step 10 reset every outer step, at most 100 backtracks, stop when
-   the surrogate gradient norm <= 1e-6), or any registry optimiser by name.
+- ``SSO(params, model_fn, loss_fn)``: a torch optimiser with ``step(batch)`` (supervised, imitation);
+- ``sso_step(params, forward, target_loss, ...)``: the same step as a function of two closures;
+- ``fma_policy_update(...)``: the functional mirror ascent policy update for a PPO-style trainer.
 
-In the full-batch case l(f(theta)) <= l(z_t) + g_t(theta) whenever l is (1/eta)-smooth in z (relatively
-smooth to log-sum-exp for the KL form), so the method is majorisation-minimisation. ``default_eta``
-gives the reference's values (MSE 1/4, BCE 2, cross-entropy 1/(1 - 1/K)), which satisfy that bound
-for the mean losses of ``torch.nn.functional`` in the Euclidean form. In the KL form the bound needs
-l to be (1/eta)-smooth relative to log-sum-exp: cross-entropy and BCE on logits are exactly 1-relatively
-smooth (their Bregman divergence *is* that KL), so eta <= 1 there, and eta = 1 makes g_t + l(z_t) equal
-the loss. Target step-size schedules: ``constant``; ``sqrt``
-(eta / sqrt(t): the reference's "stochastic" schedule, whose code grows the weight of the proximity
-term, i.e. 1 / eta, as sqrt(t)); ``line_search`` (an Armijo search on eta in
-target space, z' = z_t - eta n G, loss evaluations only: l(z') <= l(z_t) + c <G, z' - z_t>, starting
-from eta every step and shrinking by 0.9).
-
-Three ways in:
-- ``SSO(params, model_fn, loss_fn)``, a torch optimiser with ``step(batch)``, batch = (inputs, labels),
-  for supervised learning and imitation (behaviour cloning / DAgger: labels are the teacher's actions).
-  Its ``lr`` is eta, so torch LR schedulers schedule the target step size.
-- ``sso_step(params, forward, target_loss, ...)``, the same step as a function of two closures.
-- ``fma_policy_update(...)``, the functional mirror ascent policy update (FMA-PG) for a PPO-style
-  trainer: the policy's distribution parameters are the targets.
-
-All of it is hand-written: no package ships SSO (pytorch-optimizer's "SSO" is an unrelated optimiser,
-SpectralSphere). The Armijo inner loop is hand-written too because the reference's inner optimiser is
-plain gradient descent on a deterministic closure with this exact backtracking rule, which torch does not
-ship (torch's LBFGS line search is strong-Wolfe on quasi-Newton directions).
+Design note (surrogate, majorisation, step-size schedules, inner loop, why hand-written):
+docs/design/sso.md.
 """
 
 from __future__ import annotations
@@ -50,6 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+# Inner optimisers come from the library half of the registry (torch.optim, pytorch-optimizer): the
+# registry imports this module, so importing it back would close a circle.
+from optim.library import build, is_second_order, needs_closure, resolve
 
 __all__ = [
     "ETA_SCHEDULES",
@@ -194,8 +170,6 @@ def _registry_descent(
     params: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor], steps: int, name: str,
     kwargs: dict[str, Any] | None,
 ) -> InnerResult:
-    from optim.registry import build, is_second_order, needs_closure
-
     opt = build(name, params, **(kwargs or {}))
     second = is_second_order(name)
     with torch.no_grad():
@@ -360,8 +334,6 @@ class SSO(torch.optim.Optimizer):
         if eta <= 0 or inner_steps < 1:
             raise ValueError(f"need eta > 0 and inner_steps >= 1, got eta={eta}, inner_steps={inner_steps}")
         if inner != "armijo":
-            from optim.registry import resolve
-
             resolve(inner)  # fail now on an unknown inner optimiser
         super().__init__(params, {"lr": eta})
         self.model_fn, self.loss_fn = model_fn, loss_fn

@@ -1,35 +1,12 @@
 """tpSGD: target-projection SGD, layer-local training without back-propagation across layers.
 
 After "Learning with Local Gradients at the Edge" (Lomnitz et al.), generalising DRTP (Frenkel et al.
-2021). A network is read as a stack of blocks, each one trainable core (``nn.Linear`` or a one-layer
-batch-first ``nn.GRU``) with the parameter-free or small modules around it (activations, Dropout,
-Flatten, LayerNorm). Each hidden block k has a fixed random projection P_k (C x n_k, never trained) of
-the target y (one-hot for classification, the raw vector for regression) and is trained on a *local*
-loss between its output h_k and P_k's projection of the target,
+2021). ``TPSGD(model)`` reads a network as a stack of blocks (an ``nn.Linear`` or one-layer ``nn.GRU``
+core with its activations) and trains each hidden block on a local loss against a fixed random
+projection of the target. Every block's input is detached, so no autograd graph spans two layers and
+activation memory is one block's; the output block gets its ordinary loss.
 
-    L_k = mean over examples of  0.5 * ||h_k - y P_k||^2          (hidden_loss="mse", the default), or
-                                 <y P_k, h_k>                     (hidden_loss="drtp": DRTP's own update,
-                                                                   dW = -lr [(y B) * f'(a)]^T h_{k-1}),
-
-or any callable ``hidden_loss(h, target)``. The input of every block is detached, so each local
-backward reaches only that block's parameters and its graph is freed before the next block runs: no
-autograd graph spans two layers and activation memory is one block's, not the network's. The output
-block gets its ordinary loss (cross-entropy or MSE) on its detached input. For a GRU block the
-projection is applied to the hidden state at every time step, with the recurrent input h_{t-1}
-detached, so its graph spans one time step.
-
-Design choices, documented because the paper leaves them open:
-- sign: with ``mse`` a layer is pulled *towards* +y P_k; DRTP's update formula is gradient descent on
-  +<y B, h>, i.e. *away* from y B. As P_k is drawn from a distribution symmetric about zero the sign only
-  relabels the random codes; we keep each method's own sign.
-- scale: P_k entries are uniform on (-s, s). Default s = 1 for classification (each class code is a row
-  of P_k, inside tanh's range) and s = sqrt(3 / C) for regression (unit-variance codes for standardised
-  targets); set ``projection_scale`` to change it.
-- update: one optimiser from the registry over all parameters (default SGD, Nesterov momentum 0.9, as in
-  DRTP; lr 0.05 because our losses are batch means where DRTP sums).
-
-Hand-written because no package ships tpSGD or DRTP (the reference DRTP code is a research script);
-the per-layer updates themselves are ordinary registry optimisers.
+Design note (local losses, GRU blocks, sign and scale choices): docs/design/tpsgd.md.
 """
 
 from __future__ import annotations
@@ -41,6 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# The optimiser of the blocks comes from the library half of the registry (which imports this module).
+from optim.library import build
 
 __all__ = ["TPSGD", "Block", "sequential_forward", "split_blocks"]
 
@@ -161,8 +141,6 @@ class TPSGD:
             for b in self.blocks[:-1]
         ]
         self.loss_fn = loss_fn or (_ce if task == "classification" else _mse)
-        from optim.registry import build
-
         kwargs = {"lr": 0.05, "momentum": 0.9, "nesterov": True} if optimizer == "sgd" else {}
         kwargs.update(optimizer_kwargs or {})
         self.optimizer = build(optimizer, model.parameters(), **kwargs)
