@@ -29,6 +29,12 @@ from agents.base import ObsLayout
 from agents.layers import check_layout, layout_from_dim
 from agents.registry import ENCODERS
 
+# SB3 PPO settings for many environments in one tensor step (envs.sb3_vec_env.QuadSB3VecEnv): short
+# rollouts per env, large minibatches, a few epochs at a larger step size. With 128 two-second
+# QuadHover-v0 episodes they beat a random policy's return within ~60 k steps (tests/test_sb3.py),
+# where SB3's defaults on one Gymnasium env needed ~500 k.
+BATCHED_PPO_KWARGS: dict[str, Any] = {"n_steps": 32, "batch_size": 1024, "n_epochs": 5, "learning_rate": 1e-3}
+
 
 class SwarmFeaturesExtractor(BaseFeaturesExtractor):
     """Flat observation [N, D] -> encoder features [N, F] for SB3 policies.
