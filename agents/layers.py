@@ -1,19 +1,12 @@
 """Building blocks shared by the learned swarm policies: observation splitting, MLPs, attention, heads.
 
 Everything here is hand-written on plain ``nn.Linear`` / ``nn.LayerNorm`` so that deploy/ can walk
-the modules layer by layer (compression, C export for the Cortex-M4) without special cases:
+the modules layer by layer (compression, C export for the Cortex-M4) without special cases.
+``MultiHeadAttention`` takes the head width as its own argument (quad-swarm-rl gives every head the
+full model width); ``EncoderActorCritic`` is the common shape of every policy: an encoder feeding a
+Gaussian (or categorical) action head, and a separate critic, local or central (MAPPO).
 
-- ``MultiHeadAttention`` replaces ``torch.nn.MultiheadAttention``, whose per-head width is fixed to
-  ``embed_dim / num_heads`` and whose projections live in one fused ``in_proj_weight`` parameter.
-  The quad-swarm-rl network gives every head the full model width (d_k = d_model = 256 with 4 heads,
-  which is where its ~1.6 M actor parameters come from), so the head width is a separate argument
-  here. With ``head_dim = embed_dim // num_heads`` it computes exactly what torch's module does (a
-  test copies the weights across and compares).
-- ``EncoderActorCritic`` is the common shape of every policy: an encoder (obs [N, D] -> features
-  [N, F]) feeding a Gaussian action head with a learned state-independent log-std (or, for discrete
-  actions, a categorical head of logits), and a separate
-  critic network of the same architecture, either local (value of the agent's own observation) or
-  central (MAPPO style: own features plus the mean over the M agents of the same environment row).
+Design note (why not torch's MultiheadAttention, the actor-critic shape): docs/design/policy_blocks.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
 """Batched cascaded PID controller for the quadrotor swarm (the built-in ``pid`` baseline).
 
-In the spirit of gym-pybullet-drones' ``DSLPIDControl``, but batched over [E, M] on torch and
-written against the observation alone, so it plugs in wherever a learned policy does:
+In the spirit of gym-pybullet-drones' ``DSLPIDControl``, batched over [E, M] on torch and written
+against the observation alone, so it plugs in wherever a learned policy does: position PID ->
+desired thrust vector -> desired attitude -> attitude error on SO(3) (Lee, Leok, McClamroch 2010) ->
+body torques -> X-layout motor mixing -> action a = 2 f - 1. Tracking needs only the self part of the
+observation; the optional potential-field avoidance (``PIDConfig.avoid``) also reads the neighbour
+and SDF parts.
 
-    position PID (p - g, v)  ->  desired acceleration / thrust vector (tilt- and thrust-limited)
-    -> desired attitude (body z along the thrust vector, yaw held at 0)
-    -> attitude error on SO(3), e_R = 1/2 vee(R_d^T R - R^T R_d) (Lee, Leok, McClamroch 2010)
-    -> body torques tau = J (-k_R e_R - k_w omega) + omega x J omega
-    -> X-layout motor mixing (same layout and yaw sign as the simulator) with attitude priority
-    -> thrust fraction f in [0, 1] -> action a = 2 f - 1.
-
-The observation layout it reads (quad-swarm-rl): [p - g (3), v (3), R row-major (9), omega (3), z (1),
-K x (p_j - p_i (3), v_j - v_i (3)), local SDF (9)]. Only the self part is needed for tracking; the
-optional potential-field avoidance (``PIDConfig.avoid``, off by default) also reads the neighbour and
-SDF parts. K is inferred from the observation width, so no simulator code is imported (agents/ must
-not depend on envs/).
+Design note (the cascade, the observation it reads): docs/design/pid.md.
 """
 
 from __future__ import annotations

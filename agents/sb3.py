@@ -1,20 +1,14 @@
 """Stable-Baselines3 glue: our self/neighbour/obstacle encoders as an SB3 features extractor.
 
-For the single-drone Gymnasium envs (``QuadHover-v0`` etc., flat observations of 19 + 6 K + 9):
-
-    import envs, gymnasium
-    from stable_baselines3 import PPO
     from agents.sb3 import SwarmFeaturesExtractor
-    env = gymnasium.make("QuadHover-v0")
-    model = PPO("MlpPolicy", env, policy_kwargs={
-        "features_extractor_class": SwarmFeaturesExtractor,
-        "features_extractor_kwargs": {"encoder": "attention", "preset": "deployable"},
-        "net_arch": [],        # our encoder already ends in the head MLP; SB3 adds only its linear heads
-    })
+    model = PPO("MlpPolicy", gymnasium.make("QuadHover-v0"), policy_kwargs={
+        "features_extractor_class": SwarmFeaturesExtractor, "net_arch": [],
+        "features_extractor_kwargs": {"encoder": "attention", "preset": "deployable"}})
 
-SB3 owns the Gaussian head, the critic and (with ``ortho_init``) re-initialises every ``nn.Linear``,
-including ours; only the encoder is shared with ``agents.make_policy``. Imported on demand, so the
-rest of agents/ does not need SB3.
+For the single-drone Gymnasium envs. SB3 owns the Gaussian head and the critic; only the encoder is
+shared with ``agents.make_policy``. Imported on demand, so the rest of agents/ does not need SB3.
+
+Design note (the full example, what SB3 re-initialises): docs/design/policy_blocks.md.
 """
 
 from __future__ import annotations

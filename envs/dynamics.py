@@ -1,22 +1,13 @@
 """Batched Crazyflie rigid-body dynamics on torch tensors (written by hand: no library steps a
 batch of quadrotors on tensors).
 
-Tensors use the simulator's working layout: components first, then drones, then environments
-(vectors [3, M, E], rotation matrices [3, 3, M, E] with R[i, j], motors [4, M, E]). Every
-element-wise operation then runs over long contiguous rows of M * E values, which is several times
-faster on a CPU core than [E, M, 3] (where small inner dimensions defeat vectorisation).
+One call of :meth:`Dynamics.step` is one 200 Hz physics step of every drone of every environment:
+motor lag and thrust noise, rigid body (X layout, Euler's equation, exponential-map attitude,
+semi-implicit Euler), contacts with the floor, walls and ceiling, optional downwash. Tensors use the
+simulator's working layout, components first, then drones, then environments (vectors [3, M, E],
+rotations [3, 3, M, E], motors [4, M, E]), so element-wise operations run over long contiguous rows.
 
-One call of :meth:`Dynamics.step` is one 200 Hz physics step:
-
-* motors: commanded thrust fraction -> first-order lag on sqrt(thrust) with coefficient
-  min(1, 4 dt / T) (T the settling time, as in quad-swarm-rl); the Ornstein-Uhlenbeck thrust noise is
-  advanced once per control step by the caller (:meth:`Dynamics.noisy_command`);
-* rigid body: body-frame torques from the X layout, Euler's equation, body-rate clip, attitude by the
-  exponential map (Rodrigues) of omega * dt, semi-implicit Euler for velocity and position;
-* contacts: floor at z = arm (vertical velocity stopped, Coulomb friction, spin damped), room walls
-  and ceiling (position clipped, velocity reversed with restitution, random spin kick);
-* optional downwash of drones above (cylinder radius 0.1 m, height 0.7 m, acceleration
-  (6/17)(7 - 10 d) with d the vertical gap in metres).
+Design note (why this layout, each part of the step): docs/design/simulator_core.md.
 """
 
 from __future__ import annotations

@@ -4,16 +4,11 @@
     env = quad_leader_v0.parallel_env()                    # 4 drones, 1 leader, static_same_goal
     obs, infos = env.reset(seed=0)
 
-A communication task on the batched simulator (a PettingZoo ParallelEnv, the same view as
-``envs.quad_swarm_v0`` with different defaults). Drones ``0 .. leaders-1`` are leaders: their
-observation holds p - g as usual; the followers get zeros there. Every observation carries a 20th
-self feature, 1 for a leader and 0 for a follower (see ``envs.observations``). The goal is one point
-drawn anew each episode (``static_same_goal``: success when every drone is within 1 m of it, without
-collisions), so a follower cannot memorise it; it can infer it from a leader's message (the leader's
-p_L - g and the relative position p_L - p_i give p_i - g) or, more weakly, follow the drones it sees.
+The PettingZoo face of a communication task on the batched simulator: drones ``0 .. leaders-1``
+observe p - g, the followers get zeros there and a leader flag of 0. Training uses the same core
+directly (``env: {leaders: 1, ...}``, see ``configs/quad_leader_commformer.yaml``).
 
-Training uses the same core directly (``env: {leaders: 1, scenario: static_same_goal, ...}`` in a
-config, see ``configs/quad_leader_commformer.yaml``); this module is the PettingZoo face of it.
+Design note (the task, why it needs communication): docs/design/pettingzoo_views.md.
 """
 
 from __future__ import annotations

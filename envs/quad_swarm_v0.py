@@ -5,15 +5,10 @@
     obs, infos = env.reset(seed=0)                       # {"drone_0": float32 (D,), ...}
     obs, rew, term, trunc, infos = env.step({a: env.action_space(a).sample() for a in env.agents})
 
-All drones start and end together: the core truncates every agent of an episode at the same step and
-never terminates one early. At that step the returned observations are the episode's last ones (not
-the auto-reset ones of the core), each agent's info holds the swarm's episode metrics under
-``infos[agent]["metrics"]`` and its scenario under ``infos[agent]["scenario"]``, and ``agents``
-becomes empty until the next ``reset``. ``env(**config)`` is the same thing as an AEC environment.
+All drones start and end together; at the last step each agent's info holds the swarm's episode
+metrics (``infos[agent]["metrics"]``). ``env(**config)`` is the same as an AEC environment.
 
-Seeding: ``reset(seed=s)`` seeds the core with ``s`` itself, so the first episode equals that of
-``QuadSwarmVecEnv(cfg, num_envs=1).reset(seed=s)``; an unseeded reset draws the core's seed from a
-numpy generator (seeded by the last explicit seed, from entropy before any), as Gymnasium does.
+Design note (episode ends, seeding): docs/design/pettingzoo_views.md.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """Scenario table: where drones start, where their goals are, and how goals change over time.
 
 The names follow quad-swarm-rl. Obstacle scenarios (``o_*``) have two layouts (``SwarmConfig.layout``):
+``reference`` (the default: columns on random cells of the whole grid, starts and goals on free
+cells, as quad-swarm-rl) and ``rows`` (a start row and a goal row kept free of columns).
+Obstacle-free scenarios put the goals on a horizontal circle around a centre; events every
+``goal_change_seconds`` move, swap or resize the goals.
 
-* ``reference`` (the default), as quad-swarm-rl does it: columns on ``int(density * cells)`` random
-  cells of the whole 8 x 8 m grid (density 0.2: 12 columns), starts and goals drawn from the free
-  cells (``generate_pos_obst_map`` in its ``o_random``), so a drone may have to cross the field in
-  any direction. Unlike the reference, the drones of one env take distinct (cell, height) slots
-  (the reference draws cells with replacement and may spawn two drones in one place), jittered by
-  ``spawn_jitter``; goal slots are distinct too. Shared goal centres (``o_static_same_goal``,
-  ``move``) are a random free cell centre.
-* ``rows`` (this project's earlier layout): the grid's first row (y < 0 edge) is the start row and its
-  last row the goal row; both stay free of columns, the columns fill the rows between. Starts and
-  goals are distinct slots of those rows; shared goal centres are a goal-row cell centre.
-* Obstacle-free scenarios: starts are distinct slots over the whole grid; goals form a horizontal
-  circle of radius ``formation_size * formation`` around a centre drawn in the middle of the room.
-* Events every ``goal_change_seconds``: ``move`` draws a new goal centre (a free cell centre in
-  obstacle maps), ``swap`` reverses the goal assignment across the swarm, ``resize`` draws a new
-  formation radius in [0.5, 2] x ``formation_size``.
+Design note (each layout and event in detail): docs/design/simulator_core.md.
 """
 
 from __future__ import annotations

@@ -6,15 +6,9 @@ refined schedule of Defazio et al. ("When, Why and How Much?") from a previous r
     sched = refined(opt, grad_norms, kind="adam")       # len(grad_norms) = T + 1 steps, last lr 0
     for t in range(T): ...; opt.step(); sched.step()
 
-The refined schedule: median-filter the norms g_t (window 0.1 T), weights w_t = g_t^-2 (SGD) or g_t^-1
-(Adam-style), s_t = w_t * sum_{p > t} w_p, normalised to max 1. For constant norms s_t = (T - t) / T,
-exactly ``linear_decay`` over T steps, which is the worst-case-optimal last-iterate schedule; real norm
-sequences give it a warm-up and a fast final anneal. The multipliers are returned by
-``refined_multipliers`` for inspection.
+The schedulers are torch's ``LambdaLR``; only the multiplier formulas are written here.
 
-The schedulers are torch's ``LambdaLR`` (nothing re-implemented); the multiplier formulas are written
-here because torch ships no polynomial warm-up schedule with this shape (``PolynomialLR`` has no
-warm-up; chaining ``SequentialLR`` would work but hides the formula) and nothing ships the refinement.
+Design note (the refined schedule's formula, why these are hand-written): docs/design/schedules.md.
 """
 
 from __future__ import annotations
