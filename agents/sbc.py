@@ -1,0 +1,197 @@
+"""Safety barrier certificates (SBC): the field's classical swarm baseline, batched on torch.
+
+The PID position loop of :mod:`agents.pid` (without its potential-field avoidance) gives a desired
+acceleration a_des per drone; a small QP replaces it by the closest acceleration that keeps every
+pairwise distance and every column clearance certified safe (Wang, Ames and Egerstedt, "Safety
+barrier certificates for collisions-free multirobot systems", T-RO 2017; quad-swarm-rl's
+``NominalSBC`` on its ``deadlock`` branch solves the same QP per drone with OSQP):
+
+    min_a ||a - a_des||^2   s.t.   G a <= h  (one row per neighbour and per column),
+                                   |a_x|, |a_y| <= max_acc_xy,  -max_acc_down <= a_z <= max_acc_up
+
+A barrier for a pair at distance d (safety distance D_s, both drones able to brake at ``brake_acc``,
+so A = 2 brake_acc between them) is h_b = sqrt(2 A (d - D_s)) + dp.dv / d with dp = p_i - p_j,
+dv = v_i - v_j: positive while the pair can still stop before D_s. Requiring dh_b/dt >= -gamma h_b^3
+is linear in the relative acceleration:
+
+    dp . (a_i - a_j) >= -B,   B = gamma h_b^3 d + sqrt(A) dp.dv / sqrt(2 (d - D_s)) + |dv|^2 - (dp.dv)^2 / d^2
+
+and each drone takes half (the reciprocal split: -dp . a_i <= B / 2). A column is static and takes
+no share: with n the unit normal away from it and d the clearance to its surface (from the SDF),
+h_b = sqrt(2 a (d - D_s)) + n.v and -n . a <= gamma h_b^3 + sqrt(a) n.v / sqrt(2 (d - D_s)); the
+curvature term |v_t|^2 / rho of a round column is dropped, which only makes the row stricter.
+
+Solved for all drones at once by Dykstra's alternating projections (each half-space and the box is
+one set): its iterate converges to the exact Euclidean projection of a_des onto the intersection,
+which is the QP's solution. When the constraints conflict (a drone already inside D_s and closing
+faster than the box allows to stop) the QP is infeasible; the last projection is onto the box, so the
+command always respects the acceleration bounds (the reference falls back to its last safe command).
+
+Like ``pid_avoid`` it reads only the observation: the K nearest neighbours' relative positions and
+velocities and the 3 x 3 local SDF, so it sees the nearest column only, and no walls or floor (the
+position loop keeps the height). Known behaviour, as in the paper: barrier certificates deadlock in
+dense clutter, where the drone stops in front of a column rather than going round it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from agents.pid import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM, PIDConfig, PIDController
+
+
+@dataclass
+class SBCConfig:
+    """Barrier and QP settings of :class:`SBCController` (SI units)."""
+
+    brake_acc: float = 3.0  # m/s^2 each drone is assumed to spend on braking in the barrier
+    max_acc_xy: float = 5.0  # m/s^2, per-axis bound of the QP (below the PID's 35 degree tilt limit)
+    neighbour_gamma: float = 0.2  # how fast the barrier may shrink ("aggressiveness"), neighbours
+    obstacle_gamma: float = 0.2  # the same for columns
+    neighbour_margin: float = 0.1  # m: D_s = 2 arm + margin between drone centres
+    obstacle_margin: float = 0.1  # m: D_s = arm + margin from a column surface
+    iterations: int = 50  # Dykstra sweeps at most (they stop early once converged)
+
+
+def solve_qp(
+    a_des: torch.Tensor,
+    g: torch.Tensor,
+    h: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    iterations: int,
+    tol: float = 1e-6,
+) -> torch.Tensor:
+    """Batched projection QP: argmin_a ||a - a_des||^2 s.t. g a <= h and lo <= a <= hi.
+
+    a_des [N, 3]; g [N, C, 3] constraint rows (an all-zero row with h >= 0 is inactive); h [N, C];
+    lo, hi [3] bounds. Returns a [N, 3] after at most ``iterations`` Dykstra sweeps over the C
+    half-spaces and the box (fewer once no component moves by more than ``tol``): always inside the
+    box, inside every half-space up to the convergence tolerance when the QP is feasible.
+    """
+    x = torch.maximum(torch.minimum(a_des, hi), lo)
+    # Where the box projection already meets every row it is the answer (the feasible set lies in
+    # the box); most drones are far from everything, so only the rest are iterated.
+    hard = ((g * x.unsqueeze(1)).sum(-1) > h).any(-1).nonzero().squeeze(-1)
+    if hard.numel() > 0:
+        x[hard] = _dykstra(a_des[hard], g[hard], h[hard], lo, hi, iterations, tol)
+    return x
+
+
+def _dykstra(
+    a_des: torch.Tensor, g: torch.Tensor, h: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, iterations: int,
+    tol: float,
+) -> torch.Tensor:
+    """Dykstra's alternating projections onto the half-spaces g[:, k] a <= h[:, k] and the box."""
+    n, c = h.shape
+    x = a_des.clone()
+    corr = torch.zeros(n, c + 1, 3, dtype=a_des.dtype, device=a_des.device)
+    inv_norm2 = 1.0 / (g * g).sum(-1).clamp_min(1e-12)  # [N, C]
+    for sweep in range(iterations):
+        start = x
+        for k in range(c):
+            y = x + corr[:, k]
+            excess = ((g[:, k] * y).sum(-1) - h[:, k]).clamp_min(0.0)  # [N]
+            x = y - (excess * inv_norm2[:, k]).unsqueeze(-1) * g[:, k]
+            corr[:, k] = y - x
+        y = x + corr[:, c]
+        x = torch.maximum(torch.minimum(y, hi), lo)
+        corr[:, c] = y - x
+        if sweep % 8 == 7 and float((x - start).abs().max()) < tol:  # a host sync, so not every sweep
+            break
+    return x
+
+
+class SBCController(PIDController):
+    """The PID position/attitude cascade with its desired acceleration filtered by the SBC QP.
+
+    Observations [E, M, D] -> actions [E, M, 4] in [-1, 1], like :class:`agents.pid.PIDController`
+    (same ``reset``); ``cfg.avoid`` must be off: the QP is the avoidance.
+    """
+
+    def __init__(
+        self,
+        cfg: PIDConfig | None = None,
+        sbc: SBCConfig | None = None,
+        device: str | torch.device = "cpu",
+        spec=None,
+    ):
+        """cfg: the PID's gains and vehicle; sbc: barrier and QP settings; spec: optional ObsSpec-like layout."""
+        cfg = cfg or PIDConfig()
+        if cfg.avoid:
+            raise ValueError("SBCController filters the plain PID command: PIDConfig.avoid must be False")
+        super().__init__(cfg, device=device, spec=spec)
+        self.sbc = sbc or SBCConfig()
+        self._obs: torch.Tensor | None = None
+        self.lo = torch.tensor([-self.sbc.max_acc_xy, -self.sbc.max_acc_xy, -cfg.max_acc_down], device=self.device)
+        self.hi = torch.tensor([self.sbc.max_acc_xy, self.sbc.max_acc_xy, cfg.max_acc_up], device=self.device)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Actions [E, M, 4] in [-1, 1] for observations [E, M, D]."""
+        # The PID cascade calls _limit on its desired acceleration; the filter there needs the observation.
+        self._obs = obs.to(self.device, torch.float32)
+        try:
+            return super().act(obs)
+        finally:
+            self._obs = None
+
+    def _limit(self, acc: torch.Tensor) -> torch.Tensor:
+        """The PID's limited desired acceleration [E, M, 3] (gravity excluded), filtered by the QP."""
+        a_des = super()._limit(acc)
+        if self._obs is None:  # called outside act(): nothing to filter against
+            return a_des
+        return self.filter(self._obs, a_des)
+
+    def constraints(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Barrier rows for observations [E, M, D]: (G [E, M, K + 1, 3], h [E, M, K + 1]), G a <= h.
+
+        Rows 0..K-1 are the observed neighbours, row K the nearest column.
+        """
+        c, s = self.cfg, self.sbc
+        e, m, d = obs.shape
+        k = self.spec.num_neighbors if self.spec is not None else (d - SELF_DIM - OBSTACLE_DIM) // NEIGHBOUR_DIM
+        if SELF_DIM + k * NEIGHBOUR_DIM + OBSTACLE_DIM != d:
+            raise ValueError(f"obs width {d} is not 19 + 6 K + 9 for K = {k}")
+        vel = obs[..., 3:6]
+
+        # Neighbours: dp = p_i - p_j, dv = v_i - v_j (the observation holds p_j - p_i, v_j - v_i).
+        nbr = obs[..., SELF_DIM : SELF_DIM + k * NEIGHBOUR_DIM].reshape(e, m, k, NEIGHBOUR_DIM)
+        dp, dv = -nbr[..., :3], -nbr[..., 3:]
+        dist = dp.norm(dim=-1).clamp_min(1e-6)  # [E, M, K]
+        room = (dist - (2.0 * c.arm + s.neighbour_margin)).clamp_min(1e-2)  # inside D_s: a steep push apart
+        a_pair = 2.0 * s.brake_acc
+        closing = (dp * dv).sum(-1)
+        hb = (2.0 * a_pair * room).sqrt() + closing / dist
+        b = (
+            s.neighbour_gamma * hb.pow(3) * dist
+            + a_pair**0.5 * closing / (2.0 * room).sqrt()
+            + (dv * dv).sum(-1)
+            - closing.square() / dist.square()
+        )
+        g_nbr, h_nbr = -dp, 0.5 * b
+
+        # Nearest column: clearance and outward normal from the SDF (x offset varying slowest).
+        sdf = obs[..., d - OBSTACLE_DIM :]
+        grad = torch.stack([sdf[..., 7] - sdf[..., 1], sdf[..., 5] - sdf[..., 3]], -1)
+        n_xy = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)  # zero where the SDF is flat (no column)
+        normal = torch.cat([n_xy, torch.zeros_like(n_xy[..., :1])], -1)  # [E, M, 3]
+        room = (sdf[..., 4] - (c.arm + s.obstacle_margin)).clamp_min(1e-2)
+        nv = (normal * vel).sum(-1)
+        hb = (2.0 * s.brake_acc * room).sqrt() + nv
+        h_obs = s.obstacle_gamma * hb.pow(3) + s.brake_acc**0.5 * nv / (2.0 * room).sqrt()
+        # A flat SDF (no column in sight) gives a zero row: keep it inactive whatever the sign of h.
+        h_obs = torch.where(n_xy.abs().sum(-1) > 0, h_obs, torch.ones_like(h_obs))
+        g = torch.cat([g_nbr, (-normal).unsqueeze(2)], 2)
+        h = torch.cat([h_nbr, h_obs.unsqueeze(2)], 2)
+        return g, h
+
+    def filter(self, obs: torch.Tensor, a_des: torch.Tensor) -> torch.Tensor:
+        """The QP-filtered acceleration [E, M, 3] for a desired one a_des [E, M, 3] (gravity excluded)."""
+        e, m, _ = a_des.shape
+        g, h = self.constraints(obs)
+        a = solve_qp(a_des.reshape(e * m, 3), g.reshape(e * m, -1, 3), h.reshape(e * m, -1), self.lo, self.hi,
+                     self.sbc.iterations)
+        return a.reshape(e, m, 3)
