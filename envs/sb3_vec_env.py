@@ -6,21 +6,11 @@
     vec = VecMonitor(sv.make_sb3_vec_env("QuadHover-v0", num_envs=64, episode_seconds=2.0))
     PPO("MlpPolicy", vec).learn(200_000)          # SB3 sees 64 single-drone envs
 
-SB3 sees ``num_envs * num_drones`` environments, one per drone: the single-drone tasks
-(``QuadHover-v0`` etc., ``num_drones=1``, no neighbours, the same observations as the Gymnasium view
-``envs.gym_envs.QuadSingleEnv``) or a swarm whose drones share one policy (``num_drones=M``), agent
-``e * M + m`` being drone m of environment e. Every SB3 step is one ``QuadSwarmVecEnv.step`` of all
-of them, instead of one Python ``gym.Env.step`` per environment as in ``DummyVecEnv``.
+SB3 sees ``num_envs * num_drones`` environments, one per drone, and every SB3 step is one
+``QuadSwarmVecEnv.step`` of all of them (not one Python ``gym.Env.step`` per environment as in
+``DummyVecEnv``). SB3 is optional: ``envs/__init__`` does not import this module.
 
-Why here: it is a view of the simulator like the Gymnasium and PettingZoo ones (envs/ owns those),
-and it needs nothing of our learning packages. SB3 is an optional dependency: ``envs/__init__`` does
-not import this module, so only code that imports it needs ``stable_baselines3``.
-
-Episodes of all environments end together (the core's fixed length); the step that ends them
-returns ``dones`` all True, the next episode's first observations, and per agent
-``infos[i]["terminal_observation"]`` (the last one), ``"TimeLimit.truncated": True`` (SB3 bootstraps
-the value there), and the core's episode metrics under ``"metrics"`` as the Gymnasium view does.
-Wrap with ``VecMonitor`` for SB3's episode-return logging.
+Design note (agent numbering, episode ends, why it lives in envs/): docs/design/pettingzoo_views.md.
 """
 
 from __future__ import annotations
