@@ -38,6 +38,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
