@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import quadspec
 from agents import pid as pid_mod
 from agents.pid import PIDConfig, PIDController
 from envs import dynamics
@@ -22,10 +23,14 @@ def _run_episode(env: QuadSwarmVecEnv, ctrl: PIDController, obs: torch.Tensor) -
             return {k: float(v.float().mean()) for k, v in info["episode"].items()}
 
 
-def test_motor_layout_matches_simulator():
-    # agents/ may not import envs/, so the layout is copied; it must stay the simulator's.
-    assert pid_mod.PROP_SIGNS_XY == dynamics.PROP_SIGNS_XY
-    assert pid_mod.PROP_CCW == dynamics.PROP_CCW
+def test_motor_layout_and_vehicle_match_simulator():
+    # agents/ may not import envs/: both read the motor layout and the vehicle from the contract module.
+    assert pid_mod.PROP_SIGNS_XY is dynamics.PROP_SIGNS_XY is quadspec.PROP_SIGNS_XY
+    assert pid_mod.PROP_CCW is dynamics.PROP_CCW is quadspec.PROP_CCW
+    default, sim = PIDConfig(), make_config().dynamics
+    for name in ("mass", "arm", "thrust_to_weight", "torque_to_thrust", "gravity", "control_dt", "max_thrust"):
+        assert getattr(default, name) == pytest.approx(getattr(sim, name)), name
+    assert tuple(default.inertia) == tuple(sim.inertia)
 
 
 def test_from_dynamics_copies_vehicle_constants():
