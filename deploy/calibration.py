@@ -6,7 +6,8 @@
 The states are what the deployed policy will see (flight near goals, neighbours, SDF patches), which
 matters for JLCM (it matches the actor's outputs on them) and for the fidelity figures (max abs action
 error over many recorded states). Different seeds give disjoint rollouts: the reports measure
-fidelity on states recorded with a seed other than the calibration one.
+fidelity on states recorded with a seed other than the calibration one. ``load_actor`` gives the
+actor they are recorded for (a trained run's, from its checkpoint alone, or an untrained preset).
 """
 
 from __future__ import annotations
@@ -17,13 +18,42 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents import load_policy_checkpoint, make_policy
+from agents.pid import PIDConfig, PIDController
 from envs.config import SwarmConfig, make_config
 from envs.swarm import QuadSwarmVecEnv
+from quadspec import obs_layout
+
+PRESETS = ("deployable",)  # untrained policies an export can start from (no run needed)
+NUM_CALIB_STATES = 2048
+NUM_TEST_STATES = 1000
 
 
 def default_env_config(num_neighbors: int = 2, scenario: str = "o_random") -> SwarmConfig:
     """The environment used for an untrained policy preset: 8 drones, K neighbours, obstacles."""
     return make_config(num_drones=max(8, num_neighbors + 1), num_neighbors=num_neighbors, scenario=scenario)
+
+
+def load_actor(run: str | Path | None, preset: str | None = None, seed: int = 0) -> tuple[nn.Module, SwarmConfig]:
+    """(actor in eval mode, env config) of a run directory / checkpoint, or of an untrained policy preset.
+
+    A run's policy and environment come from its self-describing checkpoint (agents.load_policy_checkpoint:
+    no trainer code, no environment built); a run of a PettingZoo task is refused (deploy/ flies the
+    swarm simulator).
+    """
+    if run is not None:
+        if not Path(run).exists():
+            raise ValueError(f"run {run!r} does not exist (give a run directory or checkpoint, or --policy deployable)")
+        loaded = load_policy_checkpoint(run)
+        if loaded.env is None or "target" in loaded.env:
+            raise ValueError(f"run {run!r} was not trained on the swarm simulator; deploy/ exports quadrotor policies")
+        return loaded.policy.actor.eval(), make_config(**loaded.env)
+    if preset not in PRESETS:
+        raise ValueError(f"policy preset {preset!r} is unknown; allowed: {', '.join(PRESETS)}")
+    cfg = default_env_config(2)
+    torch.manual_seed(seed)
+    policy = make_policy("attention", obs_layout(cfg.num_neighbors), cfg.num_drones, preset=preset)
+    return policy.actor.eval(), cfg
 
 
 def record_states(
@@ -40,8 +70,6 @@ def record_states(
     ``policy``: an actor (obs [..., D] -> action means [..., 4]); None flies the built-in PID controller.
     Every ``every``-th step is kept; a random subset (from ``seed``) of the pool is returned.
     """
-    from agents.pid import PIDConfig, PIDController
-
     env = QuadSwarmVecEnv(cfg, num_envs=num_envs)
     obs = env.reset(seed=seed)
     pid = None if policy is not None else PIDController(PIDConfig.from_dynamics(cfg.dynamics))

@@ -7,7 +7,7 @@
 Every row: method, bits, weight bytes and bits per weight (everything included, see
 deploy/quantize.py), max / mean abs action error against the float actor on the test states, and
 per backend the success rate (and collision rate) of ``episodes`` episodes flown with
-``marl.evaluate.evaluate_policy`` on the policy's own environment config, the same seed for every
+``envs.evaluation.evaluate_swarm`` on the policy's own environment config, the same seed for every
 method (same maps, starts and goals), plus the change in success against float32. The C code computes
 the dequantised actor to 1e-5 (see deploy/verify.py), so this measures what compression does to flight.
 
@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, record_states
 from deploy.quantize import SUPPORTED_BITS, check_method_bits, quantize_actor
+from envs.evaluation import evaluate_swarm
 
 DEFAULT_METHODS: tuple[tuple[str, int], ...] = (("float32", 32), ("int8", 8), ("int4", 4), ("kmeans", 3), ("jlcm", 3))
 
@@ -59,10 +61,10 @@ def closed_loop_report(
     actor: a GaussianActor (``policy.actor``); cfg: the run config (with ``.env``) or a SwarmConfig.
     calib: calibration states [N, D] (JLCM needs them); test: states [N, D] for the action errors.
     precomputed: QuantizedActors by (method, bits) already made with these calib and jlcm_kwargs (the export's
-    own), used instead of compressing again. eval_kwargs go to evaluate_policy (e.g. ``episode_seconds``).
+    own), used instead of compressing again. eval_kwargs go to envs.evaluation.evaluate_swarm as overrides of
+    the environment (e.g. ``episode_seconds``).
     """
-    from marl.evaluate import evaluate_policy
-
+    env_cfg = cfg.env if hasattr(cfg, "env") else cfg
     actor = actor.eval()
     rows: list[dict[str, Any]] = []
     float_success: dict[str, float] = {}
@@ -86,7 +88,7 @@ def closed_loop_report(
                 err = (deq(test).clamp(-1, 1) - ref).abs()
             row.update(max_abs_action_error=float(err.max()), mean_abs_action_error=float(err.mean()))
         for backend in backends:
-            res = evaluate_policy(ActorPolicy(deq), cfg, episodes=episodes, backend=backend, seed=seed, **eval_kwargs)
+            res, _ = evaluate_swarm(ActorPolicy(deq), env_cfg, episodes, seed, backend, **eval_kwargs)
             success = float(res["success_rate"])
             row[f"success_{backend}"] = success
             if "collision_rate" in res:
@@ -130,9 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m deploy.closed_loop RUN``: the closed-loop table of a trained run (markdown on stdout)."""
     import argparse
     import json
-
-    from deploy.calibration import record_states
-    from deploy.export import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor
 
     ap = argparse.ArgumentParser(prog="python -m deploy.closed_loop", description=main.__doc__)
     ap.add_argument("run", help="a training run directory or checkpoint file")

@@ -3,14 +3,14 @@
     from deploy.export import export_policy
     report = export_policy(out="runs/export", method="jlcm", bits=3, target="cortex-m4", preset_seed=0)
 
-Steps: load the policy (a run directory / checkpoint via marl.checkpoint.load_policy, or the untrained
+Steps: load the policy (a run directory / checkpoint via agents.load_policy_checkpoint, or the untrained
 ``deployable`` attention preset from a seed), refuse unsupported layers by name, record calibration
 states (the policy's own closed-loop rollouts, seed 1000 + seed) and 1,000 test states (the same way,
 seed 2000 + seed: other episodes), compress,
 generate policy.c / policy.h / controller_policy.c, build on the host with sanitizers and compare with
 the dequantised torch actor, optionally cross-build for the Cortex-M4F and run it under QEMU, and
-write report.json and report.md. deploy/ never calls back into the trainer: the checkpoint loader is
-the only marl function it uses, and only to read the run's files.
+write report.json and report.md. deploy/ never imports marl/: checkpoints describe their policy, so
+agents/ rebuilds it, and envs.evaluation flies the closed-loop checks.
 """
 
 from __future__ import annotations
@@ -22,41 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from deploy import verify
-from deploy.calibration import default_env_config, load_states, record_states
+from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, load_states, record_states
+from deploy.closed_loop import DEFAULT_METHODS, closed_loop_markdown, closed_loop_report
 from deploy.crazyflie import CONTROLLER_C
 from deploy.export_c import check_supported, generate_c
 from deploy.quantize import check_method_bits, quantize_actor
 
 TARGETS = ("host", "cortex-m4")
-PRESETS = ("deployable",)
-NUM_TEST_STATES = 1000
-NUM_CALIB_STATES = 2048
 GOLDEN = 4
-
-
-def load_actor(run: str | None, preset: str | None = None, seed: int = 0) -> tuple[nn.Module, Any]:
-    """(actor, env config) of a run directory / checkpoint, or of an untrained policy preset."""
-    if run is not None:
-        if not Path(run).exists():
-            raise ValueError(f"run {run!r} does not exist (give a run directory or checkpoint, or --policy deployable)")
-        try:
-            from marl.checkpoint import load_policy
-        except ImportError as err:
-            raise ValueError(f"cannot load run {run!r}: marl.checkpoint.load_policy is unavailable ({err})") from None
-        policy, cfg = load_policy(Path(run))
-        return policy.actor.eval(), cfg
-    if preset not in PRESETS:
-        raise ValueError(f"policy preset {preset!r} is unknown; allowed: {', '.join(PRESETS)}")
-    from agents import make_policy
-    from envs.observations import obs_spec
-
-    cfg = default_env_config(2)
-    torch.manual_seed(seed)
-    policy = make_policy("attention", obs_spec(cfg.num_neighbors), cfg.num_drones, preset=preset)
-    return policy.actor.eval(), cfg
 
 
 def _fmt(v: Any) -> str:
@@ -89,8 +64,6 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
               f"- latency: {report.get('latency_method', '')}",
               f"- flash/RAM: {report.get('size_method', '')}"]
     if report.get("closed_loop"):
-        from deploy.closed_loop import closed_loop_markdown
-
         backends = tuple(k[len("success_"):] for k in report["closed_loop"][0] if k.startswith("success_")
                          and not k.startswith("success_change"))
         lines += ["", "## Closed loop (dequantised torch actors)", "",
@@ -200,8 +173,6 @@ def export_policy(
 
         report["onnx_vs_torch_max_abs_diff"] = export_onnx(actor, test, outdir / "policy.onnx")
     if closed_loop > 0:
-        from deploy.closed_loop import DEFAULT_METHODS, closed_loop_report
-
         methods = list(DEFAULT_METHODS)
         if (method, bits) not in methods:
             methods.append((method, bits))

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from deploy.quantize import (
+from deploy.formats import (
     PALETTE_BITS,
     QuantizedLinear,
     decode_palette,
