@@ -19,6 +19,8 @@ records them: the policy's own rollouts, seeds 1000 + seed and 2000 + seed):
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -130,9 +132,6 @@ ALL_METHODS = ",".join(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m deploy.closed_loop RUN``: the closed-loop table of a trained run (markdown on stdout)."""
-    import argparse
-    import json
-
     ap = argparse.ArgumentParser(prog="python -m deploy.closed_loop", description=main.__doc__)
     ap.add_argument("run", help="a training run directory or checkpoint file")
     ap.add_argument("--methods", default=ALL_METHODS, help=f"method[:bits],... (default {ALL_METHODS})")

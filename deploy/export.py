@@ -169,7 +169,7 @@ def export_policy(
         report.update(flash_bytes=None, ram_bytes=None, est_inference_ms_168mhz=None,
                       latency_method="ARM toolchain / QEMU not installed", size_method="not measured")
     if onnx:
-        from deploy.onnx_export import export_onnx
+        from deploy.onnx_export import export_onnx  # onnx and onnxruntime are imported only for --onnx
 
         report["onnx_vs_torch_max_abs_diff"] = export_onnx(actor, test, outdir / "policy.onnx")
     if closed_loop > 0:

@@ -19,6 +19,7 @@ OPSET = 17
 
 def export_onnx(actor: nn.Module, states: torch.Tensor, path: str | Path) -> float:
     """Write ``actor`` to ``path`` as ONNX and return max |onnxruntime - torch| over ``states`` [N, D]."""
+    # Imported here, so that the rest of deploy/ works without onnx and onnxruntime installed.
     import onnx
     import onnxruntime as ort
 

@@ -24,6 +24,7 @@ from agents.checkpoint import load_policy as load_checkpoint_policy
 from agents.controllers import CONTROLLERS, make_controller
 from envs.config import SwarmConfig, make_config
 from envs.evaluation import BACKENDS, REPORTED, Controller, as_controller, evaluate_swarm, run_first_episodes, summarize
+from envs.plot import contact_points, plot_topdown
 from marl.checkpoint import load_policy
 from marl.pettingzoo_env import PettingZooEnvConfig, PettingZooVecEnv
 
@@ -129,7 +130,7 @@ def evaluate(
     if plot is not None:
         report["plot"] = _plot(plot, cfg, record, report)
     if video is not None:
-        from envs.render import render_episode
+        from envs.render import render_episode  # PyBullet's renderer: pybullet is imported only for a video
 
         report["video"] = render_episode(
             video, record["pos"], record["rot"], record["goals"], record["obstacles"], record["radius"],
@@ -178,8 +179,6 @@ def evaluate_policy(policy: nn.Module, cfg: Any, episodes: int = 20, **kwargs: A
 
 
 def _plot(path: str, cfg: SwarmConfig, record: dict[str, Any], report: dict[str, Any]) -> str:
-    from envs.plot import contact_points, plot_topdown
-
     hits = contact_points(record["pos"], record["obstacles"], record["radius"], cfg.dynamics.arm)
     room = cfg.room
     title = (

@@ -80,7 +80,7 @@ class SecondOrderError(RuntimeError):
 def _po() -> dict[str, type[torch.optim.Optimizer]]:
     """pytorch-optimizer's classes by name (empty when the package is not installed)."""
     try:
-        from pytorch_optimizer import get_supported_optimizers, load_optimizer
+        from pytorch_optimizer import get_supported_optimizers, load_optimizer  # optional: torch names work without it
     except ImportError:  # pragma: no cover - it is a dependency, but keep torch names usable without it
         return {}
     out: dict[str, type[torch.optim.Optimizer]] = {}
