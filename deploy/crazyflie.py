@@ -1,10 +1,10 @@
 """A Crazyflie out-of-tree controller template (C) that runs the exported policy, and stubs to compile it.
 
-The template (``CONTROLLER_C``, written next to policy.c as ``controller_policy.c``) implements the
+The template (``CONTROLLER_C``: deploy/c/controller_policy.c, written next to policy.c) implements the
 firmware's out-of-tree controller hooks: state estimate -> observation (the simulator's layout, see
-policy.h) -> ``policy_forward`` -> motor thrust fractions. It is hand-written C; ``STUBS_H`` are
-minimal stand-ins for the firmware's ``stabilizer_types.h`` and friends so the tests can compile and
-run it on the host with the same sanitizer flags as the policy (it is not firmware code).
+policy.h) -> ``policy_forward`` -> motor thrust fractions. It is hand-written C; ``STUBS_H``
+(deploy/c/stabilizer_types.h) are minimal stand-ins for the firmware's types so the tests can compile
+and run it on the host with the same sanitizer flags as the policy (it is not firmware code).
 
 Conventions the template relies on (matching envs/): world frame x forward, y left, z up; rotation
 matrix body -> world from the estimator's quaternion, row-major; angular rate in rad/s (the firmware's
