@@ -274,7 +274,16 @@ def test_runs_on_predator_prey_with_a_categorical_head():
         action, logp, value = policy.act(batch)
         assert action.shape == logp.shape == value.shape == (1, 3)
         obs, *_ = env.step({a: int(action[0, i]) for i, a in enumerate(env.agents)})
-    assert 0.0 <= policy.communication_rate(batch) <= 1.0
+    # k = max(int(3 * 0.4), 1) = 1 in-edge of 2 possible: each open gate receives exactly one message.
+    stats = policy.communication_stats(batch)
+    assert stats["graph_density"] == 0.5
+    assert stats["communication_rate"] == pytest.approx(stats["gate_open_rate"] * 0.5, abs=1e-9)
+    with torch.no_grad():  # gates forced open / shut: the rate is the whole graph / nothing
+        policy.actor.gate.net[-1].weight.zero_()
+        policy.actor.gate.net[-1].bias.fill_(10.0)
+        assert policy.communication_rate(batch) == pytest.approx(0.5)
+        policy.actor.gate.net[-1].bias.fill_(-10.0)
+        assert policy.communication_rate(batch) == 0.0
 
 
 def test_graph_learns_which_agent_to_hear():
