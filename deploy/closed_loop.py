@@ -4,15 +4,11 @@
     rows = closed_loop_report(actor, env_cfg, methods=[("float32", 32), ("jlcm", 3)], episodes=20,
                               backends=("sim", "pybullet"), calib=states, test=test_states)
 
-Every row: method, bits, weight bytes and bits per weight (everything included, see
-deploy/quantize.py), max / mean abs action error against the float actor on the test states, and
-per backend the success rate (and collision rate) of ``episodes`` episodes flown with
-``envs.evaluation.evaluate_swarm`` on the policy's own environment config, the same seed for every
-method (same maps, starts and goals), plus the change in success against float32. The C code computes
-the dequantised actor to 1e-5 (see deploy/verify.py), so this measures what compression does to flight.
-
-The README's table comes from the command line (calibration and test states recorded as ``marl export``
-records them: the policy's own rollouts, seeds 1000 + seed and 2000 + seed):
+Every row: method, bits, weight bytes, bits per weight, max / mean abs action error against the float
+actor on the test states, and per backend the success (and collision) rate of ``episodes`` episodes
+flown with ``envs.evaluation.evaluate_swarm``, the same seed for every method, plus the change in
+success against float32. The C code computes the dequantised actor to 1e-5 (deploy/verify.py), so
+this measures what compression does to flight. The table of docs/deploy.md comes from
 
     python -m deploy.closed_loop RUN --episodes 100 --backends sim,pybullet [--methods jlcm:3,kmeans:3]
 """
