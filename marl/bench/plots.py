@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def plot_success_curves(result: dict[str, Any], path: str | Path) -> Path:
     """The ppo suite's success curves (success rate of the recent training episodes against agent steps):
     each seed thin, the mean over seeds bold, one colour per optimiser. Returns the written path."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only: the backend must be chosen before pyplot loads
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (name, r) in enumerate(result["optimizers"].items()):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs import quad_swarm_v0
 from envs.config import SwarmConfig, make_config
 from envs.swarm import ACTION_DIM, QuadSwarmVecEnv
 from marl.bench.cpu import cpu_name, pinned
@@ -98,8 +99,6 @@ def _parallel_env_kwargs(cfg: SwarmConfig) -> dict[str, Any]:
 
 
 def _time_pettingzoo(cfg: SwarmConfig, envs: int, steps: int, warmup: int, seed: int) -> float:
-    from envs import quad_swarm_v0  # imported here: only this backend needs it
-
     kwargs = _parallel_env_kwargs(cfg)
     pz = [quad_swarm_v0.parallel_env(**kwargs) for _ in range(envs)]
     for i, e in enumerate(pz):
@@ -156,7 +155,7 @@ def bench_sim(
         if backend == "sim":
             seconds = _time_vec(cfg, envs, steps, dev, warmup, seed)
         elif backend == "pybullet":
-            from envs.pybullet_backend import PyBulletPhysics  # heavy import, only when asked for
+            from envs.pybullet_backend import PyBulletPhysics  # optional dependency: PyBullet only when asked for
 
             physics = PyBulletPhysics(cfg)
             try:

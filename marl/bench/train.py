@@ -83,7 +83,8 @@ def bench_train_distributed(
     Ray instance unless ``address``), times ``seconds`` of updates after ``warmup_updates`` per
     worker count, and returns a JSON-ready dict with the speed-up over the single process.
     """
-    from marl.distributed import DistributedTrainer, connect
+    # optional dependency: Ray (marl.distributed needs it) only for the distributed benchmark
+    from marl.distributed import connect
 
     if seconds <= 0:
         raise ValueError(f"seconds={seconds} must be > 0")
@@ -98,7 +99,7 @@ def bench_train_distributed(
     if address is not None:
         dist.append(f"distributed.address={address}")
     probe = resolve_config(config, [*extra, *dist])
-    import ray
+    import ray  # optional dependency, as above
 
     started = connect(probe.distributed)
     runs = []
@@ -109,16 +110,18 @@ def bench_train_distributed(
                 per.append(f"distributed.envs_per_worker={envs_per_worker}")
             cfg = resolve_config(config, [*extra, *dist, *per])
             with tempfile.TemporaryDirectory() as tmp, pinned(cfg.train.threads):
-                trainer = DistributedTrainer(cfg, tmp)
+                trainer = Trainer(cfg, tmp)  # distributed.backend=ray: the learner with Ray collectors
                 try:
                     k, elapsed, rollout, update = time_updates(trainer, warmup_updates, seconds)
                 finally:
                     trainer.close()
             fig = timing_figures(k, trainer.steps_per_update, elapsed, rollout, update)
             runs.append({
-                "workers": n, "envs_per_worker": trainer.envs_per_worker, "envs": trainer.cfg.train.num_envs, **fig,
+                "workers": n, "envs_per_worker": trainer.sampler.envs_per_worker, "envs": trainer.cfg.train.num_envs,
+                **fig,
                 "speedup_vs_single": fig["agent_steps_per_s"] / single["agent_steps_per_s"],
-                "restarts": sum(trainer.restarts), "hosts": sorted({h["host"] for h in trainer.hosts}),
+                "restarts": sum(trainer.sampler.restarts),
+                "hosts": sorted({h["host"] for h in trainer.sampler.hosts}),
             })
         cluster_cpus = float(ray.cluster_resources().get("CPU", 0.0))
         nodes = len([n for n in ray.nodes() if n.get("Alive")])
