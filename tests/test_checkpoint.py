@@ -69,6 +69,13 @@ def test_contract_is_what_the_simulator_flies():
     with pytest.raises(ValueError, match="19 \\+ 6 K \\+ 9"):
         quadspec.layout_from_dim(30)
     assert quadspec.ObsLayout.from_dict(quadspec.obs_layout(3, leaders=2).to_dict()).self_dim == 20
+    # One layout record: the simulator's ObsSpec, agents' ObsLayout / Layout and the flat PettingZoo layout.
+    from agents.layers import Layout
+    from envs.observations import ObsSpec
+    from envs.predator_prey_v0 import parallel_env
+
+    assert ObsSpec is Layout is agents.ObsLayout is quadspec.ObsLayout
+    assert parallel_env().obs_layout == quadspec.flat_layout(parallel_env().obs_layout.dim)
 
 
 @pytest.mark.parametrize("name,kwargs", [("attention", {"critic": "central"}), ("commformer", {"sparsity": 0.5}),
