@@ -86,3 +86,26 @@ class ActorCritic(nn.Module):
         """For the PPO loss: (log_prob [B, M], entropy [B, M], value [B, M]) of given actions."""
         dist, value = self(obs)
         return self.log_prob(dist, action), self.entropy(dist), value
+
+    # Hooks the trainer, PPO and evaluation call on every policy; these defaults do nothing, a policy
+    # with a learned communication graph (CommFormer) overrides them.
+    def set_training_progress(self, update: int, total_updates: int) -> None:
+        """Where training stands (completed updates of ``total_updates``), told before every rollout and update."""
+
+    def edge_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the outer level of a bi-level update (a graph's edge logits); none by default."""
+        return []
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not an edge parameter (the inner level of a bi-level update)."""
+        edges = {id(p) for p in self.edge_parameters()}
+        return [p for p in self.parameters() if id(p) not in edges]
+
+    def gate_penalty(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """An extra differentiable loss term on observations [B, M, D] that PPO adds; None: no extra term."""
+        return None
+
+    def communication_stats(self, obs: torch.Tensor) -> dict[str, float]:
+        """What the policy's communication does on observations [B, M, D] (logged per update; a communicating
+        policy reports ``communication_rate`` among them); {} for a policy that does not communicate."""
+        return {}

@@ -23,7 +23,7 @@ from marl.logger import read_metrics
 def episode_gate_trace(policy: Any, env_cfg: Any, seed: int = 0, max_steps: int = 10_000) -> dict[str, Any]:
     """Run one deterministic episode; returns ``gate_open`` [T, M] (bool tensor) and per-step
     ``communication_rate`` (list of T floats)."""
-    from marl.trainer import make_vec_env
+    from marl.vec_env import make_vec_env
 
     env = make_vec_env(env_cfg, 1)
     obs = env.reset(seed=seed)
@@ -49,7 +49,7 @@ def plot_communication(run_dir: str | Path, out_dir: str | Path | None = None, s
 
     run_dir = Path(run_dir)
     policy, env_cfg = load_policy(run_dir)
-    if not hasattr(policy, "communication_stats"):
+    if not policy.edge_parameters():  # no learned communication graph to plot
         return []
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)

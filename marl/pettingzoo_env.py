@@ -5,22 +5,10 @@
       target: pettingzoo:envs.predator_prey_v0:parallel_env
       kwargs: {grid_size: 5, vision: 1, num_predators: 3}
 
-``PettingZooVecEnv`` steps ``num_envs`` copies of the environment in a Python loop and presents them
-through the batched interface the trainer uses for the simulator: ``reset(seed) -> obs [E, M, D]``
-and ``step(actions) -> obs, reward [E, M], terminated [E, M], truncated [E, M], info``, resetting an
-environment when its episode ends (``info`` then holds ``episode_env_ids`` [n], ``final_obs`` [E, M, D]
-(the last observation of the finished rows, as the simulator reports it)
-and ``episode``: the return, the length and the env's own numeric ``infos[agent]["metrics"]``, where
-``success`` is reported as ``success_rate``).
-
-Spaces: every agent must share one observation space (Box, flattened, or Discrete, one-hot) and
-one action space (Discrete: a categorical policy head; Box: a Gaussian over its flattened shape).
-An agent that finishes before the others keeps its last observation, gets reward 0 and its actions
-are not passed on until the episode ends for all. Copy i is seeded with ``seed + i`` at the first
-reset and draws its own seeds after that, so runs are reproducible. Environments that expose an
-``obs_layout`` (segment sizes, as ``envs.predator_prey_v0`` does) hand it to the policy; the others
-get one flat "self" segment. There is no snapshot of arbitrary environments, so a resumed run starts
-fresh episodes (the policy, optimiser and counters are restored exactly).
+``PettingZooVecEnv`` steps ``num_envs`` copies in a Python loop behind ``marl.vec_env.VecEnv`` (obs
+[E, M, D], one shared Box or Discrete observation and action space); it declares no optional
+capability: no snapshots (a resume starts fresh episodes), no collision scale, no clock. Spaces,
+early-finishing agents, seeding and the ``info`` of finished episodes: ``PettingZooVecEnv.step``.
 """
 
 from __future__ import annotations
@@ -144,7 +132,6 @@ class PettingZooVecEnv:
             raise ValueError(f"{cfg.target}: action space {act_space} is not supported; allowed: Box, Discrete")
         layout = getattr(first, "obs_layout", None)
         self.spec = layout if layout is not None and layout.dim == self.obs_dim else Layout(self.obs_dim, 0, 1, 0)
-        self.ctrl_dt = 1.0
         self._obs = np.zeros((num_envs, self.num_agents, self.obs_dim), np.float32)
         self._return = np.zeros((num_envs, self.num_agents))
         self._length = np.zeros(num_envs, np.int64)
@@ -193,8 +180,15 @@ class PettingZooVecEnv:
         self._length[:] = 0
         return torch.from_numpy(self._obs.copy()).to(self.device)
 
-    def step(self, actions: torch.Tensor):
-        """One step of every copy; finished copies are reset (see the module docstring for ``info``)."""
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """One step of every copy: obs [E, M, D], reward, terminated, truncated [E, M], info.
+
+        A copy whose episode ended for every agent is reset; ``info`` then holds ``episode_env_ids`` [n],
+        ``final_obs`` [E, M, D] (the last observation of those rows) and ``episode``: the return, the
+        length and the env's numeric ``infos[agent]["metrics"]`` (``success`` as ``success_rate``). An
+        agent that finishes early keeps its last observation and gets reward 0 until all are done.
+        Copy i is seeded with ``seed + i`` at the first reset and draws its own seeds after that.
+        """
         actions = self._check_actions(actions)
         e, m = self.num_envs, self.num_agents
         reward = np.zeros((e, m), np.float32)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from agents.base import ActorCritic
 from marl.rollout import RolloutBuffer
 from marl.train_config import TrainConfig
 
@@ -112,7 +113,7 @@ def _stepped_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def ppo_update(
-    policy: nn.Module,
+    policy: ActorCritic,
     optimizers: Optimizers,
     buf: RolloutBuffer,
     cfg: TrainConfig,
@@ -124,8 +125,8 @@ def ppo_update(
     """Epochs x minibatches of clipped PPO on the filled buffer; returns mean losses and diagnostics.
 
     ``epochs_done``: PPO epochs of the run before this update (the bi-level cadence counts over the
-    run); the returned ``epochs`` says how many ran (``target_kl`` may stop early). A policy with a
-    ``gate_penalty(obs)`` (CommFormer's temporal gate) has it added to the loss.
+    run); the returned ``epochs`` says how many ran (``target_kl`` may stop early). The policy's
+    ``gate_penalty(obs)`` (CommFormer's temporal gate; None for other policies) is added to the loss.
     ``gen`` draws the minibatch permutation (its state is checkpointed, so a resumed run draws the same).
     Raises NonFiniteError (naming the tensor and ``update``) before a step could spread a NaN.
     """
@@ -148,7 +149,7 @@ def ppo_update(
 
 
 def _clipped_update(
-    policy: nn.Module,
+    policy: ActorCritic,
     optimizers: Optimizers,
     b: dict[str, torch.Tensor],
     adv: torch.Tensor,
@@ -160,7 +161,6 @@ def _clipped_update(
     epochs_done: int,
 ) -> dict[str, float]:
     """PPO's clipped surrogate over epochs x minibatches (the body of ``ppo_update``)."""
-    gate_penalty = getattr(policy, "gate_penalty", None)
     rows = adv.shape[0]
     mb_rows = max(1, rows // cfg.minibatches)
     sums = dict(policy_loss=0.0, value_loss=0.0, entropy=0.0, approx_kl=0.0, clip_frac=0.0, grad_norm=0.0,
@@ -186,7 +186,7 @@ def _clipped_update(
             v_loss = 0.5 * v_err.mean()
             ent = entropy.mean()
             loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
-            penalty = gate_penalty(b["obs"][idx]) if gate_penalty is not None else None
+            penalty = policy.gate_penalty(b["obs"][idx])  # CommFormer's communication penalty; None for most
             if penalty is not None:
                 loss = loss + penalty
             check_finite("loss", loss, update)

@@ -1,32 +1,22 @@
 """Collision replay (quad-swarm-rl): restart new episodes from states shortly before past crashes.
 
-How it works, kept deliberately simple:
-
-1. Every ``snapshot_seconds`` of env time the trainer's step counter triggers a snapshot of all
-   environments (``env.get_state``); the last ``history_seconds`` worth are kept in a ring, each
-   tagged with the episode number of every environment, so a snapshot is only used for the episode
-   it was taken in.
-2. After each step, an environment whose episode shows its first collision after the grace period
-   (a neighbour or obstacle collision, the metrics' definition) stores, from the ring, the newest
-   state of the same episode taken at least ``lookback_seconds`` before the crash: one event.
-   At most ``capacity`` events are kept (the oldest is dropped first).
-3. When environments start new episodes, each one, with probability ``prob`` and only while the
-   recent non-replayed episodes average fewer than ``max_crashes`` crashed drones, is restored from
-   a random event (``env.set_state``). An event is dropped after ``max_replays`` replays.
-
-Replayed episodes are flagged, so the trainer can keep them out of the reported success rates.
-Everything here is plain tensors and lists; ``state_dict`` / ``load_state_dict`` make a resume exact.
+A ring of periodic env snapshots, an event buffer of states taken ``lookback_seconds`` before a
+crash, and per-env episode bookkeeping; a new episode starts from an event with probability
+``prob`` while recent crashes are rare. Replayed episodes are flagged, so the collector keeps them
+out of the reported success rates. Everything is plain tensors and lists, so ``state_dict`` /
+``load_state_dict`` make a resume exact. How it works, step by step: docs/design/distributed.md
+("Collision replay").
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 import torch
 
 from envs.state import SimState
-from envs.swarm import QuadSwarmVecEnv
 from marl.train_config import ReplayConfig
 
 
@@ -52,6 +42,7 @@ class CollisionReplay:
         self.crashed = torch.zeros(num_envs, dtype=torch.bool)  # a crash was seen in this episode
         self.replayed = torch.zeros(num_envs, dtype=torch.bool)  # this episode started from an event
         self.stored = 0  # events ever stored (a diagnostic)
+        self.steps = 0  # env steps seen (the snapshot cadence counts them)
 
     def active(self) -> bool:
         """True while new episodes may start from events (there are some and recent crashes are rare)."""
@@ -59,11 +50,12 @@ class CollisionReplay:
             return False
         return sum(self.crash_history) / len(self.crash_history) < self.cfg.max_crashes
 
-    def after_step(self, env: QuadSwarmVecEnv, step: int, t_before: torch.Tensor, info: dict) -> torch.Tensor | None:
+    def after_step(self, env: Any, t_before: torch.Tensor, info: dict) -> torch.Tensor | None:
         """Record crashes of the step just taken and take the periodic snapshot.
 
-        step: the trainer's count of vector steps so far (after this one); t_before: [E] env time
-        before the step, so a crash in an episode that just ended is placed correctly.
+        env: a vec env with snapshots and per-step metrics (``marl.vec_env.Snapshots``,
+        ``StepMetrics``); t_before: [E] env time before the step, so a crash in an episode that just
+        ended is placed correctly.
         Returns, for the episodes that ended in this step (``info["episode_env_ids"]``), whether each
         was a replay (bool [n]), or None when none ended.
         """
@@ -87,7 +79,8 @@ class CollisionReplay:
             self.episode[ids] += 1
             self.crashed[ids] = False
             self.replayed[ids] = False
-        if self.cfg.enabled and step % self.snap_every == 0:
+        self.steps += 1
+        if self.cfg.enabled and self.steps % self.snap_every == 0:
             snap = env.get_state(torch.arange(env.num_envs)).to_dict()
             self.ring.append(({k: v.cpu() for k, v in snap.items()}, self.episode.clone()))
         return was_replayed
@@ -105,7 +98,7 @@ class CollisionReplay:
                     self.replays.pop(0)
                 return
 
-    def restore(self, env: QuadSwarmVecEnv, ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    def restore(self, env: Any, ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
         """Maybe restart some of the just-reset envs ``ids`` from events; returns the new obs or None."""
         if ids.numel() == 0 or not self.active():
             return None
@@ -131,7 +124,7 @@ class CollisionReplay:
             "ring": [{"snapshot": s, "episode": e} for s, e in self.ring],
             "events": list(self.events), "replays": list(self.replays),
             "crash_history": list(self.crash_history), "episode": self.episode, "crashed": self.crashed,
-            "replayed": self.replayed, "stored": self.stored,
+            "replayed": self.replayed, "stored": self.stored, "steps": self.steps,
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -143,4 +136,4 @@ class CollisionReplay:
         self.crash_history.clear()
         self.crash_history.extend(float(x) for x in d["crash_history"])
         self.episode, self.crashed, self.replayed = d["episode"].clone(), d["crashed"].clone(), d["replayed"].clone()
-        self.stored = int(d["stored"])
+        self.stored, self.steps = int(d["stored"]), int(d["steps"])

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from envs.config import SwarmConfig
 from marl.config import SECTIONS, check_sections, format_validation_error, load_raw_config
+from marl.distributed_config import DistributedConfig
 from marl.pettingzoo_env import PettingZooEnvConfig, is_pettingzoo_env, pettingzoo_env_config
 
 # Shared-parameter PPO is MAPPO with a centralised critic and IPPO with per-agent critics; the critic
@@ -236,8 +237,7 @@ class RunConfig(BaseModel):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     logging: LoggingConfig = LoggingConfig()
-    # marl.distributed.DistributedConfig (imported lazily: marl.distributed builds on marl.trainer)
-    distributed: Any = Field(default_factory=lambda: _distributed_config_class()())
+    distributed: DistributedConfig = DistributedConfig()
     extra: dict[str, Any] = Field(default_factory=dict, description="sections training does not read (eval, ...)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,13 +248,6 @@ class RunConfig(BaseModel):
             out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else copy.deepcopy(value)
         out.update(copy.deepcopy(self.extra))
         return out
-
-
-def _distributed_config_class():
-    """marl.distributed.DistributedConfig (the ``distributed`` section: Ray rollout workers)."""
-    from marl.distributed import DistributedConfig
-
-    return DistributedConfig
 
 
 def _policy_config_class():
@@ -314,7 +307,7 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
         except ValidationError as err:
             raise ValueError(f"{source}: {format_validation_error(err, 'env')}") from None
     for key, model in (("env", SwarmConfig), ("optim", OptimConfig), ("train", TrainConfig),
-                       ("logging", LoggingConfig), ("distributed", _distributed_config_class())):
+                       ("logging", LoggingConfig), ("distributed", DistributedConfig)):
         if key in out:
             continue
         section = raw.get(key) or {}

@@ -14,10 +14,10 @@ import pytest
 import ray  # requirements-dev.txt installs it (the project's [distributed] extra)
 
 from marl.checkpoint import load_checkpoint
-from marl.distributed import DistributedError, DistributedTrainer
+from marl.distributed import DistributedError, RaySampler
 from marl.logger import TIMING_KEYS, read_metrics
 from marl.train_config import apply_overrides, resolve_config, validate_run_config
-from marl.trainer import load_run_config, train
+from marl.trainer import Trainer, load_run_config, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = ["distributed.backend=ray"]
@@ -134,41 +134,42 @@ def test_two_workers_learn_like_one_process(cluster, tmp_path):
     assert abs(final["ray2"] - final["single"]) < 0.25 * gain, final
 
 
-class _Killer(DistributedTrainer):
+class _Killer(RaySampler):
     """Kills worker 1 while its rollout of update ``kill_at + 1`` is in flight; counts the requests."""
 
     kill_at = 1
 
-    def _submit(self, index, weights):
+    def _submit(self, index, weights, progress):
         self.asked = getattr(self, "asked", Counter())
-        self.asked[(self.update, index)] += 1
-        ref = super()._submit(index, weights)
-        if index == 1 and self.update == self.kill_at and self.asked[(self.update, 1)] == 1:
+        self.asked[(progress.update, index)] += 1
+        ref = super()._submit(index, weights, progress)
+        if index == 1 and progress.update == self.kill_at and self.asked[(progress.update, 1)] == 1:
             ray.kill(self.workers[1], no_restart=True)
         return ref
 
 
 def test_a_killed_worker_is_replaced_and_no_completed_rollout_is_lost(cluster, tmp_path):
     cfg = resolve_config("quickstart", [*TINY, *RAY, "distributed.workers=2", "env.episode_seconds=0.2"])
-    trainer = _Killer(cfg, tmp_path)
+    trainer = Trainer(cfg, tmp_path, sampler=_Killer)
+    learner, sampler = trainer.learner, trainer.sampler
     try:
         records = []
-        while trainer.update < trainer.num_updates:
+        while learner.update < learner.num_updates:
             records.append(trainer.train_step())
-            if trainer.update == 3:  # between updates: Ray restarts this actor (max_restarts) by itself
-                ray.kill(trainer.workers[0], no_restart=False)
-        updates, workers = trainer.num_updates, trainer.num_workers
-        assert trainer.update == updates == 5
-        assert trainer.agent_steps == updates * trainer.steps_per_update == 1280
-        assert trainer.rollouts_received == updates * workers
+            if learner.update == 3:  # between updates: Ray restarts this actor (max_restarts) by itself
+                ray.kill(sampler.workers[0], no_restart=False)
+        updates, workers = learner.num_updates, sampler.num_workers
+        assert learner.update == updates == 5
+        assert learner.agent_steps == updates * learner.steps_per_update == 1280
+        assert sampler.rollouts_received == updates * workers
         # Update 2: worker 0's completed rollout was kept; only the killed worker's was asked for again.
-        assert trainer.asked[(1, 0)] == 1 and trainer.asked[(1, 1)] == 2
-        assert trainer.restarts[1] == 1 and trainer.restarts[0] == 1 and records[-1]["worker_restarts"] == 2
+        assert sampler.asked[(1, 0)] == 1 and sampler.asked[(1, 1)] == 2
+        assert sampler.restarts[1] == 1 and sampler.restarts[0] == 1 and records[-1]["worker_restarts"] == 2
         assert sum(r["episodes_update"] for r in records) == trainer.window.total > 0
-        assert all(len(trainer.workers) == 2 for _ in records)
+        assert all(len(sampler.workers) == 2 for _ in records)
     finally:
         trainer.close()
-    assert trainer.workers == []
+    assert sampler.workers == []
 
 
 def test_checkpoint_resume_across_machines_and_worker_counts(cluster, tmp_path):

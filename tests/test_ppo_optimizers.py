@@ -25,7 +25,7 @@ def test_each_optimiser_moves_the_policy_and_stays_finite(tmp_path, name):
     record = trainer.train_step()
     assert all(np.isfinite(record[k]) for k in ("policy_loss", "value_loss", "approx_kl"))
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.actor.parameters(), strict=True))
-    assert trainer.optimizers.second_order == (name == "sophiah")
+    assert trainer.learner.optimizers.second_order == (name == "sophiah")
 
 
 def test_sso_improves_its_surrogate_with_a_small_kl(tmp_path):
@@ -35,7 +35,8 @@ def test_sso_improves_its_surrogate_with_a_small_kl(tmp_path):
     assert record["policy_loss"] < 0
     assert 0 < record["approx_kl"] < 0.05
     assert record["inner_steps"] >= 1
-    assert trainer.optimizers.policy is None and trainer.optimizer is trainer.optimizers.value
+    opts = trainer.learner.optimizers
+    assert opts.policy is None and trainer.learner.optimizer is opts.value
 
 
 def test_second_order_flag_and_bad_names():

@@ -14,12 +14,16 @@ import torch
 from envs.config import make_config
 from envs.swarm import QuadSwarmVecEnv
 from marl.checkpoint import CheckpointError, load_checkpoint, load_policy
+from marl.collector import ROLLOUT_KEYS
+from marl.distributed import RemoteCollector
 from marl.logger import TIMING_KEYS, read_metrics
+from marl.pettingzoo_env import PettingZooEnvConfig
 from marl.ppo import NonFiniteError
 from marl.replay import CollisionReplay
 from marl.rollout import RolloutBuffer
 from marl.train_config import ReplayConfig, apply_overrides, parse_override, resolve_config, validate_run_config
-from marl.trainer import load_run_config, train
+from marl.trainer import Trainer, load_run_config, train
+from marl.vec_env import Capabilities, capabilities, make_vec_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +140,7 @@ def test_collision_replay_stores_a_state_before_the_crash_and_restores_it():
     def step(i):
         t_before = env.live.t.clone()
         _, _, _, _, info = env.step(hover)
-        return replay.after_step(env, i, t_before, info), info
+        return replay.after_step(env, t_before, info), info
 
     for i in range(1, 9):
         step(i)
@@ -155,6 +159,34 @@ def test_collision_replay_stores_a_state_before_the_crash_and_restores_it():
     assert obs is not None and replay.replayed.all()
     assert env.live.t.tolist() == [event_t, event_t]  # both envs start from the stored state
     assert replay.stored == 1 and not replay.events  # replayed twice = max_replays: dropped
+
+
+def test_vec_envs_declare_their_capabilities_and_policies_have_no_op_hooks():
+    swarm = make_vec_env(make_config(num_drones=2, num_neighbors=1), 2)
+    assert capabilities(swarm) == Capabilities(snapshots=True, collision_scale=True, step_metrics=True)
+    pz = make_vec_env(PettingZooEnvConfig(target="pettingzoo:envs.predator_prey_v0:parallel_env",
+                                          kwargs={"grid_size": 4, "num_predators": 2}), 2)
+    assert capabilities(pz) == Capabilities(snapshots=False, collision_scale=False, step_metrics=False)
+    assert not hasattr(pz, "ctrl_dt")  # no clock: it does not pretend to have one
+    policy = Trainer(resolve_config("quickstart", TINY), "unused").policy
+    obs = swarm.reset(seed=0)
+    assert policy.edge_parameters() == [] and len(policy.policy_parameters()) == len(list(policy.parameters()))
+    assert policy.gate_penalty(obs) is None and policy.communication_stats(obs) == {}
+
+
+def test_a_remote_collector_reproduces_the_local_one_and_builds_no_optimiser(tmp_path):
+    cfg = resolve_config("quickstart", [*TINY, "train.anneal.collision_steps=640"])
+    trainer = Trainer(cfg, tmp_path)
+    learner = trainer.learner
+    local = trainer.sampler.collect(learner.weights(), learner.progress())
+    # What a Ray actor runs, here in-process: the same seed and order give the same rollout.
+    worker = RemoteCollector(cfg.to_dict(), 0, cfg.train.num_envs, threads=1)
+    remote = worker.sample(learner.weights(), cfg.seed, learner.progress())
+    for key in ROLLOUT_KEYS:
+        assert torch.equal(remote[key], getattr(local.buf, key)), key
+    assert torch.equal(remote["last_value"], local.last_value) and remote["stats"] == local.stats
+    assert 0 < local.stats["collision_scale"] < 1  # annealed by the run's agent steps
+    assert not any(isinstance(v, torch.optim.Optimizer) for v in vars(worker.collector).values())
 
 
 def test_checkpoint_loads_weights_only(tmp_path):
@@ -191,7 +223,7 @@ def test_resume_refuses_incompatible_config_and_corrupt_checkpoint(tmp_path):
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     import marl.trainer
 
-    real = marl.trainer.build_policy
+    real = marl.trainer.build_policy  # the learner's policy (the collector acts with a copy of it)
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -289,7 +321,7 @@ def test_cli_nan_guard_reports_clearly(tmp_path):
 
 def test_bench_train_figures_are_consistent():
     """``marl bench train``: the timed updates' steps, rate and shares agree with each other."""
-    from marl.bench_train import bench_train
+    from marl.bench.train import bench_train
 
     r = bench_train("quickstart", seconds=0.01, overrides=TINY, warmup_updates=0)
     assert r["updates"] >= 1 and r["agent_steps"] == r["updates"] * 16 * 8 * 2
