@@ -130,3 +130,32 @@ def test_derived_quantities_follow_the_config():
     assert cfg.episode_steps == 200
     assert cfg.grid == (6, 4)
     assert cfg.dynamics.max_thrust == pytest.approx(1.9 * 0.028 * 9.81 / 4)
+
+
+# -- the experiment-file pipeline (marl.config -> marl.train_config.resolve_config) ---------------------------
+def test_base_is_merged_key_by_key_relative_to_the_file_and_overrides_come_last(tmp_path):
+    from marl.train_config import resolve_config
+
+    (tmp_path / "parent.yaml").write_text("env: {num_drones: 4, density: 0.1}\ntrain: {lr: 0.001, epochs: 3}\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "child.yaml").write_text("base: ../parent.yaml\nname: child\nenv: {density: 0.3}\n")
+    cfg = resolve_config(sub / "child.yaml", ["train.epochs=7", "agent.name=mlp"])
+    assert (cfg.name, cfg.env.num_drones, cfg.env.density) == ("child", 4, 0.3)  # merged, this file wins
+    assert (cfg.train.lr, cfg.train.epochs, cfg.agent.name) == (0.001, 7, "mlp")
+    assert resolve_config(sub / "child.yaml").to_dict()["env"]["density"] == 0.3
+
+
+def test_a_base_cycle_and_bad_overrides_are_named(tmp_path):
+    from marl.train_config import resolve_config
+
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(ValueError, match="nest more than 8 deep"):
+        resolve_config(tmp_path / "a.yaml")
+    with pytest.raises(ValueError, match="unknown section 'trian'"):
+        resolve_config("quickstart", ["trian.lr=1"])
+    with pytest.raises(ValueError, match="section.key=value"):
+        resolve_config("quickstart", ["train.lr"])
+    with pytest.raises(ValueError, match=r"train\.lr"):
+        resolve_config("quickstart", ["train.lr=-1"])
