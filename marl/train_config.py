@@ -1,35 +1,44 @@
-"""Typed configuration of a training run, one pydantic model per concern, validated before anything starts.
+"""Typed configuration of a training run, one pydantic model per concern, and ``resolve_config``.
 
-An experiment YAML (see ``marl.config``) holds sections; training reads these:
-
-* ``env``      -> ``envs.config.SwarmConfig`` (the simulator), or ``marl.pettingzoo_env.PettingZooEnvConfig``
-                  for any PettingZoo ParallelEnv (``env: pettingzoo:<module>:<constructor>``)
-* ``agent``    -> ``agents.config.PolicyConfig`` (the policy; passed through unchanged while agents/ has none)
-* ``optim``    -> :class:`OptimConfig` (optimiser by name and its settings)
-* ``train``    -> :class:`TrainConfig` (rollouts, PPO, annealing, collision replay, cadences, threads)
-* ``logging``  -> :class:`LoggingConfig` (TensorBoard, progress bar)
-* ``seed``, ``name``, ``description``; ``eval`` etc. are kept as they are for their owners.
-
-Every model forbids unknown keys, so ``train.lrr=1e-3`` fails naming ``train.lrr`` before an
-environment is built. ``key=value`` overrides (dotted keys, YAML-typed values) are applied to the raw
-mapping first, and the fully resolved config (all defaults filled in) is what a run directory stores.
+``resolve_config(name_or_path, overrides)`` is the one config pipeline: read the YAML (shipped name
+or path), merge its ``base:``, apply ``key=value`` overrides (``marl.config``) and validate every
+section into a ``RunConfig``: ``env`` -> ``envs.config.SwarmConfig`` or ``PettingZooEnvConfig``,
+``agent`` -> ``agents.config.PolicyConfig``, ``optim`` / ``train`` / ``logging`` -> the models below,
+``distributed`` -> ``DistributedConfig``; other sections (``eval``, ...) are kept for their owners.
+Every model forbids unknown keys, so ``train.lrr=1e-3`` fails naming ``train.lrr`` before anything
+is built; validating imports neither the trainer nor the simulator. The fully resolved config (all
+defaults filled in) is what ``marl configs NAME`` prints and what a run directory stores.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.config import PolicyConfig
 from envs.config import SwarmConfig
-from marl.config import SECTIONS, check_sections, format_validation_error, load_raw_config
+from marl.config import (
+    apply_overrides,
+    check_sections,
+    format_validation_error,
+    load_raw_config,
+    parse_override,
+)
+from marl.devices import parse_device
 from marl.distributed_config import DistributedConfig
+from marl.optimizers import check_optimizer_name
 from marl.pettingzoo_env import PettingZooEnvConfig, is_pettingzoo_env, pettingzoo_env_config
 
 # Shared-parameter PPO is MAPPO with a centralised critic and IPPO with per-agent critics; the critic
 # is the policy's (agents.config.PolicyConfig.critic), so train.algo sets it.
+__all__ = [
+    "RunConfig", "TrainConfig", "OptimConfig", "LoggingConfig", "ReplayConfig", "AnnealConfig",
+    "EdgeOptimConfig", "FMAConfig", "CRITIC_OF_ALGO", "apply_overrides", "parse_override", "resolve_config",
+    "validate_run_config",
+]
 CRITIC_OF_ALGO = {"mappo": "central", "ippo": "local"}
 
 
@@ -107,8 +116,6 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        from marl.devices import parse_device
-
         parse_device(v)
         return v
 
@@ -139,8 +146,6 @@ class EdgeOptimConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from marl.optimizers import check_optimizer_name
-
         check_optimizer_name(v)
         return v
 
@@ -168,8 +173,6 @@ class FMAConfig(_Strict):
     def _known(cls, v: str, info: Any) -> str:
         if info.field_name == "inner" and v == "armijo":
             return v
-        from marl.optimizers import check_optimizer_name
-
         check_optimizer_name(v)
         if v.lower() == "sso":
             raise ValueError("sso cannot be its own inner or value optimiser; use armijo, adam, sgd, ...")
@@ -195,8 +198,6 @@ class OptimConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from marl.optimizers import check_optimizer_name
-
         check_optimizer_name(v)
         return v
 
@@ -233,7 +234,7 @@ class RunConfig(BaseModel):
     description: str = ""
     seed: int = 0
     env: SwarmConfig | PettingZooEnvConfig
-    agent: Any = None  # agents.config.PolicyConfig when agents/ has it, else the raw mapping
+    agent: PolicyConfig = PolicyConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -248,53 +249,6 @@ class RunConfig(BaseModel):
             out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else copy.deepcopy(value)
         out.update(copy.deepcopy(self.extra))
         return out
-
-
-def _policy_config_class():
-    """agents.config.PolicyConfig, or None while agents/ does not provide it."""
-    try:
-        from agents.config import PolicyConfig
-    except ImportError:
-        return None
-    return PolicyConfig
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``train.lr=3e-4`` -> (["train", "lr"], 0.0003): a dotted key and a YAML-typed value."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ValueError(f"override {text!r} must look like section.key=value (e.g. train.lr=3e-4)")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
-    # YAML 1.1 reads "3e-4" as a string (it wants "3.0e-4"); numbers are what anyone means here.
-    if isinstance(parsed, str):
-        try:
-            parsed = float(parsed) if any(c in parsed.lower() for c in ".e") else int(parsed)
-        except ValueError:
-            pass
-    return key.split("."), parsed
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A deep copy of ``raw`` with each ``dotted.key=value`` set (intermediate mappings are created)."""
-    out = copy.deepcopy(raw) if raw else {}
-    for text in overrides:
-        path, value = parse_override(text)
-        if path[0] not in SECTIONS:
-            raise ValueError(f"override {text!r}: unknown section {path[0]!r}; allowed: {', '.join(SECTIONS)}")
-        node = out
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ValueError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a mapping")
-            node = child
-        node[path[-1]] = value
-    return out
 
 
 def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
@@ -323,7 +277,6 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
     agent = raw.get("agent") or {}
     if not isinstance(agent, dict):
         raise ValueError(f"{source}: section 'agent' must be a mapping, got {type(agent).__name__}")
-    policy_cls = _policy_config_class()
     algo = out["train"].algo
     critic = CRITIC_OF_ALGO[algo]
     if agent.get("critic", critic) != critic:
@@ -331,13 +284,10 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
             f"{source}: agent.critic={agent['critic']!r} contradicts train.algo={algo!r} "
             f"(mappo uses the central critic, ippo the local one); set one of them"
         )
-    if policy_cls is not None:
-        try:
-            out["agent"] = policy_cls(**{**agent, "critic": critic})
-        except ValidationError as err:
-            raise ValueError(f"{source}: {format_validation_error(err, 'agent')}") from None
-    else:
-        out["agent"] = {**agent, "critic": critic}
+    try:
+        out["agent"] = PolicyConfig(**{**agent, "critic": critic})
+    except ValidationError as err:
+        raise ValueError(f"{source}: {format_validation_error(err, 'agent')}") from None
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"{source}: seed must be an integer, got {seed!r}")
@@ -348,7 +298,8 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
     )
 
 
-def resolve_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
-    """Load an experiment (shipped name or YAML path), apply ``key=value`` overrides, validate it all."""
+def resolve_config(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The one config pipeline: read an experiment (shipped name or YAML path), merge its ``base:``,
+    apply ``key=value`` overrides and validate every section; ValueError names the offending field."""
     source, raw = load_raw_config(name_or_path)
     return validate_run_config(apply_overrides(raw, list(overrides or [])), source)
