@@ -5,82 +5,10 @@ keeps doing scenarios, maps, observations, rewards and metrics while PyBullet mo
 
     env = QuadSwarmVecEnv(cfg, num_envs=1, physics=PyBulletPhysics(cfg))   # or make_pybullet_vec_env
 
-It is the slow, independent engine used for sim-to-sim checks and evaluation, not for training: one
-headless client (``p.DIRECT``) per environment, and a Python loop over environments and drones.
-
-Modelling choices
------------------
-* Vehicles: one rigid body per drone built with ``createMultiBody`` from a primitive shape (no URDF
-  file), with the per-drone mass and inertia diagonal of the live state, so mass / inertia
-  randomisation carries over. The collision shape is a sphere of radius ``arm``: exactly the geometry
-  behind the batched sim's three contact rules (neighbours collide at a centre distance of 2 arm,
-  columns at 2-D distance arm + radius, the floor at z = arm). PyBullet's default damping is off
-  (``linearDamping = angularDamping = 0``) and sleeping is disabled (a perfect hover would otherwise
-  put a body to sleep after 2 s and freeze it).
-* Motors: the batched sim's motor model, computed identically here (not a shared function): the
-  first-order lag ``motor += alpha * (sqrt(cmd) - motor)`` with ``Dynamics.alpha_up/alpha_down``,
-  ``thrust = motor^2 * max_thrust``, and the yaw drag torque ``Dynamics.torque_map[2] @ thrust``. The
-  thrust noise is applied by the env before ``step`` (``Dynamics.noisy_command``). Each motor's thrust
-  is an ``applyExternalForce`` along body z at its position (``PROP_SIGNS_XY * arm / sqrt 2``) in
-  ``LINK_FRAME``; roll and pitch torques therefore come from the lever arms, the yaw torque from
-  ``applyExternalTorque`` (``LINK_FRAME``, which this PyBullet applies in the body frame as intended:
-  checked against WORLD_FRAME on a yawed body). Optional linear drag and downwash
-  (``envs.dynamics.downwash_acceleration``) are world-frame forces at the centre of mass.
-* Time: 200 Hz (``setTimeStep(cfg.dynamics.dt)``), one ``stepSimulation`` per ``Physics.step`` call
-  (the env calls it ``sim_steps`` = 2 times per control step); gravity from the config. After each
-  step position, velocity, quaternion (-> rotation matrix) and body rates (world angular velocity
-  rotated into the body frame) are read back into the live tensors, and body rates beyond
-  ``max_omega`` are clipped component-wise (written back to PyBullet), as in the batched sim.
-* Obstacles: static cylinders of the env's ``obstacle_radius``, full room height, at the active
-  columns (inactive ones parked at ``envs.maps.FAR`` are skipped). Restitution ``wall_restitution``,
-  no friction, like the batched sim's column response.
-* Floor: a static PyBullet plane at z = 0 with ``lateralFriction = floor_friction`` and restitution
-  0 (Bullet multiplies the two bodies' coefficients; drones have friction 1 and restitution 1, so
-  drone-floor friction is ``floor_friction``, drone-column restitution ``wall_restitution`` and
-  drone-drone contacts are elastic, like the batched sim's neighbour bounce). While a drone touches
-  the floor its body rates are damped by ``envs.dynamics.FLOOR_SPIN_DAMPING`` per step as in the
-  batched sim, and the plane's large rolling / spinning friction keeps the sphere from rolling (a
-  frictional sphere would otherwise roll away for ever instead of sliding to rest).
-* Walls and ceiling: handled like the batched sim, not as bodies: after the step, positions outside
-  the room are clipped, the normal velocity is reversed with ``wall_restitution`` and the body rates
-  get a random kick of std ``wall_spin`` drawn from the env's generator; the corrected state is
-  written back to PyBullet.
-* Contacts (``contacts()``): from ``getContactPoints`` after every physics step, a contact counting
-  when its ``contactDistance <= CONTACT_TOLERANCE`` (Bullet also reports points up to its 2 cm
-  breaking threshold); drone-drone points give the neighbour matrix, drone-column points the column
-  flags. They are OR-ed over the physics steps since the previous ``contacts()`` call (a bounce
-  inside one control step is not missed). Since the engine reports contacts, PyBullet also resolves
-  them and the env skips its own collision response.
-* Resets: ``on_reset`` rebuilds each listed env's world in a fresh client (floor, drones, columns)
-  from the live state (pos, rot, vel, omega, mass, inertia, obstacles), which makes a seeded episode
-  reproducible bit for bit (``resetSimulation`` is not enough: it keeps engine state that changed a
-  replay in the 7th digit).
-
-Sim-to-sim agreement (tests/test_pybullet.py): the batched core and this engine from the same
-seeded start (scenario "hover"; thrust noise, sensor noise and wall spin off; same per-drone
-mass / inertia / thrust randomisation), the same motor-command sequence for 1 s, PyBullet 3.2.7.
-Errors after 1 s (position) and over the second (attitude: angle between the rotation matrices),
-for one nominal drone | two randomised drones (the test's setting):
-
-    manoeuvre (1 s of commands)                      position error        attitude error (max)
-    hover (hover command)                            7e-7 m | 5e-7 m       0.000 | 0.000 deg
-    thrust step (+0.1 on all motors; climbs 0.44 m)  5e-7 m | 5e-7 m       0.000 | 0.000 deg
-    roll (+-0.1 on +y vs -y motors, 0.05 s each way;
-          tilts 9-11 deg, drifts 0.65-0.83 m)         7.0e-3 m | 8.9e-3 m   0.048 | 0.048 deg
-    yaw (CCW pair +0.2, CW pair -0.2 for 0.5 s;
-         turns 117-151 deg)                           5e-7 m | 2e-7 m       0.056 | 0.069 deg
-
-The documented tolerance (``SIM2SIM_POS_TOL``, ``SIM2SIM_ANGLE_TOL_DEG``) is 3 cm and 2 degrees.
-Straight-line motion agrees to float32 rounding (same motor model, both integrate velocity then
-position semi-implicitly); rotations differ slightly because Bullet applies the link-frame thrust
-along the attitude at the start of the step (the batched sim along the updated one) and integrates
-a quaternion instead of the exponential map, with its own gyroscopic terms; a 0.05 deg tilt error
-gives the few millimetres of drift after the roll.
-
-Throughput: `marl bench sim --backend pybullet` (marl/bench.py). On one core with one environment PyBullet gives roughly
-0.7k, 4k and 11k agent-steps/s for 1, 8 and 32 drones against 0.3-1.1 M for the batched core at 1024
-envs; the engine itself costs about 0.2 ms per physics step plus about 15 us per drone, the rest is
-the env's per-step tensor work, which at one environment does not amortise.
+One headless client per environment; rigid bodies from primitive shapes with the live state's mass
+and inertia; motor thrusts as link-frame forces at the rotors. The motor model is this module's own
+code (constants from ``Dynamics``), so the sim-to-sim tests compare two implementations. Modelling
+choices, measured agreement and throughput: docs/design/pybullet.md.
 """
 
 from __future__ import annotations
@@ -98,8 +26,6 @@ from envs.maps import FAR
 from envs.state import SimState
 
 CONTACT_TOLERANCE = 1.0e-3  # m: a PyBullet contact point counts as a collision up to this separation
-SIM2SIM_POS_TOL = 0.03  # m: position agreement with the batched sim after 1 s of any test manoeuvre
-SIM2SIM_ANGLE_TOL_DEG = 2.0  # degrees: attitude agreement over the same manoeuvres
 DRONE_FRICTION = 1.0  # Bullet multiplies coefficients: drone-floor friction = floor_friction
 DRONE_RESTITUTION = 1.0  # drone-drone elastic; drone-column = wall_restitution; drone-floor = 0
 # Rolling and spinning friction of the floor (a torque limit in metres x normal force): large enough
@@ -152,7 +78,7 @@ class PyBulletPhysics:
     def __init__(self, cfg: SwarmConfig):
         self.cfg = cfg
         self.dcfg = cfg.dynamics
-        self.dyn = Dynamics(cfg.dynamics, cfg.room, torch.device("cpu"))  # motor constants, shared with the sim
+        self.dyn = Dynamics(cfg.dynamics, cfg.room, torch.device("cpu"))  # constants only: lag rates, torque map
         half = cfg.dynamics.arm / math.sqrt(2.0)
         self.motor_pos = [(sx * half, sy * half, 0.0) for sx, sy in PROP_SIGNS_XY]
         self.room = cfg.room
@@ -162,13 +88,24 @@ class PyBulletPhysics:
         self._device = torch.device("cpu")
 
     # ------------------------------------------------------------------ Physics protocol
+    def _motor_thrust(self, motor: torch.Tensor, cmd: torch.Tensor, max_thrust: torch.Tensor) -> torch.Tensor:
+        """Rotor lag and thrust, written independently of ``Dynamics.motor_thrust`` (same model).
+
+        motor [4, M, E]: rotor speed as a fraction of its maximum, advanced in place by one physics step
+        towards sqrt(cmd) (thrust grows with speed squared), faster up than down; returns newtons.
+        """
+        target = cmd.sqrt()
+        rate = torch.where(target >= motor, self.dyn.alpha_up, self.dyn.alpha_down)
+        motor.add_(rate * (target - motor))
+        return motor * motor * max_thrust
+
     def step(self, live: SimState, cmd: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One 200 Hz PyBullet step of every env under thrust fractions cmd [4, M, E]; (on_floor, wall) [M, E]."""
         m, e = cmd.shape[1:]
         self._require(e, m)
         dev = live.pos.device
         dyn = self.dyn
-        thrust = dyn.motor_thrust(live.motor, cmd, live.max_thrust)  # the batched sim's motor model, [4, M, E] N
+        thrust = self._motor_thrust(live.motor, cmd, live.max_thrust)  # [4, M, E] N
         yaw = (dyn.torque_map[2].to(dev) @ thrust.reshape(4, -1)).reshape(m, e)  # [M, E] body z torque
         thrust_l = thrust.permute(2, 1, 0).tolist()  # [E][M][4] python floats: cheapest for pybullet calls
         yaw_l = yaw.T.tolist()  # [E][M]

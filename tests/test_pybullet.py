@@ -2,8 +2,8 @@
 
 The sim-to-sim tests run the batched core and the PyBullet engine from the same seeded start (same
 scenario, starts and per-drone mass / inertia / thrust randomisation; thrust and sensor noise off)
-under the same motor-command sequence, and require positions within SIM2SIM_POS_TOL after 1 s and
-rotation matrices within SIM2SIM_ANGLE_TOL_DEG at every step (see envs/pybullet_backend.py).
+under the same motor-command sequence, and require positions within SIM2SIM_TOLERANCES after 1 s and
+rotation matrices within them at every step (see docs/design/pybullet.md).
 """
 
 from __future__ import annotations
@@ -18,13 +18,7 @@ from pettingzoo.test import api_test, parallel_api_test
 
 from envs import quad_swarm_pybullet_v0, quad_swarm_v0
 from envs.config import make_config
-from envs.pybullet_backend import (
-    SIM2SIM_ANGLE_TOL_DEG,
-    SIM2SIM_POS_TOL,
-    PyBulletPhysics,
-    make_pybullet_vec_env,
-    rot_to_quat,
-)
+from envs.pybullet_backend import PyBulletPhysics, make_pybullet_vec_env, rot_to_quat
 from envs.swarm import QuadSwarmVecEnv
 
 PZ_CFG = dict(num_drones=4, num_neighbors=2, scenario="o_random", episode_seconds=0.3)
@@ -37,6 +31,19 @@ S2S_CFG = dict(
     dynamics={"thrust_noise": 0.0, "wall_spin": 0.0},
     randomization={"mass": 0.1, "inertia": 0.2, "thrust_to_weight": 0.05},
 )
+
+# Per manoeuvre: (position error after 1 s in m, attitude error at any step in degrees). Measured by
+# running the body of test_sim_to_sim_agreement for start seeds 0-5 (the test uses 3): position max
+# 1.2e-6 / 1.4e-6 / 9.3e-3 (mean 7.9e-3, std 8e-4) / 1.2e-6 m, attitude max 0 / 0 / 0.097 / 0.097 deg
+# (float32 arccos resolves ~0.02 deg). Limits: 1e-5 m where both engines agree to float32 rounding
+# (~8x the worst seed; a motor lag 2 % faster in PyBullet alone moves them by 3e-4 to 1e-3 m), max +
+# 3 std for roll's drift; two arccos quanta where nothing turns, 1.5x the worst seed where it does.
+SIM2SIM_TOLERANCES: dict[str, tuple[float, float]] = {
+    "hover": (1e-5, 0.05),
+    "thrust_step": (1e-5, 0.05),
+    "roll": (0.012, 0.15),
+    "yaw": (1e-5, 0.15),
+}
 
 
 def test_parallel_api_through_episode_end():
@@ -123,8 +130,9 @@ def test_sim_to_sim_agreement(name):
         sa, sb = batched.get_state([0]), bullet.get_state([0])
         worst_angle = max(worst_angle, _angle_deg(sa.rot, sb.rot))
     pos_err = float((sa.pos - sb.pos).norm(dim=-1).max())
-    assert pos_err < SIM2SIM_POS_TOL, f"{name}: positions differ by {pos_err:.4f} m after 1 s"
-    assert worst_angle < SIM2SIM_ANGLE_TOL_DEG, f"{name}: attitudes differ by {worst_angle:.3f} deg"
+    pos_tol, angle_tol = SIM2SIM_TOLERANCES[name]
+    assert pos_err < pos_tol, f"{name}: positions differ by {pos_err:.2e} m after 1 s (limit {pos_tol:g})"
+    assert worst_angle < angle_tol, f"{name}: attitudes differ by {worst_angle:.3f} deg (limit {angle_tol:g})"
     # The manoeuvre did what it says (so agreement is not trivial).
     moved = (sa.pos - s0.pos)[0]  # [M, 3]
     turned = _angle_deg(s0.rot, sa.rot)
