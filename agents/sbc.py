@@ -46,12 +46,16 @@ from agents.pid import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM, PIDConfig, PIDCont
 class SBCConfig:
     """Barrier and QP settings of :class:`SBCController` (SI units)."""
 
-    brake_acc: float = 3.0  # m/s^2 each drone is assumed to spend on braking in the barrier
+    brake_acc: float = 4.0  # m/s^2 each drone is assumed to spend on braking in the barrier
     max_acc_xy: float = 5.0  # m/s^2, per-axis bound of the QP (below the PID's 35 degree tilt limit)
     neighbour_gamma: float = 0.2  # how fast the barrier may shrink ("aggressiveness"), neighbours
     obstacle_gamma: float = 0.2  # the same for columns
     neighbour_margin: float = 0.1  # m: D_s = 2 arm + margin between drone centres
-    obstacle_margin: float = 0.1  # m: D_s = arm + margin from a column surface
+    obstacle_margin: float = 0.05  # m: D_s = arm + margin from a column surface
+    # 1/s, how fast the speed barrier of unseen columns may shrink (0: no such row). Tuned on o_random,
+    # 8 drones, density 0.8, seed 0, 16 episodes: 2 -> success 0.46 (too slow: deadlocks), 10 -> 0.83
+    # with no collision, 30 -> 0.85 with 10 % collisions; without the row 0.69 (31 % column hits).
+    unseen_gamma: float = 10.0
     iterations: int = 50  # Dykstra sweeps at most (they stop early once converged)
 
 
@@ -146,9 +150,10 @@ class SBCController(PIDController):
         return self.filter(self._obs, a_des)
 
     def constraints(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Barrier rows for observations [E, M, D]: (G [E, M, K + 1, 3], h [E, M, K + 1]), G a <= h.
+        """Barrier rows for observations [E, M, D]: (G [E, M, R, 3], h [E, M, R]), G a <= h.
 
-        Rows 0..K-1 are the observed neighbours, row K the nearest column.
+        Rows 0..K-1 are the observed neighbours, row K the nearest column, row K + 1 (with
+        ``unseen_gamma`` > 0) the speed barrier that stands for the columns the SDF does not show.
         """
         c, s = self.cfg, self.sbc
         e, m, d = obs.shape
@@ -183,10 +188,25 @@ class SBCController(PIDController):
         hb = (2.0 * s.brake_acc * room).sqrt() + nv
         h_obs = s.obstacle_gamma * hb.pow(3) + s.brake_acc**0.5 * nv / (2.0 * room).sqrt()
         # A flat SDF (no column in sight) gives a zero row: keep it inactive whatever the sign of h.
-        h_obs = torch.where(n_xy.abs().sum(-1) > 0, h_obs, torch.ones_like(h_obs))
-        g = torch.cat([g_nbr, (-normal).unsqueeze(2)], 2)
-        h = torch.cat([h_nbr, h_obs.unsqueeze(2)], 2)
-        return g, h
+        flat = n_xy.abs().sum(-1) == 0
+        h_obs = torch.where(flat, torch.ones_like(h_obs), h_obs)
+        rows_g, rows_h = [g_nbr, (-normal).unsqueeze(2)], [h_nbr, h_obs.unsqueeze(2)]
+
+        if s.unseen_gamma > 0:
+            # The SDF shows the nearest column only, but its centre value bounds the clearance to every
+            # column, and no clearance can shrink faster than the horizontal speed. So the barrier
+            # h_u = sqrt(2 a (d - D_s)) - |v_xy| >= 0 (able to stop before any column, whichever way
+            # it lies) is certified by dh_u/dt >= -unseen_gamma h_u with d' >= -|v_xy|, a row on the
+            # acceleration along v_xy: v_xy / |v_xy| . a <= unseen_gamma h_u - sqrt(a / (2 (d - D_s))) |v_xy|.
+            v_xy = torch.cat([vel[..., :2], torch.zeros_like(vel[..., 2:])], -1)
+            speed = v_xy.norm(dim=-1)
+            dir_v = v_xy / speed.clamp_min(1e-6).unsqueeze(-1)
+            h_u = (2.0 * s.brake_acc * room).sqrt() - speed
+            h_unseen = s.unseen_gamma * h_u - (s.brake_acc / (2.0 * room)).sqrt() * speed
+            off = flat | (speed < 1e-3)  # no column in sight, or hovering: nothing to certify
+            rows_g.append(torch.where(off.unsqueeze(-1), torch.zeros_like(dir_v), dir_v).unsqueeze(2))
+            rows_h.append(torch.where(off, torch.ones_like(h_unseen), h_unseen).unsqueeze(2))
+        return torch.cat(rows_g, 2), torch.cat(rows_h, 2)
 
     def filter(self, obs: torch.Tensor, a_des: torch.Tensor) -> torch.Tensor:
         """The QP-filtered acceleration [E, M, 3] for a desired one a_des [E, M, 3] (gravity excluded)."""

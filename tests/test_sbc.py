@@ -77,7 +77,7 @@ def test_closing_neighbour_forces_braking_and_the_filtered_command_meets_every_r
     # A neighbour 0.5 m ahead in +x, closing at 2 m/s (we fly at +1 m/s, it comes at -1 m/s).
     obs = _obs(1, [[0.5, 0.0, 0.0]], [[-2.0, 0.0, 0.0]], [1.0, 0.0, 0.0])
     g, h = ctrl.constraints(obs)
-    assert g.shape == (1, 1, 2, 3) and h.shape == (1, 1, 2)
+    assert g.shape == (1, 1, 3, 3) and h.shape == (1, 1, 3)  # neighbour, nearest column, unseen columns
     a_des = torch.tensor([[[3.0, 0.0, 0.0]]])  # pushing on towards it
     a = ctrl.filter(obs, a_des)
     assert float(a[0, 0, 0]) < -1.0, f"no braking: {a.tolist()}"
@@ -99,6 +99,23 @@ def test_column_ahead_forces_braking_and_a_flat_sdf_adds_no_row():
     flat = _obs(0, [], [], [1.5, 0.0, 0.0])
     a_des = torch.tensor([[[3.0, 1.0, -2.0]]])
     assert torch.allclose(ctrl.filter(flat, a_des), a_des)
+
+
+def test_speed_near_columns_is_capped_whatever_the_direction():
+    """A column beside the drone (+y, 0.3 m of clearance) while it flies along x at 1.2 m/s: the
+    nearest column's row is inactive (no closing speed), but unseen columns could lie ahead, so the
+    speed barrier makes it brake; the same flight far from any column (flat SDF) is left alone."""
+    ctrl = SBCController(PIDConfig())
+    res = 0.1
+    sdf = torch.tensor([0.3 - j * res for _ in (-1, 0, 1) for j in (-1, 0, 1)])
+    obs = _obs(0, [], [], [1.2, 0.0, 0.0], sdf)
+    a_des = torch.tensor([[[3.0, 0.0, 0.0]]])
+    g, h = ctrl.constraints(obs)
+    assert g.shape == (1, 1, 2, 3)
+    a = ctrl.filter(obs, a_des)
+    assert float(a[0, 0, 0]) < 0.0, f"no braking near columns at 1.2 m/s: {a.tolist()}"
+    assert torch.all((g * a.unsqueeze(2)).sum(-1) <= h + 1e-4)
+    assert torch.allclose(ctrl.filter(_obs(0, [], [], [1.2, 0.0, 0.0]), a_des), a_des)
 
 
 # ----------------------------------------------------------------------------------------- closed loop
