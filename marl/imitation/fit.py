@@ -1,0 +1,259 @@
+"""The regression of imitation (``fit``: any optimiser by name, SSO included), behaviour cloning and DAgger.
+
+Part of ``marl.imitation``; design (SSO's eta, what is hand-written and why): docs/design/imitation.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from envs.config import SwarmConfig
+from marl.imitation.data import (
+    ACT_DIM,
+    ImitationData,
+    Teacher,
+    action_mean_fn,
+    evaluate_closed_loop,
+    imitation_loss,
+    make_teacher,
+    mean_parameters,
+    record_teacher,
+    rollout,
+)
+from optim.registry import build, is_second_order, needs_closure, resolve
+from optim.sso import SSO
+from optim.tpsgd import TPSGD
+
+
+# -- the regression ------------------------------------------------------------------------------------
+def mse_eta(act_dim: int = ACT_DIM) -> float:
+    """SSO's target step for ``F.mse_loss`` over ``act_dim`` outputs: the majorisation bound act_dim / 2."""
+    return act_dim / 2.0
+
+
+def check_optimizer(name: str) -> str:
+    """The canonical name of optimiser ``name`` (``sso`` or an ``optim.build`` name); raises
+    ``optim.OptimizerNameError`` (a ValueError listing the available names) for an unknown one."""
+    if not isinstance(name, str):
+        raise TypeError(f"optimizer must be a name (str), got {type(name).__name__}")
+    return resolve(name)[0]
+
+
+@dataclass
+class FitResult:
+    """One regression run: losses every ``eval_every`` expensive gradient evaluations."""
+
+    optimizer: str
+    grad_evals: int
+    curve: list[tuple[int, float]]  # (expensive gradient evaluations, loss on the training data)
+    eval_curve: list[tuple[int, float]] = field(default_factory=list)  # same, on the held-out data
+    initial_loss: float = float("nan")
+    final_loss: float = float("nan")
+    final_eval_loss: float | None = None
+    seconds: float = 0.0
+
+    def evals_to(self, target: float) -> int | None:
+        """First recorded number of expensive gradient evaluations at which the training loss is <= ``target``."""
+        return next((e for e, loss in self.curve if loss <= target), None)
+
+
+def fit(
+    student: nn.Module,
+    data: ImitationData,
+    *,
+    optimizer: str = "sso",
+    steps: int = 200,
+    batch: int = 32,
+    lr: float | None = None,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    eval_data: ImitationData | None = None,
+    eval_every: int = 10,
+    seed: int = 0,
+) -> FitResult:
+    """Regress the student's action means on the teacher's actions (mean squared error), in place.
+
+    ``steps`` minibatches of ``batch`` rows (each row is one env step of M agents), drawn with a seeded
+    generator; one expensive gradient evaluation per minibatch (dl/dz for ``sso``, dl/dtheta otherwise;
+    an optimiser whose step re-evaluates the loss through a closure, such as ``lbfgs``, is charged for
+    each evaluation). ``lr`` is SSO's eta (default ``mse_eta()``) or the optimiser's learning rate
+    (default: the library's). ``tpsgd`` needs an ``nn.Sequential`` student of Linear layers (use
+    ``marl.bench.studies.distill.distill_compare`` for the comparison with back-propagation).
+    """
+    name = check_optimizer(optimizer)
+    if steps < 1 or batch < 1 or eval_every < 1:
+        raise ValueError(f"need steps, batch, eval_every >= 1, got {steps}, {batch}, {eval_every}")
+    start = time.perf_counter()
+    mean = action_mean_fn(student)
+    params = mean_parameters(student)
+    kwargs = dict(optimizer_kwargs or {})
+    student.train()
+    if name == "sso":
+        opt: Any = SSO(params, mean, "mse", eta=mse_eta() if lr is None else lr, **kwargs)
+    elif name == "tpsgd":
+        if not isinstance(student, nn.Sequential):
+            raise ValueError("optimizer 'tpsgd' trains nn.Sequential Linear/GRU stacks; use an mlp_student")
+        if lr is not None:
+            kwargs.setdefault("optimizer_kwargs", {})["lr"] = lr
+        opt = TPSGD(student, task="regression", seed=seed, **kwargs)
+    else:
+        if lr is not None:
+            kwargs["lr"] = lr
+        opt = build(name, params, **kwargs)
+    second = name not in ("sso", "tpsgd") and is_second_order(name)
+    closure_step = name not in ("sso", "tpsgd") and needs_closure(name)
+
+    gen = torch.Generator().manual_seed(seed)
+    evals = 0
+    result = FitResult(name, 0, [], initial_loss=imitation_loss(student, data))
+    result.curve.append((0, result.initial_loss))
+    if eval_data is not None:
+        result.eval_curve.append((0, imitation_loss(student, eval_data)))
+
+    for step in range(1, steps + 1):
+        b = torch.randint(len(data), (min(batch, len(data)),), generator=gen)
+        obs, act = data.obs[b], data.actions[b]
+        if name == "sso":
+            opt.step((obs, act))
+            evals = opt.counters["grad_evals"]
+        elif name == "tpsgd":
+            opt.step(obs.reshape(-1, obs.shape[-1]), act.reshape(-1, ACT_DIM))
+            evals += 1
+        else:
+
+            def closure(obs: torch.Tensor = obs, act: torch.Tensor = act) -> torch.Tensor:
+                nonlocal evals
+                with torch.enable_grad():
+                    opt.zero_grad(set_to_none=True)
+                    loss = F.mse_loss(mean(obs), act)
+                    loss.backward(create_graph=second)
+                evals += 1
+                return loss
+
+            if closure_step:
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        if step % eval_every == 0 or step == steps:
+            result.curve.append((evals, imitation_loss(student, data)))
+            if eval_data is not None:
+                result.eval_curve.append((evals, imitation_loss(student, eval_data)))
+    if second:
+        opt.zero_grad(set_to_none=True)  # drop the graph that create_graph kept alive
+    result.grad_evals = evals
+    result.final_loss = result.curve[-1][1]
+    result.final_eval_loss = result.eval_curve[-1][1] if eval_data is not None else None
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# -- behaviour cloning and DAgger ---------------------------------------------------------------------
+@dataclass
+class BCResult:
+    """Behaviour cloning: the data, the fit and (when asked) the student's closed-loop metrics."""
+
+    data: ImitationData
+    fit: FitResult
+    closed_loop: dict[str, float] = field(default_factory=dict)
+
+
+def behaviour_cloning(
+    student: nn.Module,
+    env_cfg: SwarmConfig,
+    teacher: str | Teacher = "pid",
+    *,
+    optimizer: str = "sso",
+    num_envs: int = 8,
+    rollout_steps: int | None = None,
+    record_every: int = 5,
+    fit_steps: int = 300,
+    batch: int = 32,
+    lr: float | None = None,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    eval_envs: int = 0,
+    seed: int = 0,
+) -> BCResult:
+    """Roll out the teacher, record (state, teacher action) pairs and fit the student on them, in place.
+
+    With ``eval_envs`` > 0 the student then flies one episode alone in that many swarms (closed loop).
+    """
+    check_optimizer(optimizer)
+    data = record_teacher(env_cfg, teacher, num_envs=num_envs, steps=rollout_steps, record_every=record_every,
+                          seed=seed)
+    res = fit(student, data, optimizer=optimizer, steps=fit_steps, batch=batch, lr=lr,
+              optimizer_kwargs=optimizer_kwargs, seed=seed)
+    closed = evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000) if eval_envs else {}
+    return BCResult(data, res, closed)
+
+
+@dataclass
+class DAggerIteration:
+    """One DAgger iteration (0 is behaviour cloning)."""
+
+    iteration: int
+    beta: float
+    teacher_fraction: float  # executed teacher actions / all (env, step) pairs of the rollout
+    new_rows: int
+    dataset_rows: int
+    fit_loss: float  # imitation loss on the aggregate after the refit
+    closed_loop: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DAggerResult:
+    """All DAgger iterations and the final aggregate data set."""
+
+    data: ImitationData
+    iterations: list[DAggerIteration]
+
+
+def dagger(
+    student: nn.Module,
+    env_cfg: SwarmConfig,
+    teacher: str | Teacher = "pid",
+    *,
+    iterations: int = 3,
+    beta0: float = 0.5,
+    beta_decay: float = 0.5,
+    optimizer: str = "sso",
+    num_envs: int = 8,
+    rollout_steps: int | None = None,
+    record_every: int = 5,
+    fit_steps: int = 300,
+    batch: int = 32,
+    lr: float | None = None,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    eval_envs: int = 0,
+    seed: int = 0,
+) -> DAggerResult:
+    """DAgger: BC, then ``iterations`` rounds of (fly the mixture, label with the teacher, aggregate, refit).
+
+    Round i >= 1 flies beta_i = ``beta0 * beta_decay ** (i - 1)``; every round rolls out with its own seed
+    (``seed + i``). With ``eval_envs`` > 0 the student flies one episode alone after each refit.
+    """
+    check_optimizer(optimizer)
+    if iterations < 0 or not 0.0 <= beta0 <= 1.0 or not 0.0 <= beta_decay <= 1.0:
+        raise ValueError(f"need iterations >= 0 and beta0, beta_decay in [0, 1], got {iterations}, {beta0}, "
+                         f"{beta_decay}")
+    teacher = make_teacher(teacher, env_cfg)
+    # Only the loss after each refit is kept: scoring the growing aggregate along the way is skipped.
+    fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
+              "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps}
+    roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every}
+    history: list[DAggerIteration] = []
+    data: ImitationData | None = None
+    for i in range(iterations + 1):
+        beta = 1.0 if i == 0 else beta0 * beta_decay ** (i - 1)
+        ro = rollout(env_cfg, teacher, student if beta < 1.0 else None, beta=beta, seed=seed + i, **roll_kw)
+        data = ro.data if data is None else data.extend(ro.data)
+        res = fit(student, data, seed=seed + i, **fit_kw)
+        closed = evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000) if eval_envs else {}
+        history.append(DAggerIteration(i, beta, ro.teacher_fraction, len(ro.data), len(data), res.final_loss, closed))
+    assert data is not None
+    return DAggerResult(data, history)
