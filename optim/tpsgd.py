@@ -22,7 +22,7 @@ from torch import nn
 # The optimiser of the blocks comes from the library half of the registry (which imports this module).
 from optim.library import build
 
-__all__ = ["TPSGD", "Block", "sequential_forward", "split_blocks"]
+__all__ = ["TPSGD", "Block", "sequential_forward", "split_blocks", "train_readout"]
 
 TASKS = ("classification", "regression")
 
@@ -254,6 +254,58 @@ class TPSGD:
         """Restore what ``state_dict`` returned."""
         self.projections = list(state["projections"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def train_readout(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    epochs: int = 20,
+    batch: int = 100,
+    lr: float = 0.05,
+    seed: int = 0,
+    task: str = "classification",
+    optimizer: str = "sgd",
+    optimizer_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """The frozen-random-features baseline of tpSGD: train only the output block of ``model``.
+
+    The hidden blocks keep their random initialisation (as in extreme learning machines / random
+    features); the output block gets its ordinary loss on their detached outputs, with the optimiser
+    and minibatches of ``TPSGD``'s defaults (SGD, Nesterov momentum 0.9; one permutation per epoch
+    from ``seed``). What tpSGD adds over this is exactly its training of the hidden blocks against
+    the projected targets. Trains ``model`` in place and returns it.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if epochs < 1 or batch < 1:
+        raise ValueError(f"epochs={epochs} and batch={batch} must be >= 1")
+    blocks = split_blocks(model)
+    readout, hidden = blocks[-1], blocks[:-1]
+    if not isinstance(readout.core, nn.Linear):
+        raise ValueError(f"train_readout needs an nn.Linear output layer, got {type(readout.core).__name__}")
+    kwargs = {"lr": lr, "momentum": 0.9, "nesterov": True} if optimizer == "sgd" else {"lr": lr}
+    kwargs.update(optimizer_kwargs or {})
+    opt = build(optimizer, readout.parameters(), **kwargs)  # only the readout: the rest stays as drawn
+    loss_fn = _ce if task == "classification" else _mse
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(inputs), generator=gen)
+        for i in range(0, len(order), batch):
+            idx = order[i : i + batch]
+            with torch.no_grad():  # frozen features: no graph through the hidden blocks
+                x = inputs[idx]
+                for b in hidden:
+                    h = _apply(b.pre, x)
+                    x = _apply(b.post, b.core(h)[0] if isinstance(b.core, nn.GRU) else b.core(h))
+            out = _apply(readout.post, readout.core(_apply(readout.pre, x)))
+            opt.zero_grad(set_to_none=True)
+            loss_fn(out, targets[idx]).backward()
+            opt.step()
+    model.eval()
+    return model
 
 
 def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
