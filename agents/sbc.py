@@ -1,36 +1,13 @@
 """Safety barrier certificates (SBC): the field's classical swarm baseline, batched on torch.
 
 The PID position loop of :mod:`agents.pid` (without its potential-field avoidance) gives a desired
-acceleration a_des per drone; a small QP replaces it by the closest acceleration that keeps every
-pairwise distance and every column clearance certified safe (Wang, Ames and Egerstedt, "Safety
-barrier certificates for collisions-free multirobot systems", T-RO 2017; quad-swarm-rl's
-``NominalSBC`` on its ``deadlock`` branch solves the same QP per drone with OSQP):
+acceleration per drone; a small QP replaces it by the closest acceleration that keeps every pairwise
+distance and every column clearance certified safe (Wang, Ames and Egerstedt, T-RO 2017, as
+quad-swarm-rl's ``NominalSBC``), solved for all drones at once by Dykstra's alternating projections
+within the acceleration bounds. Like ``pid_avoid`` it reads only the observation (the K nearest
+neighbours and the 3 x 3 local SDF). Registered as the built-in controller ``sbc``.
 
-    min_a ||a - a_des||^2   s.t.   G a <= h  (one row per neighbour and per column),
-                                   |a_x|, |a_y| <= max_acc_xy,  -max_acc_down <= a_z <= max_acc_up
-
-A barrier for a pair at distance d (safety distance D_s, both drones able to brake at ``brake_acc``,
-so A = 2 brake_acc between them) is h_b = sqrt(2 A (d - D_s)) + dp.dv / d with dp = p_i - p_j,
-dv = v_i - v_j: positive while the pair can still stop before D_s. Requiring dh_b/dt >= -gamma h_b^3
-is linear in the relative acceleration:
-
-    dp . (a_i - a_j) >= -B,   B = gamma h_b^3 d + sqrt(A) dp.dv / sqrt(2 (d - D_s)) + |dv|^2 - (dp.dv)^2 / d^2
-
-and each drone takes half (the reciprocal split: -dp . a_i <= B / 2). A column is static and takes
-no share: with n the unit normal away from it and d the clearance to its surface (from the SDF),
-h_b = sqrt(2 a (d - D_s)) + n.v and -n . a <= gamma h_b^3 + sqrt(a) n.v / sqrt(2 (d - D_s)); the
-curvature term |v_t|^2 / rho of a round column is dropped, which only makes the row stricter.
-
-Solved for all drones at once by Dykstra's alternating projections (each half-space and the box is
-one set): its iterate converges to the exact Euclidean projection of a_des onto the intersection,
-which is the QP's solution. When the constraints conflict (a drone already inside D_s and closing
-faster than the box allows to stop) the QP is infeasible; the last projection is onto the box, so the
-command always respects the acceleration bounds (the reference falls back to its last safe command).
-
-Like ``pid_avoid`` it reads only the observation: the K nearest neighbours' relative positions and
-velocities and the 3 x 3 local SDF, so it sees the nearest column only, and no walls or floor (the
-position loop keeps the height). Known behaviour, as in the paper: barrier certificates deadlock in
-dense clutter, where the drone stops in front of a column rather than going round it.
+Design note (the barriers, the QP, infeasibility, known deadlocks): docs/design/sbc.md.
 """
 
 from __future__ import annotations
