@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
+from marl.checkpoint import load_policy
 from marl.logger import read_metrics
+from marl.vec_env import make_vec_env
 
 
 def episode_gate_trace(policy: Any, env_cfg: Any, seed: int = 0, max_steps: int = 10_000) -> dict[str, Any]:
     """Run one deterministic episode; returns ``gate_open`` [T, M] (bool tensor) and per-step
     ``communication_rate`` (list of T floats)."""
-    from marl.vec_env import make_vec_env
-
     env = make_vec_env(env_cfg, 1)
     obs = env.reset(seed=seed)
     gates, rates = [], []
@@ -42,10 +42,8 @@ def plot_communication(run_dir: str | Path, out_dir: str | Path | None = None, s
     """Write adjacency.png and gate_rate.png for a run whose policy communicates; [] for other runs."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only: the backend must be chosen before pyplot loads
     import matplotlib.pyplot as plt
-
-    from marl.checkpoint import load_policy
 
     run_dir = Path(run_dir)
     policy, env_cfg = load_policy(run_dir)

@@ -46,7 +46,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         ax.grid(alpha=0.3)
         if panel != "return":
             ax.set_ylim(-0.02, 1.02)
-        if len(PANELS[panel]) > 1:
+        if len(PANELS[panel]) > 1 and ax.get_legend_handles_labels()[0]:  # a task may report none of them
             ax.legend(fontsize=8)
 
     paths = []
