@@ -12,6 +12,7 @@ How an update runs, seeds, fault tolerance, resume and scaling: docs/design/dist
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -113,8 +114,6 @@ def connect(dc: DistributedConfig) -> bool:
 
     An already initialised Ray (the caller's ``ray.init``) is used as it is.
     """
-    import logging
-
     import ray  # optional dependency: only a distributed run needs it
 
     if dc.address not in (None, "auto", "local"):

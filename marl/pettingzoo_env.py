@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.layers import Layout
@@ -69,8 +70,6 @@ class PettingZooEnvConfig(BaseModel):
 
     def make(self) -> Any:
         """One instance, checked to be a PettingZoo ParallelEnv."""
-        from pettingzoo import ParallelEnv
-
         env = load_constructor(self.target)(**self.kwargs)
         if not isinstance(env, ParallelEnv):
             raise ValueError(

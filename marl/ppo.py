@@ -18,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from agents.base import ActorCritic
 from marl.rollout import RolloutBuffer
 from marl.train_config import TrainConfig
+from optim.sso import ArmijoConfig, fma_policy_update
 
 
 class NonFiniteError(RuntimeError):
@@ -246,8 +247,6 @@ def fma_update(
     ascent on the actor (``optim.sso.fma_policy_update``: the policy's distribution is the target, the
     surrogate is maximised by cheap inner steps on the fixed samples) and one gradient step of the
     critic's value loss. Same epochs, minibatches and statistics keys as ``ppo_update``."""
-    from optim.sso import ArmijoConfig, fma_policy_update
-
     fc = optimizers.fma
     armijo = ArmijoConfig(init_step=fc.armijo_init_step, shrink=0.5) if fc.inner == "armijo" else None
     inner_kwargs = None if fc.inner == "armijo" else {"lr": fc.inner_lr}

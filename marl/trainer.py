@@ -99,10 +99,16 @@ class Trainer:
         info = env_info(cfg.env)
         policy = build_policy(cfg, info.spec, info.num_agents, info.num_actions, info.act_dim)
         policy = policy.to(torch.device(cfg.train.device))
-        steps = cfg.train.num_envs * cfg.train.rollout_steps * info.num_agents
-        self.learner = Learner(cfg, policy, steps)
         make = sampler or (RaySampler if ray else local_sampler)
+        # The sampler first: a cluster that cannot run the section fails before optimisers are built
+        # (torch's first optimiser pulls in its compiler stack, seconds on a loaded machine).
         self.sampler: Sampler = make(cfg, info, policy)
+        steps = cfg.train.num_envs * cfg.train.rollout_steps * info.num_agents
+        try:
+            self.learner = Learner(cfg, policy, steps)
+        except BaseException:
+            self.sampler.close()  # release Ray workers it may have started
+            raise
 
     # Read-only views the loop and the benchmarks use.
     @property
