@@ -177,3 +177,14 @@ def test_module_entry_points_list_every_command(module):
     for command in ("bench", "configs", "demo", "train", "eval", "export", "plot", "sweep", "run"):
         assert command in proc.stdout
 
+
+
+def test_bench_group_has_every_benchmark_under_one_parser():
+    from marl.bench import policies
+
+    assert parse_args(["bench", "policies", "--policies", "pid,sbc"]).func is policies.run
+    assert parse_args(["bench", "policies", "--policies", "pid,sbc"]).policies == ["pid", "sbc"]
+    for what in ("sim", "train", "optim"):
+        assert callable(parse_args(["bench", what]).func)
+    assert parse_args(["bench", "train", "train.epochs=1", "--seconds", "1", "seed=2"]).overrides == [
+        "train.epochs=1", "seed=2"]

@@ -5,6 +5,7 @@
     marl bench train [--config NAME] [--seconds S] [--threads N] [--json] [k=v ...] -> bench_train
     marl bench train --distributed [--workers N ...] [--envs-per-worker E] [k=v ...] -> bench_train_distributed
     marl bench optim --suite {sso,tpsgd,ppo,all} [--quick] [--json]                -> run_suite
+    marl bench policies [--policies pid,pid_avoid,sbc] [--densities ...] [--json PATH] -> bench_policies
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from marl.bench import policies
 from marl.bench.optim import SUITES, run_suite
 from marl.bench.plots import plot_success_curves
 from marl.bench.sim import BACKENDS, bench_sim, bench_sweep, sweep_ratios
@@ -170,10 +172,19 @@ def _add_optim(what: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_optim)
 
 
+def _add_policies(what: argparse._SubParsersAction) -> None:
+    p = what.add_parser("policies", help="policies side by side on the field's obstacle task (same episodes)",
+                        description="Fly each policy on the same episodes of every cell (backend x drones x obstacle "
+                        "size x density) and print a Markdown table of the field's metrics.")
+    policies.add_arguments(p)
+    p.set_defaults(func=policies.run)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``marl bench`` and its benchmarks (sim, train, optim) to the ``marl`` parser."""
+    """Add ``marl bench`` and its benchmarks (sim, train, optim, policies) to the ``marl`` parser."""
     bench = sub.add_parser("bench", help="benchmarks")
     what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     _add_sim(what)
     _add_train(what)
     _add_optim(what)
+    _add_policies(what)
