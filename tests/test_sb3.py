@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("stable_baselines3")
 
-from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3 import PPO, SAC  # noqa: E402
 from stable_baselines3.common.vec_env import VecMonitor  # noqa: E402
 
 import envs  # noqa: E402,F401  (registers the Quad*-v0 ids)
@@ -80,6 +80,21 @@ def test_swarm_agents_are_env_major_and_actions_reach_their_drone():
     assert float(np.delete(climb.numpy(), 7).max()) < 0.05
     with pytest.raises(ValueError, match=r"shape \(12, 4\)"):
         vec.step(np.zeros((3, 4), np.float32))
+
+
+def test_sac_replay_keeps_the_last_observation_and_marks_a_time_out():
+    """SAC through the VecEnv: an episode end is a time-out (bootstrapped) whose next observation is the
+    episode's last one, not the next episode's first."""
+    vec = make_sb3_vec_env("QuadHover-v0", num_envs=4, episode_seconds=0.2)  # 20 steps per episode
+    model = SAC("MlpPolicy", vec, learning_starts=10_000, seed=0, device="cpu")  # collection only
+    model.learn(total_timesteps=4 * 25)
+    rb = model.replay_buffer
+    assert rb.pos == 25
+    ends = rb.dones[:25].astype(bool)  # [25, 4]
+    assert ends[19].all() and ends.sum() == 4 and rb.timeouts[19].all()
+    for k in range(24):
+        linked = np.array_equal(rb.next_observations[k], rb.observations[k + 1])
+        assert linked == (k != 19), k
 
 
 def test_extractor_trains_inside_sb3_ppo():
