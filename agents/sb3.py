@@ -5,8 +5,10 @@
         "features_extractor_class": SwarmFeaturesExtractor, "net_arch": [],
         "features_extractor_kwargs": {"encoder": "attention", "preset": "deployable"}})
 
-For the single-drone Gymnasium envs. SB3 owns the Gaussian head and the critic; only the encoder is
-shared with ``agents.make_policy``. Imported on demand, so the rest of agents/ does not need SB3.
+For the single-drone Gymnasium envs; for training speed give SB3 the batched twin instead,
+``envs.sb3_vec_env.make_sb3_vec_env("QuadHover-v0", num_envs=128)`` (all envs in one tensor step;
+``BATCHED_PPO_KWARGS`` below; scripts/sb3_hover.py). SB3 owns the Gaussian head and the critic; only
+the encoder is shared with ``agents.make_policy``. Imported on demand, so the rest of agents/ does not need SB3.
 
 Design note (the full example, what SB3 re-initialises): docs/design/policy_blocks.md.
 """

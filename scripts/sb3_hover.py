@@ -11,7 +11,9 @@ environments, and the mean returns and episode metrics are printed as JSON.
 ``--compare``: the same PPO settings and step budget through SB3's own ``DummyVecEnv`` over the
 Gymnasium view (one ``gym.Env.step`` per environment) and through the batched VecEnv, in this
 process one after the other; prints the steps/s of each (whole ``learn`` and rollout collection
-alone) and their ratio.
+alone) and their ratio. Measured with the defaults above on the shared 2-core machine (under a load of
+~8): 32 envs, 8192 steps, PPO 2,013 against 86 steps/s (23x), rollout collection 2,742 against 88
+steps/s (31x); a second run under heavier load gave 14x / 19x.
 """
 
 from __future__ import annotations
