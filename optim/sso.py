@@ -67,7 +67,10 @@ class ArmijoConfig:
 
     c: float = 0.1  # sufficient-decrease constant
     shrink: float = 0.9  # step size multiplier per backtrack
-    init_step: float = 10.0  # initial step size, reset at each outer step
+    init_step: float = 10.0  # initial step size at each outer step, and the cap of the step-size reset
+    # The reference's step-size reset: every inner step starts from the last accepted step size times this
+    # (capped at init_step), so a step shrunk by one hard backtrack can grow back. 1 keeps it shrunk.
+    grow: float = 2.0
     max_backtracks: int = 100  # per inner step; if exhausted, the step is not taken and the loop stops
     grad_tol: float = 1e-6  # stop when the surrogate gradient norm falls to this
 
@@ -102,9 +105,9 @@ class SSOStats:
 class FMAStats:
     """One functional-mirror-ascent policy update (values are Python floats)."""
 
-    objective_start: float  # surrogate J at theta_t (0 by construction)
+    objective_start: float  # surrogate J at the call's theta (0 when pi_t is the current policy)
     objective_end: float  # surrogate J after the inner steps (to maximise)
-    kl: float  # mean KL(pi_t || pi_theta) after the update
+    kl: float  # mean KL(pi_t || pi_theta) after the update, pi_t the behaviour policy
     inner_steps: int
     backtracks: int
     extra: dict[str, float] = field(default_factory=dict)
@@ -119,8 +122,9 @@ def armijo_descent(
 ) -> InnerResult:
     """Minimise ``objective()`` over ``params`` in place by ``steps`` of gradient descent with Armijo backtracking.
 
-    Each step: value and gradient at theta; try theta - a * grad with a from the previous step (``cfg.init_step``
-    at the first); shrink a by ``cfg.shrink`` until value(theta') <= value - c * a * ||grad||^2. The objective
+    Each step: value and gradient at theta; try theta - a * grad with a = ``cfg.init_step`` at the first step and
+    min(``cfg.grow`` * the last accepted a, ``cfg.init_step``) after (the reference's step-size reset); shrink a by
+    ``cfg.shrink`` until value(theta') <= value - c * a * ||grad||^2. The objective
     never increases: a step whose backtracks run out is not taken, and the loop stops.
     """
     cfg = cfg or ArmijoConfig()
@@ -139,6 +143,8 @@ def armijo_descent(
             break
         old = [p.detach().clone() for p in params]
         v0 = float(value.detach())
+        if step > 0:
+            alpha = min(alpha * cfg.grow, cfg.init_step)
         accepted = False
         for _bt in range(cfg.max_backtracks + 1):
             with torch.no_grad():
@@ -390,6 +396,7 @@ def fma_policy_update(
     inner_kwargs: dict[str, Any] | None = None,
     armijo: ArmijoConfig | None = None,
     kl: str = "analytic",
+    behaviour: torch.distributions.Distribution | None = None,
 ) -> FMAStats:
     """Functional mirror ascent policy update (FMA-PG), SSO's RL form; an alternative to PPO's clipped step.
 
@@ -400,8 +407,12 @@ def fma_policy_update(
     by ``inner_steps`` of ``inner`` (Armijo gradient ascent by default, or any registry name) on the fixed
     batch: the environment samples (the expensive part) are used once, the inner steps are cheap.
     ``kl="sample"`` uses the sampled form mean[(A + 1/eta) (log pi_theta(a|s) - log pi_t(a|s))] (equal in
-    expectation, for distributions without an analytic KL). pi_t is ``dist_fn(obs)`` at the call, so the
-    batch must come from the current policy.
+    expectation, for distributions without an analytic KL).
+
+    pi_t is the policy that collected the samples: ``behaviour``, the distribution it had on ``obs``
+    (detached; the trainer keeps it for the whole rollout, so every minibatch and epoch of one update
+    works on one surrogate, as FMA-PG builds it), or, without it, ``dist_fn(obs)`` at the call (then the
+    batch must come from the current policy). ``FMAStats.kl`` is KL(pi_t || pi_theta) after the update.
 
     Shapes: obs [N, ...], actions [N, ...], advantages [N] (or [E, M]: any leading shape; per-sample
     log-probabilities and KLs are summed over trailing action dimensions down to the advantages' shape).
@@ -413,7 +424,8 @@ def fma_policy_update(
     params = [p for p in params if p.requires_grad]
     adv = advantages.detach()
     with torch.no_grad():
-        old = copy.deepcopy(dist_fn(obs))  # a copy: its tensors may alias parameters updated in place
+        # A copy: the tensors of a distribution made here may alias parameters updated in place.
+        old = copy.deepcopy(dist_fn(obs)) if behaviour is None else behaviour
         old_logp = _sum_to(old.log_prob(actions), adv).detach()
 
     def pieces() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
