@@ -5,7 +5,7 @@ acceleration per drone; a small QP replaces it by the closest acceleration that 
 distance and every column clearance certified safe (Wang, Ames and Egerstedt, T-RO 2017, as
 quad-swarm-rl's ``NominalSBC``), solved for all drones at once by Dykstra's alternating projections
 within the acceleration bounds. Like ``pid_avoid`` it reads only the observation (the K nearest
-neighbours and the 3 x 3 local SDF). Registered as the built-in controller ``sbc``.
+neighbours, its height for a floor barrier, and the 3 x 3 local SDF). Registered as the built-in controller ``sbc``.
 
 Design note (the barriers, the QP, infeasibility, known deadlocks): docs/design/sbc.md.
 """
@@ -33,6 +33,8 @@ class SBCConfig:
     # 8 drones, density 0.8, seed 0, 16 episodes: 2 -> success 0.46 (too slow: deadlocks), 10 -> 0.83
     # with no collision, 30 -> 0.85 with 10 % collisions; without the row 0.69 (31 % column hits).
     unseen_gamma: float = 10.0
+    floor_gamma: float = 0.2  # the floor's barrier (quad-swarm-rl certifies the room's faces too)
+    floor_margin: float = 0.3  # m above the floor the barrier keeps the drone's centre
     iterations: int = 50  # Dykstra sweeps at most (they stop early once converged)
 
 
@@ -183,6 +185,16 @@ class SBCController(PIDController):
             off = flat | (speed < 1e-3)  # no column in sight, or hovering: nothing to certify
             rows_g.append(torch.where(off.unsqueeze(-1), torch.zeros_like(dir_v), dir_v).unsqueeze(2))
             rows_h.append(torch.where(off, torch.ones_like(h_unseen), h_unseen).unsqueeze(2))
+        # The floor, a plane at z = 0 (the observation's height entry): the column row with n = +z.
+        # Without it a jammed pair's 3-D neighbour rows can push the lower drone into the floor.
+        room_z = (obs[..., SELF_DIM - 1] - s.floor_margin).clamp_min(1e-2)
+        vz = vel[..., 2]
+        hb = (2.0 * s.brake_acc * room_z).sqrt() + vz
+        h_floor = s.floor_gamma * hb.pow(3) + s.brake_acc**0.5 * vz / (2.0 * room_z).sqrt()
+        down = torch.zeros_like(vel)
+        down[..., 2] = -1.0
+        rows_g.append(down.unsqueeze(2))
+        rows_h.append(h_floor.unsqueeze(2))
         return torch.cat(rows_g, 2), torch.cat(rows_h, 2)
 
     def filter(self, obs: torch.Tensor, a_des: torch.Tensor) -> torch.Tensor:

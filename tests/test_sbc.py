@@ -77,7 +77,7 @@ def test_closing_neighbour_forces_braking_and_the_filtered_command_meets_every_r
     # A neighbour 0.5 m ahead in +x, closing at 2 m/s (we fly at +1 m/s, it comes at -1 m/s).
     obs = _obs(1, [[0.5, 0.0, 0.0]], [[-2.0, 0.0, 0.0]], [1.0, 0.0, 0.0])
     g, h = ctrl.constraints(obs)
-    assert g.shape == (1, 1, 3, 3) and h.shape == (1, 1, 3)  # neighbour, nearest column, unseen columns
+    assert g.shape == (1, 1, 4, 3) and h.shape == (1, 1, 4)  # neighbour, nearest column, unseen columns, floor
     a_des = torch.tensor([[[3.0, 0.0, 0.0]]])  # pushing on towards it
     a = ctrl.filter(obs, a_des)
     assert float(a[0, 0, 0]) < -1.0, f"no braking: {a.tolist()}"
@@ -111,11 +111,21 @@ def test_speed_near_columns_is_capped_whatever_the_direction():
     obs = _obs(0, [], [], [1.2, 0.0, 0.0], sdf)
     a_des = torch.tensor([[[3.0, 0.0, 0.0]]])
     g, h = ctrl.constraints(obs)
-    assert g.shape == (1, 1, 2, 3)
+    assert g.shape == (1, 1, 3, 3)
     a = ctrl.filter(obs, a_des)
     assert float(a[0, 0, 0]) < 0.0, f"no braking near columns at 1.2 m/s: {a.tolist()}"
     assert torch.all((g * a.unsqueeze(2)).sum(-1) <= h + 1e-4)
     assert torch.allclose(ctrl.filter(_obs(0, [], [], [1.2, 0.0, 0.0]), a_des), a_des)
+
+
+def test_fast_descent_near_the_floor_is_braked():
+    ctrl = SBCController(PIDConfig())
+    obs = _obs(0, [], [], [0.0, 0.0, -1.5])
+    obs[0, 0, 18] = 0.6  # 0.6 m above the floor, falling at 1.5 m/s
+    a = ctrl.filter(obs, torch.tensor([[[0.0, 0.0, -3.0]]]))
+    assert float(a[0, 0, 2]) > 0.0, f"no braking above the floor: {a.tolist()}"
+    high = _obs(0, [], [], [0.0, 0.0, -0.5])  # 2 m up, slow: left alone
+    assert torch.allclose(ctrl.filter(high, torch.tensor([[[0.0, 0.0, -3.0]]])), torch.tensor([[[0.0, 0.0, -3.0]]]))
 
 
 # ----------------------------------------------------------------------------------------- closed loop
