@@ -12,6 +12,10 @@ the episode's last observation and ``info["metrics"]`` (the core's episode metri
 
 Seeding follows Gymnasium: ``reset(seed=s)`` seeds ``np_random`` and the core with ``s``; an unseeded
 reset draws the core's seed from ``np_random``, so a seeded run stays reproducible across resets.
+
+One env per ``step`` costs about 0.8 ms of Python and tensor overhead; to train with many envs, SB3
+users should take ``envs.sb3_vec_env.make_sb3_vec_env(env_id, num_envs)`` (same observations and
+rewards, all envs in one tensor step) rather than a ``DummyVecEnv`` of these.
 """
 
 from __future__ import annotations
