@@ -8,29 +8,21 @@ a rollout buffer). Keeping the agent axis lets a
 policy share information across agents (attention over neighbours is per agent, but CommFormer's
 communication graph or a centralised critic look at all M agents of an environment).
 
-The observation layout comes from the environment as an ``ObsSpec``-like object with segment sizes
-(self_dim, num_neighbors, neighbour_dim, obstacle_dim); agents/ never imports simulator code.
+The observation layout comes from the environment as a ``quadspec.ObsLayout`` (segment sizes self_dim,
+num_neighbors, neighbour_dim, obstacle_dim); agents/ never imports simulator code.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
+# The layout record is the contract module's (segment sizes self_dim, num_neighbors, neighbour_dim,
+# obstacle_dim and their sum ``dim``); any object with those fields is accepted where one is expected.
+from quadspec import ObsLayout
 
-class ObsLayout(Protocol):
-    """Segment sizes of a flat per-agent observation (envs.observations.ObsSpec satisfies it)."""
-
-    self_dim: int
-    num_neighbors: int
-    neighbour_dim: int
-    obstacle_dim: int
-
-    @property
-    def dim(self) -> int: ...
+__all__ = ["ActorCritic", "ObsLayout"]
 
 
 class ActorCritic(nn.Module):
