@@ -54,6 +54,12 @@ def solve_qp(
     half-spaces and the box (fewer once no component moves by more than ``tol``): always inside the
     box, inside every half-space up to the convergence tolerance when the QP is feasible.
     """
+    # A row no acceleration in the box can meet (a drone already inside its safety distance) asks
+    # for the most the box allows in its direction instead: alone it is then feasible, and Dykstra's
+    # corrections do not grow without bound and drag the command to a corner of the box (a_z at
+    # its floor sent jammed drones to the ground).
+    reachable = torch.minimum(g * lo, g * hi).sum(-1)  # [N, C] the least g a over the box
+    h = torch.maximum(h, reachable + 1e-6)
     x = torch.maximum(torch.minimum(a_des, hi), lo)
     # Where the box projection already meets every row it is the answer (the feasible set lies in
     # the box); most drones are far from everything, so only the rest are iterated.

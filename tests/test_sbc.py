@@ -191,3 +191,12 @@ def test_registry_builds_sbc_and_rejects_avoid():
     assert isinstance(ctrl, SBCController) and isinstance(ctrl, PIDController) and not ctrl.cfg.avoid
     with pytest.raises(ValueError, match="avoid"):
         SBCController(PIDConfig(avoid=True))
+
+
+def test_a_row_the_box_cannot_meet_gets_the_most_the_box_allows_and_leaves_z_alone():
+    # a_x >= 8 is out of reach of |a_x| <= 5: the answer brakes as hard as allowed along x, keeps y and z
+    a_des = torch.tensor([[1.0, 0.5, -0.3]])
+    g = torch.tensor([[[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]])
+    h = torch.tensor([[-8.0, 1.0]])
+    a = solve_qp(a_des, g, h, LO, HI, iterations=50)
+    assert torch.allclose(a, torch.tensor([[5.0, 0.5, -0.3]]), atol=1e-4)
