@@ -11,7 +11,6 @@ run ends with one short summary of the whole pipeline (also written to ``OUT/pip
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -161,21 +160,3 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     lines += [f"  {k:<18} {v}" for k, v in s["files"].items()]
     return "\n".join(lines)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``marl run`` to the command line."""
-    p = sub.add_parser("run", help="the main job: demo, train, evaluate (sim + PyBullet), export, benchmark",
-                       description="Run the README's main job end to end and print a summary of the pipeline.")
-    p.add_argument("--out", default="runs", help="output directory (default runs)")
-    p.add_argument("--quick", action="store_true", help="tiny budgets: checks that every step works (minutes)")
-    p.set_defaults(func=_cmd_run)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        run_pipeline(args.out, args.quick)
-    except PipelineError as err:
-        print(f"marl run: {err}", file=sys.stderr)
-        return 1
-    return 0
