@@ -94,7 +94,7 @@ def _check_reachable(address: str, timeout: float) -> None:
 
 @contextmanager
 def _all_cores() -> Iterator[None]:
-    """Lift this process's core pinning (``marl.bench.cpu.pinned``) while Ray starts: its workers get all cores."""
+    """Lift this process's core pinning (``marl.devices.pinned``) while Ray starts: its workers get all cores."""
     if not hasattr(os, "sched_setaffinity"):  # not on macOS
         yield
         return

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marl.bench.cpu import available_cores
+from marl.devices import available_cores
 from marl.train_config import resolve_config
 
 # (column, metric keys of eval.json in order of preference): what the table reports per config.

@@ -25,9 +25,9 @@ import torch
 import yaml
 
 from agents.base import ActorCritic
-from marl.bench.cpu import pinned
 from marl.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from marl.collector import Collector, EpisodeWindow, Sampler, seed_everything
+from marl.devices import pinned
 from marl.distributed import RaySampler, effective_config
 from marl.evaluate import evaluate_policy
 from marl.learner import Learner

@@ -5,12 +5,10 @@
 - ``marl.bench.optim``: the optimiser suites (``marl bench optim``): sso, tpsgd and ppo.
 - ``marl.bench.studies``: the experiments behind the sso and tpsgd suites (logistic regression,
   behaviour cloning, digits, tpSGD distillation); they use the library, the library never uses them.
-- ``marl.bench.cpu``: core pinning shared by benchmarks and training.
 
 What each suite measures and how: docs/design/benchmarks.md.
 """
 
-from marl.bench.cpu import cpu_name, pinned
 from marl.bench.sim import bench_env_config, bench_sim, bench_sweep, sweep_ratios
 
-__all__ = ["bench_env_config", "bench_sim", "bench_sweep", "cpu_name", "pinned", "sweep_ratios"]
+__all__ = ["bench_env_config", "bench_sim", "bench_sweep", "sweep_ratios"]

@@ -3,7 +3,7 @@
 ``bench_sim`` times ``QuadSwarmVecEnv.step`` with random actions in [-1, 1] (pre-generated outside
 the timed loop, after a few warm-up steps). Every step computes the full observation, reward and
 metric update of every agent, as in training. The process is pinned to ``threads`` cores
-(``marl.bench.cpu.pinned``) and torch to as many threads, so the figure is per that many cores.
+(``marl.devices.pinned``) and torch to as many threads, so the figure is per that many cores.
 
 ``backend="pettingzoo"`` steps ``envs`` separate ``envs.quad_swarm_v0.parallel_env`` instances one
 after another in a Python loop with dict actions, which is how PettingZoo users drive an
@@ -25,8 +25,7 @@ import torch
 from envs import quad_swarm_v0
 from envs.config import SwarmConfig, make_config
 from envs.swarm import ACTION_DIM, QuadSwarmVecEnv
-from marl.bench.cpu import cpu_name, pinned
-from marl.devices import parse_device
+from marl.devices import cpu_name, parse_device, pinned
 
 BACKENDS = ("sim", "pettingzoo", "pybullet")
 SWEEP_DRONES = (1, 8, 32, 128)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from marl.bench.cpu import cpu_name, pinned
+from marl.devices import cpu_name, pinned
 from marl.train_config import resolve_config
 from marl.trainer import Trainer
 
