@@ -92,6 +92,11 @@ class RewardConfig(_Strict):
     neighbour_proximity: float = 4.0
     proximity_radius_arms: float = Field(4.0, gt=0, description="proximity fall-off radius in arm lengths")
     obstacle_collision: float = 5.0
+    # Goal holding: the linear pos term pulls with the same force at 1 m and at 1 cm; this bonus per second,
+    # precision * exp(-(d / precision_radius)^2), is worth most within a few centimetres (Aerial Gym's
+    # exponential position reward). 0 = the reference's reward.
+    precision: float = Field(0.0, ge=0, description="goal-holding bonus per second at the goal")
+    precision_radius: float = Field(0.1, gt=0, description="m; width of the goal-holding bonus")
     clip: float = Field(10.0, gt=0)
 
 

@@ -1,6 +1,7 @@
 """Per-step reward of quad-swarm-rl (obstacle runs), every coefficient a RewardConfig value.
 
 r = -dt (c_pos |p - g| + c_act |a| + c_floor on_floor + c_orient (-R22) + c_spin |omega|)
+    + dt c_prec exp(-(|p - g| / r_prec)^2)   (goal holding; c_prec = 0 in the reference)
     - c_col (new neighbour collisions) - c_prox dt sum_j max(0, 1 - d_ij / (k arm))
     - c_obst (new obstacle collision),
 scaled collision terms by ``collision_scale`` (the trainer anneals it from 0 to 1), clipped to +-clip.
@@ -42,5 +43,7 @@ def swarm_reward(
     falloff = cfg.proximity_radius_arms * arm
     proximity = (1.0 - pair_dist / falloff).clamp_min(0.0).sum(1)
     collisions = cfg.neighbour_collision * new_nbr_col + cfg.obstacle_collision * new_obs_col.float()
+    if cfg.precision:
+        shaping = shaping - cfg.precision * torch.exp(-((dist_to_goal / cfg.precision_radius) ** 2))
     reward = -dt * shaping - collision_scale * (collisions + cfg.neighbour_proximity * dt * proximity)
     return reward.clamp(-cfg.clip, cfg.clip)

@@ -33,6 +33,7 @@ SECTIONS: dict[str, str] = {
     "bench": "benchmark settings",
     "logging": "logging and checkpoints",
     "distributed": "rollout workers on a Ray cluster (DistributedConfig)",
+    "pretrain": "warm start by imitating a built-in controller before RL (PretrainConfig)",
 }
 _SUFFIXES = (".yaml", ".yml")
 _REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"

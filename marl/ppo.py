@@ -7,6 +7,7 @@ when it sees each agent's own observation; the update itself is the same.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from agents.base import ActorCritic
 from marl.rollout import RolloutBuffer
 from marl.train_config import TrainConfig
-from optim.sso import ArmijoConfig, fma_policy_update
+from optim.sso import ArmijoConfig, FMAStats, fma_policy_update
 
 
 class NonFiniteError(RuntimeError):
@@ -122,8 +123,11 @@ def ppo_update(
     gen: torch.Generator,
     update: int,
     epochs_done: int = 0,
+    train_actor: bool = True,
 ) -> dict[str, float]:
     """Epochs x minibatches of clipped PPO on the filled buffer; returns mean losses and diagnostics.
+
+    ``train_actor=False`` (a critic warm-up) leaves the actor as it is: its loss terms get weight 0.
 
     ``epochs_done``: PPO epochs of the run before this update (the bi-level cadence counts over the
     run); the returned ``epochs`` says how many ran (``target_kl`` may stop early). The policy's
@@ -140,13 +144,14 @@ def ppo_update(
         value_norm.update(returns)
         returns, old_values = value_norm.normalize(returns), value_norm.normalize(old_values)
     if optimizers.fma is not None:
-        return fma_update(policy, optimizers, b, adv, returns, cfg, gen, update)
+        return fma_update(policy, optimizers, b, adv, returns, cfg, gen, update, train_actor)
 
     if optimizers.second_order:
         # The fused CPU attention kernel has no double backward; Hessian probes need the plain one.
         with sdpa_kernel(SDPBackend.MATH):
-            return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done)
-    return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done)
+            return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done,
+                                   train_actor)
+    return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done, train_actor)
 
 
 def _clipped_update(
@@ -160,8 +165,10 @@ def _clipped_update(
     gen: torch.Generator,
     update: int,
     epochs_done: int,
+    train_actor: bool = True,
 ) -> dict[str, float]:
     """PPO's clipped surrogate over epochs x minibatches (the body of ``ppo_update``)."""
+    actor_weight = 1.0 if train_actor else 0.0  # 0: zero gradients, so Adam's moments and the actor stay put
     rows = adv.shape[0]
     mb_rows = max(1, rows // cfg.minibatches)
     sums = dict(policy_loss=0.0, value_loss=0.0, entropy=0.0, approx_kl=0.0, clip_frac=0.0, grad_norm=0.0,
@@ -186,7 +193,7 @@ def _clipped_update(
                 v_err = torch.max(v_err, (v_clipped - returns[idx]) ** 2)
             v_loss = 0.5 * v_err.mean()
             ent = entropy.mean()
-            loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+            loss = actor_weight * (pg_loss - cfg.ent_coef * ent) + cfg.vf_coef * v_loss
             penalty = policy.gate_penalty(b["obs"][idx])  # CommFormer's communication penalty; None for most
             if penalty is not None:
                 loss = loss + penalty
@@ -242,21 +249,30 @@ def fma_update(
     cfg: TrainConfig,
     gen: torch.Generator,
     update: int,
+    train_actor: bool = True,
 ) -> dict[str, float]:
     """SSO's RL form instead of the clipped step (``optim.name: sso``): per minibatch, functional mirror
     ascent on the actor (``optim.sso.fma_policy_update``: the policy's distribution is the target, the
     surrogate is maximised by cheap inner steps on the fixed samples) and one gradient step of the
-    critic's value loss. Same epochs, minibatches and statistics keys as ``ppo_update``."""
+    critic's value loss. Same epochs, minibatches and statistics keys as ``ppo_update``.
+
+    As FMA-PG builds it, the surrogate is one per rollout: every minibatch of every epoch measures its
+    log-ratio and KL from the behaviour policy (the policy as it was when the rollout was collected, a
+    frozen copy taken here: the collector acted with exactly these weights), so ``max_kl`` bounds the KL
+    between the behaviour policy and the updated one. A minibatch step that leaves that region is undone
+    and counted in ``rejected``, not in the logged loss, KL or inner steps; ``kl_behaviour`` is the KL of
+    the whole update, estimated on the rollout's own samples after it."""
     fc = optimizers.fma
     armijo = ArmijoConfig(init_step=fc.armijo_init_step, shrink=0.5) if fc.inner == "armijo" else None
     inner_kwargs = None if fc.inner == "armijo" else {"lr": fc.inner_lr}
     actor_params = list(policy.actor.parameters())
     critic_params = list(policy.critic.parameters())
+    behaviour = copy.deepcopy(policy).requires_grad_(False)
     rows = adv.shape[0]
     mb_rows = max(1, rows // cfg.minibatches)
     sums = dict(policy_loss=0.0, value_loss=0.0, approx_kl=0.0, grad_norm=0.0, inner_steps=0.0, backtracks=0.0,
                 rejected=0.0)
-    n = 0
+    n = taken = 0
     for _epoch in range(cfg.epochs):
         perm = torch.randperm(rows, generator=gen)
         for idx in perm[: mb_rows * cfg.minibatches].split(mb_rows):
@@ -264,11 +280,19 @@ def fma_update(
             if policy.num_actions is not None:
                 actions = actions.squeeze(-1).long()
             before = [p.detach().clone() for p in actor_params]
-            stats = fma_policy_update(
-                actor_params, policy.distribution, obs, actions, adv[idx], eta=fc.eta,
+            with torch.no_grad():
+                behaviour_dist = behaviour.distribution(obs)
+            stats = FMAStats(0.0, 0.0, 0.0, 0, 0) if not train_actor else fma_policy_update(
+                actor_params, policy.distribution, obs, actions, adv[idx], eta=fc.eta, behaviour=behaviour_dist,
                 inner_steps=fc.inner_steps, inner=fc.inner, kl=fc.kl, inner_kwargs=inner_kwargs, armijo=armijo,
             )
-            if not stats.kl <= fc.max_kl:  # a trust region: a step that moved the policy too far is undone
+            if stats.kl <= fc.max_kl:
+                sums["policy_loss"] -= stats.objective_end
+                sums["approx_kl"] += stats.kl
+                sums["inner_steps"] += stats.inner_steps
+                sums["backtracks"] += stats.backtracks
+                taken += 1
+            else:  # the step left the trust region around the behaviour policy: undone, not logged as taken
                 with torch.no_grad():
                     for p, p0 in zip(actor_params, before, strict=True):
                         p.copy_(p0)
@@ -281,17 +305,16 @@ def fma_update(
             if not bool(torch.isfinite(grad_norm)):
                 raise NonFiniteError("gradient norm of the value loss", update)
             optimizers.value.step()
-            sums["policy_loss"] -= stats.objective_end
             sums["value_loss"] += v_loss.item()
-            sums["approx_kl"] += stats.kl
             sums["grad_norm"] += float(grad_norm)
-            sums["inner_steps"] += stats.inner_steps
-            sums["backtracks"] += stats.backtracks
             n += 1
     check_parameters(policy, update)
-    out = {k: v / max(n, 1) for k, v in sums.items()}
+    per_step = ("policy_loss", "approx_kl", "inner_steps", "backtracks")  # averaged over the steps taken
+    out = {k: v / max(taken if k in per_step else n, 1) for k, v in sums.items()}
     with torch.no_grad():
         out["entropy"] = float(policy.entropy(policy.distribution(b["obs"][: mb_rows])).mean())
+        logp, _, _ = policy.evaluate(b["obs"], b["actions"])
+        out["kl_behaviour"] = float((b["logprobs"] - logp).mean())
     out["explained_variance"] = explained_variance(b)
     out["epochs"], out["edge_steps"] = float(cfg.epochs), 0.0
     return out

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.config import PolicyConfig
+from agents.controllers import CONTROLLERS
 from envs.config import SwarmConfig
 from marl.config import (
     apply_overrides,
@@ -127,6 +128,37 @@ class TrainConfig(_Strict):
                 "(num_envs * rollout_steps)"
             )
         return self
+
+
+class PretrainConfig(_Strict):
+    """``pretrain:`` warm start before RL: DAgger of a built-in controller into the policy's action means
+    (``marl.imitation.dagger``), then ``critic_warmup_updates`` PPO updates that train only the critic, so
+    the imitated actor is not pushed around by a value function that has not learned yet (PIRLNav)."""
+
+    teacher: str = Field("pid_avoid", description="built-in controller to imitate (agents.controllers)")
+    iterations: int = Field(4, ge=0, description="DAgger rounds after behaviour cloning (0 = behaviour cloning)")
+    beta0: float = Field(0.5, ge=0, le=1, description="teacher's share of the actions in DAgger round 1")
+    beta_decay: float = Field(0.5, ge=0, le=1, description="factor on the teacher's share per further round")
+    num_envs: int = Field(32, ge=1, description="swarms flown per round (one episode each)")
+    fit_steps: int = Field(400, ge=1, description="minibatches of the regression after each round")
+    batch: int = Field(64, ge=1, description="rows (env steps of all drones) per minibatch")
+    optimizer: str = Field("adam", description="optimiser of the regression (sso or any registry name)")
+    lr: float = Field(1e-3, gt=0)
+    critic_warmup_updates: int = Field(5, ge=0, description="first PPO updates that leave the actor alone")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, v: str) -> str:
+        if v not in CONTROLLERS:
+            raise ValueError(f"unknown teacher {v!r}; allowed: {', '.join(CONTROLLERS)}")
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v.lower() != "sso":
+            check_optimizer_name(v)
+        return v
 
 
 class EdgeOptimConfig(_Strict):
@@ -239,13 +271,16 @@ class RunConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     logging: LoggingConfig = LoggingConfig()
     distributed: DistributedConfig = DistributedConfig()
+    pretrain: PretrainConfig | None = None
     extra: dict[str, Any] = Field(default_factory=dict, description="sections training does not read (eval, ...)")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able data (what config.yaml holds)."""
         out: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed}
-        for key in ("env", "agent", "optim", "train", "logging", "distributed"):
+        for key in ("env", "agent", "optim", "train", "logging", "distributed", "pretrain"):
             value = getattr(self, key)
+            if value is None:
+                continue
             out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else copy.deepcopy(value)
         out.update(copy.deepcopy(self.extra))
         return out
@@ -261,8 +296,8 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
         except ValidationError as err:
             raise ValueError(f"{source}: {format_validation_error(err, 'env')}") from None
     for key, model in (("env", SwarmConfig), ("optim", OptimConfig), ("train", TrainConfig),
-                       ("logging", LoggingConfig), ("distributed", DistributedConfig)):
-        if key in out:
+                       ("logging", LoggingConfig), ("distributed", DistributedConfig), ("pretrain", PretrainConfig)):
+        if key in out or (key == "pretrain" and raw.get(key) is None):
             continue
         section = raw.get(key) or {}
         if not isinstance(section, dict):
@@ -288,6 +323,15 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
         out["agent"] = PolicyConfig(**{**agent, "critic": critic})
     except ValidationError as err:
         raise ValueError(f"{source}: {format_validation_error(err, 'agent')}") from None
+    if out["optim"].name.lower() == "sso" and out["agent"].name == "commformer":
+        raise ValueError(
+            f"{source}: optim.name='sso' cannot train agent.name='commformer': SSO's mirror ascent needs one fixed "
+            "objective per minibatch, while CommFormer resamples its graph on every call and needs the edge "
+            "optimiser and gate penalty of the clipped update; use another optim.name (adam, lion, ...)"
+        )
+    if "pretrain" in out and not isinstance(out["env"], SwarmConfig):
+        raise ValueError(f"{source}: pretrain imitates a quadrotor controller and needs the simulator env; "
+                         "remove the pretrain section for a PettingZoo env")
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"{source}: seed must be an integer, got {seed!r}")

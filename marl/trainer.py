@@ -33,6 +33,7 @@ from marl.evaluate import evaluate_policy
 from marl.learner import Learner
 from marl.logger import RunLogger, truncate_metrics
 from marl.ppo import NonFiniteError
+from marl.pretrain import warm_start
 from marl.train_config import RunConfig, apply_overrides, validate_run_config
 from marl.vec_env import EnvInfo, build_policy, env_info
 
@@ -225,6 +226,11 @@ def train(
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "metrics.jsonl").write_text("")
+            if cfg.pretrain is not None:
+                warm = warm_start(learner.policy, cfg.env, cfg.pretrain, cfg.seed)
+                learner.agent_steps += warm["agent_steps"]
+                learner.wall_s += warm["wall_s"]
+                (run_dir / "pretrain.json").write_text(json.dumps(warm, indent=2) + "\n")
         write_config(cfg, run_dir)
         show = cfg.logging.progress if progress is None else progress
         logger = RunLogger(run_dir, learner.num_updates * learner.steps_per_update, cfg.logging.tensorboard, show,

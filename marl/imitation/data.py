@@ -18,7 +18,8 @@ from torch import nn
 
 from agents import make_policy
 from agents.base import ActorCritic
-from agents.pid import PIDConfig, PIDController
+from agents.controllers import CONTROLLERS, make_controller
+from agents.pid import PIDConfig
 from envs.config import SwarmConfig
 from envs.observations import obs_spec
 from envs.swarm import QuadSwarmVecEnv
@@ -76,14 +77,14 @@ def quickstart_env() -> SwarmConfig:
 
 
 def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None) -> Teacher:
-    """The teacher called ``name`` (only ``pid``: agents.pid with the env's vehicle constants), or ``name``
-    itself when it is already a callable obs [E, M, D] -> actions [E, M, 4]."""
+    """The built-in controller called ``name`` (``agents.controllers.CONTROLLERS``: pid, pid_avoid, sbc) with
+    the env's vehicle constants, or ``name`` itself when it is already a callable obs [E, M, D] -> actions."""
     if callable(name):
         return name
-    if name == "pid":
-        cfg = PIDConfig.from_dynamics(env_cfg.dynamics) if env_cfg is not None else PIDConfig()
-        return PIDController(cfg)
-    raise ValueError(f"unknown teacher {name!r}; allowed: 'pid' or a callable obs [E, M, D] -> actions [E, M, 4]")
+    if name in CONTROLLERS:
+        return make_controller(name, env_cfg.dynamics if env_cfg is not None else PIDConfig())
+    raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(CONTROLLERS)} or a callable obs [E, M, D] -> "
+                     "actions [E, M, 4]")
 
 
 def make_student(name: str, env_cfg: SwarmConfig, seed: int = 0, **kwargs: Any) -> nn.Module:

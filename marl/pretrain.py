@@ -1,0 +1,34 @@
+"""Warm start: the ``pretrain:`` section, run once on a fresh run's policy before reinforcement learning.
+
+DAgger of a built-in controller (``pid_avoid`` by default) into the policy's action means
+(``marl.imitation.dagger``); the learner then trains only the critic for ``critic_warmup_updates``.
+The rollouts it flies count towards the run's agent steps and wall time, so a run's time to success
+includes its warm start.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.base import ActorCritic
+from envs.config import SwarmConfig
+from marl.imitation import dagger
+from marl.train_config import PretrainConfig
+
+
+def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: int = 0) -> dict[str, Any]:
+    """Imitate ``cfg.teacher`` into ``policy`` in place; returns what it cost and how well the fit went."""
+    t0 = time.perf_counter()
+    result = dagger(policy, env, cfg.teacher, iterations=cfg.iterations, beta0=cfg.beta0, beta_decay=cfg.beta_decay,
+                    optimizer=cfg.optimizer, num_envs=cfg.num_envs, fit_steps=cfg.fit_steps, batch=cfg.batch,
+                    lr=cfg.lr, seed=seed)
+    episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
+    return {
+        "teacher": cfg.teacher,
+        "wall_s": time.perf_counter() - t0,
+        "agent_steps": (cfg.iterations + 1) * cfg.num_envs * episode_steps * env.num_drones,
+        "rows": len(result.data),
+        "fit_loss": result.iterations[-1].fit_loss,
+        "teacher_fraction": [it.teacher_fraction for it in result.iterations],
+    }

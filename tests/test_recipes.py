@@ -1,0 +1,76 @@
+"""The learning levers as config switches of the one trainer: warm start by DAgger with a critic warm-up,
+the goal-holding reward, and SSO's mirror ascent measured against the rollout's behaviour policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from envs.config import RewardConfig
+from envs.rewards import swarm_reward
+from marl.train_config import resolve_config
+from marl.trainer import Trainer, train
+
+TINY = ["train.num_envs=16", "train.rollout_steps=16", "train.minibatches=2", "train.epochs=2",
+        "logging.tensorboard=false", "logging.progress=false"]
+PRETRAIN = ["pretrain.iterations=1", "pretrain.num_envs=4", "pretrain.fit_steps=30", "pretrain.critic_warmup_updates=2"]
+
+
+def test_pretrain_imitates_then_warms_up_the_critic_before_the_actor_moves(tmp_path):
+    cfg = resolve_config("quickstart", [*TINY, *PRETRAIN, "train.total_agent_steps=3072"])
+    fresh = Trainer(cfg, tmp_path / "unused").policy.actor.state_dict()
+    summary = train(cfg, tmp_path / "run", stop_after_updates=2)
+    warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    assert warm["teacher"] == "pid_avoid" and warm["rows"] > 0 and warm["teacher_fraction"][0] == 1.0
+    # The rollouts of the warm start count: 2 rounds x 4 swarms x 700 steps x 4 drones, plus 2 updates.
+    assert summary["agent_steps"] == warm["agent_steps"] + 2 * 16 * 16 * 4 == 2 * 4 * 700 * 4 + 2048
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)
+    actor = {k[len("actor."):]: v for k, v in ckpt["model"].items() if k.startswith("actor.")}
+    assert any(not torch.equal(actor[k], v) for k, v in fresh.items())  # imitation moved the actor ...
+    warmed = Trainer(cfg, tmp_path / "again")  # ... and the critic-only updates did not: replay them
+    warmed.policy.load_state_dict(ckpt["model"])
+    before = {k: v.clone() for k, v in warmed.policy.actor.state_dict().items()}
+    critic = [p.detach().clone() for p in warmed.policy.critic.parameters()]
+    warmed.learner.update = 0
+    warmed.train_step()
+    assert all(torch.equal(before[k], v) for k, v in warmed.policy.actor.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(critic, warmed.policy.critic.parameters(), strict=True))
+    warmed.learner.update = 2  # past the warm-up the actor learns
+    warmed.train_step()
+    assert any(not torch.equal(before[k], v) for k, v in warmed.policy.actor.state_dict().items())
+
+
+def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
+    with pytest.raises(ValueError, match="pid_avoid"):
+        resolve_config("quickstart", ["pretrain.teacher=lqr"])
+    with pytest.raises(ValueError, match="optim.name='sso'"):
+        resolve_config("predator_prey_commformer", ["optim.name=sso"])
+
+
+def test_goal_holding_bonus_pays_most_within_its_radius():
+    m, e = 1, 3
+    dist = torch.tensor([[0.0, 0.1, 1.0]])  # [M, E]
+    zeros = torch.zeros(m, e)
+    args = dict(dt=0.01, arm=0.046, action=torch.zeros(4, m, e), on_floor=zeros.bool(), r22=torch.ones(m, e),
+                omega=torch.zeros(3, m, e), pair_dist=torch.full((m, m, e), float("inf")), new_nbr_col=zeros,
+                new_obs_col=zeros.bool(), collision_scale=1.0)
+    plain = swarm_reward(RewardConfig(), dist_to_goal=dist, **args)
+    bonus = swarm_reward(RewardConfig(precision=2.0, precision_radius=0.1), dist_to_goal=dist, **args) - plain
+    assert torch.allclose(bonus[0], 0.01 * 2.0 * torch.exp(-torch.tensor([0.0, 1.0, 100.0])), atol=1e-7)
+
+
+def test_sso_in_ppo_bounds_the_kl_to_the_behaviour_policy_and_logs_only_steps_taken(tmp_path):
+    trainer = Trainer(resolve_config("quickstart", [*TINY, "optim.name=sso", "optim.fma.max_kl=1e-6",
+                                                    "optim.fma.eta=1.0"]), tmp_path)
+    before = [p.detach().clone() for p in trainer.policy.actor.parameters()]
+    record = trainer.train_step()
+    # A trust region far below one step's KL undoes every step: nothing is logged as taken and the actor
+    # is where the rollout left it (its KL to the behaviour policy is 0).
+    assert record["rejected"] == 1.0 and record["inner_steps"] == 0 and record["approx_kl"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.actor.parameters(), strict=True))
+    assert abs(record["kl_behaviour"]) < 1e-6
+    loose = Trainer(resolve_config("quickstart", [*TINY, "optim.name=sso", "optim.fma.eta=1.0"]), tmp_path / "b")
+    record = loose.train_step()
+    assert record["rejected"] < 1.0 and record["inner_steps"] > 0 and record["kl_behaviour"] > 0
