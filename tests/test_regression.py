@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marl.bench.studies.common import evals_to
+from marl.bench.studies.logreg import logreg_curve, logreg_target, synthetic_logreg
 from optim.sso import SSO
 from optim.tpsgd import TPSGD, train_readout
 
@@ -98,42 +100,6 @@ def test_drtp_update_matches_its_closed_form():
 
 
 # ------------------------------------------------------------------ SSO: expensive gradients to a target loss
-def _synthetic_logreg(n: int = 2000, d: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sso suite's ill-conditioned problem: feature scales over a decade, logistic labels."""
-    g = torch.Generator().manual_seed(seed)
-    scales = torch.logspace(0, 1, d)
-    x = torch.randn(n, d, generator=g) * scales
-    w = torch.randn(d, generator=g) / scales
-    y = (torch.rand(n, generator=g) < torch.sigmoid(x @ w)).float()
-    return x, y
-
-
-def _evals_to_target(x, y, base, make, target, seed, budget=300, batch=32, every=5) -> float:
-    """Expensive (minibatch) gradient evaluations until the full-batch loss is <= target (inf if never)."""
-    model = copy.deepcopy(base)
-    opt = make(model)
-    gen = torch.Generator().manual_seed(seed)
-    evals = 0
-    while evals < budget:
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(perm) - batch + 1, batch):
-            b = perm[i : i + batch]
-            if isinstance(opt, SSO):
-                opt.step((x[b], y[b]))
-            else:
-                opt.zero_grad()
-                F.binary_cross_entropy_with_logits(model(x[b]).squeeze(-1), y[b]).backward()
-                opt.step()
-            evals += 1
-            if evals % every == 0:
-                with torch.no_grad():
-                    if float(F.binary_cross_entropy_with_logits(model(x).squeeze(-1), y)) <= target:
-                        return evals
-            if evals >= budget:
-                return float("inf")
-    return float("inf")
-
-
 def test_sso_needs_fewer_expensive_gradients_than_sgd():
     """The sso suite's headline on its synthetic problem: SSO (eta 2, 5 inner Armijo steps per batch)
     reaches 10 % of the initial loss gap in fewer minibatch gradients than SGD at its best learning rate.
@@ -142,34 +108,19 @@ def test_sso_needs_fewer_expensive_gradients_than_sgd():
     65, lr 0.3 and above never within 300. Ratio of medians 30 / 65 = 0.46; with each method's seed
     spread (+-5 evaluations, the recording grid) at most 35 / 65 = 0.54. Limit: 0.6.
     """
-    x, y = _synthetic_logreg()
-    torch.manual_seed(0)
-    base = nn.Linear(x.shape[1], 1)
-    with torch.no_grad():
-        l0 = float(F.binary_cross_entropy_with_logits(base(x).squeeze(-1), y))
-    best = copy.deepcopy(base)
-    lbfgs = torch.optim.LBFGS(best.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+    x, y = synthetic_logreg()
+    base, _, _, target = logreg_target(x, y)
 
-    def closure() -> torch.Tensor:
-        lbfgs.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(best(x).squeeze(-1), y)
-        loss.backward()
-        return loss
-
-    lbfgs.step(closure)
-    with torch.no_grad():
-        l_star = float(F.binary_cross_entropy_with_logits(best(x).squeeze(-1), y))
-    target = l_star + 0.1 * (l0 - l_star)
+    def evals(make, seed: int) -> float:
+        reached = evals_to(logreg_curve(x, y, base, make, 300, 32, seed, 5), target)
+        return float("inf") if reached is None else reached
 
     def sso(m: nn.Module) -> SSO:
         return SSO(m.parameters(), lambda inp: m(inp).squeeze(-1), "bce", inner_steps=5)
 
-    sso_evals = statistics.median(_evals_to_target(x, y, base, sso, target, s) for s in range(3))
+    sso_evals = statistics.median(evals(sso, s) for s in range(3))
     sgd_evals = min(
-        statistics.median(
-            _evals_to_target(x, y, base, lambda m, lr=lr: torch.optim.SGD(m.parameters(), lr=lr), target, s)
-            for s in range(3)
-        )
+        statistics.median(evals(lambda m, lr=lr: torch.optim.SGD(m.parameters(), lr=lr), s) for s in range(3))
         for lr in (0.03, 0.1, 0.3)
     )
     assert sgd_evals < float("inf"), "SGD never reached the target: the problem changed"

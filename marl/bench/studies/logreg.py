@@ -21,7 +21,7 @@ from marl.bench.studies.common import evals_to, median_or_none
 from optim.sso import SSO
 
 
-def _synthetic_logreg(n: int = 2000, d: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_logreg(n: int = 2000, d: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Features with scales spread over a decade (ill-conditioned), labels drawn from a logistic model."""
     g = torch.Generator().manual_seed(seed)
     scales = torch.logspace(0, 1, d)
@@ -37,7 +37,7 @@ def _breast_cancer() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
 
 
-def _logreg_curve(
+def logreg_curve(
     x: torch.Tensor, y: torch.Tensor, base: nn.Module, make: Callable[[nn.Module], Any], budget: int, batch: int,
     seed: int, every: int,
 ) -> list[tuple[int, float]]:
@@ -66,10 +66,9 @@ def _logreg_curve(
     return curve
 
 
-def _sso_dataset(
-    x: torch.Tensor, y: torch.Tensor, seeds: int, budget: int, batch: int, every: int,
-    sgd_lrs: tuple[float, ...], adam_lrs: tuple[float, ...], inner_steps: int,
-) -> dict[str, Any]:
+def logreg_target(x: torch.Tensor, y: torch.Tensor) -> tuple[nn.Linear, float, float, float]:
+    """(the seeded initial model, its loss, the optimum's loss by L-BFGS, the target loss 10 % of the way
+    from the optimum's to the initial one)."""
     torch.manual_seed(0)
     base = nn.Linear(x.shape[1], 1)
     with torch.no_grad():
@@ -86,10 +85,17 @@ def _sso_dataset(
     lbfgs.step(closure)
     with torch.no_grad():
         l_star = float(F.binary_cross_entropy_with_logits(best(x).squeeze(-1), y))
-    target = l_star + 0.1 * (l0 - l_star)
+    return base, l0, l_star, l_star + 0.1 * (l0 - l_star)
+
+
+def _sso_dataset(
+    x: torch.Tensor, y: torch.Tensor, seeds: int, budget: int, batch: int, every: int,
+    sgd_lrs: tuple[float, ...], adam_lrs: tuple[float, ...], inner_steps: int,
+) -> dict[str, Any]:
+    base, l0, l_star, target = logreg_target(x, y)
 
     def runs(make: Callable[[nn.Module], Any]) -> list[list[tuple[int, float]]]:
-        return [_logreg_curve(x, y, base, make, budget, batch, s, every) for s in range(seeds)]
+        return [logreg_curve(x, y, base, make, budget, batch, s, every) for s in range(seeds)]
 
     def sso(m: nn.Module) -> SSO:
         return SSO(m.parameters(), lambda inp: m(inp).squeeze(-1), "bce", inner_steps=inner_steps)
@@ -125,7 +131,7 @@ def bench_sso(
     start = time.perf_counter()
     kw = {"seeds": seeds, "budget": budget, "batch": batch, "every": every, "sgd_lrs": sgd_lrs,
           "adam_lrs": adam_lrs, "inner_steps": inner_steps}
-    synthetic = _sso_dataset(*_synthetic_logreg(), **kw)
+    synthetic = _sso_dataset(*synthetic_logreg(), **kw)
     real = _sso_dataset(*_breast_cancer(), **kw)
     out = {"suite": "sso", "dataset": "synthetic ill-conditioned logistic regression (n 2000, d 20)", **synthetic,
            "breast_cancer": real, "batch": batch, "budget": budget, "seeds": seeds, "sso_inner_steps": inner_steps,
