@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RUN_NAME = "quickstart"
+RUN_NAME = "quickstart"  # the run directory under --out
+CONFIG = "quickstart_dagger"  # the deployable policy imitating pid_avoid: 2-3 cm from its goal in minutes
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,13 @@ def main_job(out: str | Path = "runs", quick: bool = False) -> list[Step]:
     export = run / "export"
     episodes_sim, episodes_pyb, closed_loop = (4, 2, 2) if quick else (64, 20, 20)
     short = ("--episode-seconds", "2") if quick else ()
-    train_budget = ("--steps", "65536") if quick else ()
+    # --quick: one round of behaviour cloning on 4 swarms and one critic-only update
+    train_budget = ("--steps", "32768", "pretrain.iterations=0", "pretrain.num_envs=4", "pretrain.fit_steps=20") \
+        if quick else ()
     bench = ("--envs", "64", "--steps", "10") if quick else ("--envs", "1024", "--steps", "100")
     return [
         Step("demo", ("demo", "--out", str(out / "demo"), *(("--quick",) if quick else ())), json_out=True),
-        Step("train", ("train", RUN_NAME, "--run-dir", str(run), "--overwrite", "--no-progress", *train_budget),
+        Step("train", ("train", CONFIG, "--run-dir", str(run), "--overwrite", "--no-progress", *train_budget),
              json_out=True),
         Step("plot", ("plot", str(run))),
         Step("eval_sim", ("eval", str(run), "--episodes", str(episodes_sim), *short, "--json"), json_out=True),
@@ -144,7 +147,8 @@ def format_summary(s: dict[str, Any]) -> str:
     cl = ex["closed_loop_success"]
     lines = [
         f"marl run: the main job took {s['wall_s']:.0f} s",
-        f"  train quickstart   {tr['agent_steps']:,} agent steps in {tr['wall_s']:.0f} s, best success "
+        f"  train {CONFIG}  {tr['agent_steps']:,} agent steps in {tr['wall_s']:.0f} s (warm start included), best "
+        "success "
         f"{num(tr['best_success_rate'], '.2f')}",
         f"  simulator          {flight('sim')}",
         f"  PyBullet           {flight('pybullet')}",

@@ -133,7 +133,9 @@ class TrainConfig(_Strict):
 class PretrainConfig(_Strict):
     """``pretrain:`` warm start before RL: DAgger of a built-in controller into the policy's action means
     (``marl.imitation.dagger``), then ``critic_warmup_updates`` PPO updates that train only the critic, so
-    the imitated actor is not pushed around by a value function that has not learned yet (PIRLNav)."""
+    the imitated actor is not pushed around by a value function that has not learned yet (PIRLNav).
+    ``train.total_agent_steps`` budgets the RL updates; the warm start's rollouts come on top and are
+    counted in the run's agent steps and wall time (``pretrain.json`` has its own)."""
 
     teacher: str = Field("pid_avoid", description="built-in controller to imitate (agents.controllers)")
     iterations: int = Field(4, ge=0, description="DAgger rounds after behaviour cloning (0 = behaviour cloning)")

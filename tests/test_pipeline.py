@@ -47,7 +47,8 @@ def test_marl_run_quick_from_another_directory(tmp_path):
     assert ex["c_vs_torch_max_abs_diff"] < 1e-5 and ex["qemu_vs_host_max_abs_diff"] < 1e-5
     assert ex["est_inference_ms_168mhz"] > 0 and set(ex["closed_loop_success"]) == {"sim", "pybullet"}
     assert summary["sim"]["episodes"] == 4 and summary["pybullet"]["episodes"] == 2
-    assert summary["train"]["agent_steps"] >= 65536 and summary["bench_agent_steps_per_s"] > 0
+    assert summary["train"]["agent_steps"] > 32768 and summary["bench_agent_steps_per_s"] > 0  # + the warm start
+    assert (tmp_path / "out" / "quickstart" / "pretrain.json").is_file()
     for path in summary["files"].values():
         assert (tmp_path / path).exists(), path  # relative to the user's working directory
     assert (tmp_path / summary["files"]["video"]).stat().st_size > 1000
