@@ -135,27 +135,28 @@ def test_trained_run_is_loaded_by_agents_and_deploy_without_marl(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_import_contracts_hold_and_catch_a_deploy_to_marl_import(tmp_path):
+def test_import_contracts_hold_and_catch_a_deploy_to_marl_import_and_a_marl_cycle(tmp_path):
     lint = Path(sys.executable).with_name("lint-imports")
-    if not lint.exists():
-        pytest.skip("import-linter is not installed (requirements-dev.txt)")
-    cfg = (ROOT / ".importlinter").read_text()
-    # Only the platform-level contracts: the marl-internal one follows marl/'s own layout.
-    platform = cfg.split("[importlinter:contract:marl-acyclic]")[0]
-    (tmp_path / ".importlinter").write_text(platform)
+    assert lint.exists(), "import-linter is not installed next to the interpreter (requirements-dev.txt)"
+    config = ROOT / ".importlinter"
 
     def lint_imports(tree: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([str(lint), "--config", str(tmp_path / ".importlinter"), "--no-cache"], cwd=tree,
+        return subprocess.run([str(lint), "--config", str(config), "--no-cache"], cwd=tree,
                               capture_output=True, text=True, timeout=300,
                               env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
 
     res = lint_imports(ROOT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    # The same contracts over a copy of the tree with one deploy -> marl import added must fail.
-    tree = tmp_path / "tree"
-    for pkg in ("quadspec", "envs", "agents", "optim", "marl", "deploy"):
-        shutil.copytree(ROOT / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    bad = tree / "deploy" / "calibration.py"
-    bad.write_text(bad.read_text() + "\n\ndef _bad():\n    from marl.evaluate import evaluate  # noqa\n")
-    res = lint_imports(tree)
-    assert res.returncode != 0 and "deploy/ never imports marl/ BROKEN" in res.stdout, res.stdout[-3000:]
+    # The same contracts over a copy of the tree with one import against the plan added must fail.
+    for path, line, broken in (
+        ("deploy/calibration.py", "from marl.evaluate import evaluate", "deploy/ never imports marl/ BROKEN"),
+        ("marl/collector.py", "from marl.trainer import Trainer",
+         "No import cycles among marl/'s modules and subpackages BROKEN"),
+    ):
+        tree = tmp_path / path.replace("/", "_")
+        for pkg in ("quadspec", "envs", "agents", "optim", "marl", "deploy"):
+            shutil.copytree(ROOT / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        bad = tree / path
+        bad.write_text(bad.read_text() + f"\n\ndef _bad():\n    {line}  # noqa\n")
+        res = lint_imports(tree)
+        assert res.returncode != 0 and broken in res.stdout, res.stdout[-3000:]
