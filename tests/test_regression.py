@@ -182,8 +182,7 @@ def test_c_export_matches_torch_to_float32_rounding(tiny_policy, tmp_path, metho
     from deploy.export_c import generate_c
     from deploy.quantize import quantize_actor
 
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the host binary")
+    assert shutil.which("gcc") is not None, "gcc is needed to build the host binary (make setup installs it)"
     actor, _, test = tiny_policy
     q = quantize_actor(actor, method, bits)
     with torch.no_grad():
