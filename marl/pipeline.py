@@ -106,7 +106,8 @@ def summarize(results: dict[str, Any], out: Path, seconds: dict[str, float], wal
         "wall_s": wall_s,
         "step_seconds": seconds,
         "train": {"wall_s": train["wall_s"], "agent_steps": train["agent_steps"],
-                  "best_success_rate": train["best_success_rate"]},
+                  # the run's own final evaluation (train.eval_episodes); training may end before any episode does
+                  "success_rate": train.get("eval", {}).get("success_rate", train["best_success_rate"])},
         "sim": _flight(sim),
         "pybullet": _flight(pyb),
         "export": {
@@ -147,9 +148,8 @@ def format_summary(s: dict[str, Any]) -> str:
     cl = ex["closed_loop_success"]
     lines = [
         f"marl run: the main job took {s['wall_s']:.0f} s",
-        f"  train {CONFIG}  {tr['agent_steps']:,} agent steps in {tr['wall_s']:.0f} s (warm start included), best "
-        "success "
-        f"{num(tr['best_success_rate'], '.2f')}",
+        f"  train {CONFIG}  {tr['agent_steps']:,} agent steps in {tr['wall_s']:.0f} s (warm start included), "
+        f"success {num(tr['success_rate'], '.2f')}",
         f"  simulator          {flight('sim')}",
         f"  PyBullet           {flight('pybullet')}",
         f"  export             {ex['method'].upper()} {ex['bits']}-bit: {ex['weight_bytes']:,} weight bytes vs "
