@@ -40,7 +40,7 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 class JLCMConfig(BaseModel):
-    """Settings of :func:`jlcm_compress` (defaults are the ones measured in the README)."""
+    """Settings of :func:`jlcm_compress` (defaults are the ones measured in docs/deploy.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
