@@ -194,3 +194,22 @@ def test_c_export_matches_torch_to_float32_rounding(tiny_policy, tmp_path, metho
     assert status == 0
     diff = np.abs(host - ref.numpy())
     assert diff.max() < 2e-6, f"max |C - torch| = {diff.max():.2e}"
+
+
+# ------------------------------------------------------------------ JLCM: the curvature term of a mapping move
+def test_jlcm_mapping_moves_weigh_first_order_gain_against_curvature():
+    """JLCM moves a weight to another codeword only if G d + 1/2 H d^2 < 0 (d: the decoded change). On one
+    row with codebook (-1, 0, 1, 2), weight at -1, gradient G = -1: with H = 4 every move costs more than it
+    gains (d = 1: +1; d = 2: +6), with H = 0.5 the far move is best (d = 1: -0.75; d = 2: -1; d = 3: -0.75).
+    A flipped curvature sign would move the weight in both cases."""
+    from types import SimpleNamespace
+
+    from deploy.jlcm import _proximal_moves
+
+    row = SimpleNamespace(codebooks=torch.tensor([[-1.0, 0.0, 1.0, 2.0]]), book_of_row=torch.tensor([0]),
+                          indices=lambda: torch.tensor([[0]]), scales=lambda: torch.ones(1))
+    grad = torch.tensor([[-1.0]])
+    gain, idx = _proximal_moves(row, grad, torch.tensor([[4.0]]), window=3)
+    assert float(gain) == 0.0 and int(idx) == 0
+    gain, idx = _proximal_moves(row, grad, torch.tensor([[0.5]]), window=3)
+    assert float(gain) == pytest.approx(-1.0) and int(idx) == 2
