@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, record_states
-from deploy.quantize import SUPPORTED_BITS, check_method_bits, quantize_actor
+from deploy.quantize import CALIBRATED, SUPPORTED_BITS, QuantizedActor, check_method_bits, quantize_actor
 from envs.evaluation import evaluate_swarm
 
 DEFAULT_METHODS: tuple[tuple[str, int], ...] = (("float32", 32), ("int8", 8), ("int4", 4), ("kmeans", 3), ("jlcm", 3))
@@ -57,46 +57,58 @@ def closed_loop_report(
     """Closed-loop success of the actor compressed with each (method, bits); see the module docstring.
 
     actor: a GaussianActor (``policy.actor``); cfg: the run config (with ``.env``) or a SwarmConfig.
-    calib: calibration states [N, D] (JLCM needs them); test: states [N, D] for the action errors.
-    precomputed: QuantizedActors by (method, bits) already made with these calib and jlcm_kwargs (the export's
-    own), used instead of compressing again. eval_kwargs go to envs.evaluation.evaluate_swarm as overrides of
-    the environment (e.g. ``episode_seconds``).
+    calib: calibration states [N, D] (jlcm, gptq and kmeans_w need them); test: states [N, D] for the action
+    errors. jlcm_kwargs: settings of the jlcm rows (deploy.jlcm.JLCMConfig). precomputed: QuantizedActors by
+    (method, bits) already made with these calib and jlcm_kwargs (the export's own), used instead of
+    compressing again. eval_kwargs go to envs.evaluation.evaluate_swarm as overrides of the environment
+    (e.g. ``episode_seconds``).
     """
     env_cfg = cfg.env if hasattr(cfg, "env") else cfg
     actor = actor.eval()
     rows: list[dict[str, Any]] = []
     float_success: dict[str, float] = {}
-    with torch.no_grad():
-        ref = actor(test).clamp(-1, 1) if test is not None else None
     for method, bits in methods:
         bits = check_method_bits(method, bits)
-        if method == "jlcm" and calib is None:
-            raise ValueError("method 'jlcm' needs calibration states for the closed-loop check")
+        if method in CALIBRATED and calib is None:
+            raise ValueError(f"method {method!r} needs calibration states for the closed-loop check")
         q = (precomputed or {}).get((method, bits))
         if q is None:
-            q = quantize_actor(actor, method, bits, calib=calib if method == "jlcm" else None, **(jlcm_kwargs or {}))
-        deq = q.dequantized(actor).eval()
-        acc = q.accounting()
-        row: dict[str, Any] = {"method": method, "bits": bits, "weight_bytes": acc["weight_bytes"],
-                               "bits_per_weight": acc["bits_per_weight"]}
-        if method == "jlcm":
-            row["layer_bits"] = {n: layer.bits for n, layer in q.layers.items()}
-        if ref is not None:
-            with torch.no_grad():
-                err = (deq(test).clamp(-1, 1) - ref).abs()
-            row.update(max_abs_action_error=float(err.max()), mean_abs_action_error=float(err.mean()))
+            q = quantize_actor(actor, method, bits, calib=calib if method in CALIBRATED else None,
+                               **((jlcm_kwargs or {}) if method == "jlcm" else {}))
+        row = compressed_row(actor, q, env_cfg, episodes, backends, test, seed, **eval_kwargs)
         for backend in backends:
-            res, _ = evaluate_swarm(ActorPolicy(deq), env_cfg, episodes, seed, backend, **eval_kwargs)
-            success = float(res["success_rate"])
-            row[f"success_{backend}"] = success
-            if "collision_rate" in res:
-                row[f"collision_rate_{backend}"] = float(res["collision_rate"])
             if method == "float32":
-                float_success[backend] = success
+                float_success[backend] = row[f"success_{backend}"]
             if backend in float_success:
-                row[f"success_change_{backend}"] = success - float_success[backend]
+                row[f"success_change_{backend}"] = row[f"success_{backend}"] - float_success[backend]
         rows.append(row)
     return rows
+
+
+def compressed_row(
+    actor: nn.Module, q: QuantizedActor, env_cfg: Any, episodes: int, backends: Sequence[str] = ("sim",),
+    test: torch.Tensor | None = None, seed: int = 0, **eval_kwargs: Any,
+) -> dict[str, Any]:
+    """One row of the report for a compressed actor ``q``: storage, action errors on ``test`` against the
+    float ``actor`` (clamped actions), and per backend the success (and collision) rate of ``episodes``
+    episodes flown from ``seed`` with ``envs.evaluation.evaluate_swarm``."""
+    actor = actor.eval()
+    deq = q.dequantized(actor).eval()
+    acc = q.accounting()
+    row: dict[str, Any] = {"method": q.method, "bits": q.bits, "weight_bytes": acc["weight_bytes"],
+                           "bits_per_weight": acc["bits_per_weight"]}
+    if any(layer.bits != q.bits for layer in q.layers.values()) or q.method == "jlcm":
+        row["layer_bits"] = {n: layer.bits for n, layer in q.layers.items()}
+    if test is not None:
+        with torch.no_grad():
+            err = (deq(test).clamp(-1, 1) - actor(test).clamp(-1, 1)).abs()
+        row.update(max_abs_action_error=float(err.max()), mean_abs_action_error=float(err.mean()))
+    for backend in backends:
+        res, _ = evaluate_swarm(ActorPolicy(deq), env_cfg, episodes, seed, backend, **eval_kwargs)
+        row[f"success_{backend}"] = float(res["success_rate"])
+        if "collision_rate" in res:
+            row[f"collision_rate_{backend}"] = float(res["collision_rate"])
+    return row
 
 
 def closed_loop_markdown(rows: list[dict[str, Any]], backends: Sequence[str] = ("sim", "pybullet")) -> str:
@@ -122,7 +134,8 @@ def _parse_methods(text: str) -> list[tuple[str, int | None]]:
 
 
 ALL_METHODS = ",".join(
-    ["float32", "int8", "int4", *(f"{m}:{n}" for m in ("kmeans", "jlcm") for n in SUPPORTED_BITS[m])]
+    ["float32", "int8", "int4", *(f"{m}:{n}" for m in ("kmeans", "jlcm") for n in SUPPORTED_BITS[m]),
+     "kmeans_w:3", "gptq:2", "gptq:3", "gptq:4"]
 )
 
 

@@ -28,7 +28,7 @@ from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, lo
 from deploy.closed_loop import DEFAULT_METHODS, closed_loop_markdown, closed_loop_report
 from deploy.crazyflie import CONTROLLER_C
 from deploy.export_c import check_supported, generate_c
-from deploy.quantize import check_method_bits, quantize_actor
+from deploy.quantize import CALIBRATED, check_method_bits, quantize_actor
 
 TARGETS = ("host", "cortex-m4")
 GOLDEN = 4
@@ -90,7 +90,9 @@ def export_policy(
 
     calib: ``rollout`` (record states from the policy's own closed-loop rollouts: the float actor's
     clamped mean actions, the distribution the deployed policy sees), ``pid`` (rollouts of the built-in
-    PID controller, as before), a .npy / .pt file of states [N, D], or ``none`` (JLCM then refuses).
+    PID controller, as before), a .npy / .pt file of states [N, D], or ``none`` (jlcm, gptq and kmeans_w then
+    refuse). jlcm_kwargs: settings of jlcm (deploy.jlcm.JLCMConfig) or, for the other methods,
+    deploy.gptq.CalibratedConfig (e.g. ``allocate`` / ``tune_float`` for gptq).
     The test states of the fidelity figures are recorded from other episodes of the policy's own
     rollouts (of the PID controller with ``pid``). closed_loop: episodes per method and backend of the closed-loop check
     (deploy/closed_loop.py: float32, int8, int4, kmeans 3, jlcm 3 and the exported method, dequantised
@@ -112,8 +114,8 @@ def export_policy(
         calib_states = record_states(cfg, NUM_CALIB_STATES, seed=1000 + seed, policy=flyer)
     else:
         calib_states = load_states(calib, obs_dim)
-    if method == "jlcm" and calib_states is None:
-        raise ValueError("method 'jlcm' needs calibration states: use --calib rollout or --calib FILE, not none")
+    if method in CALIBRATED and calib_states is None:
+        raise ValueError(f"method {method!r} needs calibration states: use --calib rollout or --calib FILE, not none")
     test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed, policy=flyer)
     q = quantize_actor(actor, method, bits, calib=calib_states, **(jlcm_kwargs or {}))
     deq = q.dequantized(actor)
@@ -177,10 +179,11 @@ def export_policy(
         if (method, bits) not in methods:
             methods.append((method, bits))
         if calib_states is None:
-            methods = [m for m in methods if m[0] != "jlcm"]
+            methods = [m for m in methods if m[0] not in CALIBRATED]
         report["closed_loop"] = closed_loop_report(
             actor, cfg, methods, episodes=closed_loop, backends=closed_loop_backends, calib=calib_states, test=test,
-            seed=seed, jlcm_kwargs=jlcm_kwargs, precomputed={(method, bits): q}, **(closed_loop_kwargs or {}),
+            seed=seed, jlcm_kwargs=jlcm_kwargs if method == "jlcm" else None, precomputed={(method, bits): q},
+            **(closed_loop_kwargs or {}),
         )
     report["layers"] = acc["layers"]
     report["quantizer"] = q.info

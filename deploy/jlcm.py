@@ -209,11 +209,18 @@ def _set_mapping(st: _LayerState, k0: np.ndarray) -> None:
 
 
 def gptq_indices(w: np.ndarray, books: np.ndarray, row_scale: np.ndarray, h: np.ndarray,
-                 damp: float = 0.01) -> np.ndarray:
+                 damp: float = 0.01, act_order: bool = False) -> np.ndarray:
     """Mappings [out, in] that minimise the layer's output error E||(W - W_hat) x||^2 column by column
     (GPTQ, Frantar et al. 2023, on a codebook grid): column j takes the nearest codeword of each row
     (row i's codebook books[i] [out, K], times row_scale[i]); its rounding error is spread over the
-    columns not yet mapped through the inverse Hessian H^-1 of the layer's inputs (H = E[x x^T])."""
+    columns not yet mapped through the inverse Hessian H^-1 of the layer's inputs (H = E[x x^T]).
+    ``act_order``: map the columns by decreasing H_jj (GPTQ's activation order) instead of left to right."""
+    if act_order:
+        perm = np.argsort(-np.diag(h), kind="stable")
+        idx = gptq_indices(w[:, perm], books, row_scale, h[np.ix_(perm, perm)], damp)
+        out_idx = np.empty_like(idx)
+        out_idx[:, perm] = idx
+        return out_idx
     w = w.astype(np.float64).copy()
     out, inp = w.shape
     h = h.astype(np.float64) + damp * max(float(np.mean(np.diag(h))), 1e-12) * np.eye(inp)
@@ -358,6 +365,22 @@ def _allocate(
                 pred = functional_call(actor, {f"{n}.weight": states[c][n].decode(cb, sc)}, (eval_x,))
                 sens[n][c] = float(loss_fn(pred, eval_y))
     cost = {n: {c: _layer_bytes(states[c][n], c) for c in widths} for n in names}
+    return greedy_allocate(sens, cost, budget), sens
+
+
+def uniform_budget_bytes(actor: nn.Module, bits: int, **settings: Any) -> int:
+    """Bytes of JLCM's uniform ``bits``-bit layout of ``actor`` (the allocation's default budget): what a
+    baseline's allocation gets to be compared with JLCM at the same storage."""
+    cfg = JLCMConfig(**settings)
+    return sum(_layer_bytes(_init_layer(n, m, bits, cfg), bits) for n, m in linear_layers(actor).items())
+
+
+def greedy_allocate(sens: dict[str, dict[int, float]], cost: dict[str, dict[int, int]], budget: int) -> dict[str, int]:
+    """Per-layer widths: every layer starts at its narrowest width; the upgrade (to the next width) with the
+    largest drop of the loss ``sens[layer][width]`` per extra byte ``cost[layer][width]`` is taken while the
+    total stays within ``budget`` bytes (shared by JLCM and deploy.gptq's allocated GPTQ)."""
+    names = list(sens)
+    widths = sorted(next(iter(sens.values())))
     alloc = {n: widths[0] for n in names}
     total = sum(cost[n][alloc[n]] for n in names)
     while True:
@@ -378,7 +401,7 @@ def _allocate(
         c = widths[widths.index(alloc[best]) + 1]
         total += cost[best][c] - cost[best][alloc[best]]
         alloc[best] = c
-    return alloc, sens
+    return alloc
 
 
 def _layer_inputs(actor: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:

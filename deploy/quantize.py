@@ -1,7 +1,9 @@
-"""Weight compression of a policy's actor: float32, uniform int8 / int4 per channel, k-means palettisation, JLCM.
+"""Weight compression of a policy's actor: float32, uniform int8 / int4 per channel, k-means palettisation,
+the calibrated baselines GPTQ and calibration-weighted k-means (deploy/gptq.py), JLCM.
 
     from deploy.quantize import quantize_actor
-    q = quantize_actor(policy.actor, "jlcm", bits=3, calib=states)   # states [N, D] (JLCM only)
+    q = quantize_actor(policy.actor, "jlcm", bits=3, calib=states)   # states [N, D] (jlcm, gptq, kmeans_w)
+    q = quantize_actor(policy.actor, "gptq", bits=3, calib=states, allocate=True, tune_float=True)
     q.dequantized(policy.actor)   # a copy of the actor whose Linear weights are the decoded values
     q.accounting()                # bytes per layer: indices, codebooks, scales, grouping data, biases
 
@@ -37,24 +39,28 @@ from deploy.formats import (
     to_f16,
     unpack_bits,
 )
+from deploy.gptq import CalibratedConfig, gptq_compress, input_importance, kmeans_weighted_layer, tune_float
 from deploy.jlcm import JLCMConfig, jlcm_compress
 
 __all__ = [
-    "DEFAULT_BITS", "METHODS", "PALETTE_BITS", "SUPPORTED_BITS", "QuantizedActor", "QuantizedLinear",
+    "CALIBRATED", "DEFAULT_BITS", "METHODS", "PALETTE_BITS", "SUPPORTED_BITS", "QuantizedActor", "QuantizedLinear",
     "check_method_bits", "count_other_params", "decode_palette", "kmeans_1d", "linear_layers", "nearest",
     "pack_bits", "packed_bytes", "palette_storage", "quantize_actor", "quantize_float32", "quantize_kmeans",
     "quantize_uniform", "to_f16", "unpack_bits",
 ]
 
-METHODS: tuple[str, ...] = ("float32", "int8", "int4", "kmeans", "jlcm")
+METHODS: tuple[str, ...] = ("float32", "int8", "int4", "kmeans", "kmeans_w", "gptq", "jlcm")
 SUPPORTED_BITS: dict[str, tuple[int, ...]] = {
     "float32": (32,),
     "int8": (8,),
     "int4": (4,),
     "kmeans": (2, 3, 4, 8),
+    "kmeans_w": (2, 3, 4, 8),
+    "gptq": (2, 3, 4, 8),
     "jlcm": (2, 3, 4, 8),
 }
-DEFAULT_BITS: dict[str, int] = {"float32": 32, "int8": 8, "int4": 4, "kmeans": 3, "jlcm": 3}
+DEFAULT_BITS: dict[str, int] = {"float32": 32, "int8": 8, "int4": 4, "kmeans": 3, "kmeans_w": 3, "gptq": 3, "jlcm": 3}
+CALIBRATED: tuple[str, ...] = ("kmeans_w", "gptq", "jlcm")  # methods that need calibration states
 
 
 def check_method_bits(method: str, bits: int | None) -> int:
@@ -110,30 +116,49 @@ def quantize_actor(
     method: str,
     bits: int | None = None,
     calib: torch.Tensor | None = None,
-    **jlcm_kwargs: Any,
+    **settings: Any,
 ) -> QuantizedActor:
     """Compress every Linear weight of ``actor`` with ``method`` at ``bits`` (None = the method's default).
 
-    ``calib``: observation states [N, D] on which JLCM matches the actor's outputs (required for jlcm,
-    ignored otherwise). ``jlcm_kwargs`` go to :class:`deploy.jlcm.JLCMConfig`.
+    ``calib``: observation states [N, D] the calibrated methods fit to (required for jlcm, gptq and
+    kmeans_w, and for ``tune_float=True``; ignored otherwise). ``settings`` go to
+    :class:`deploy.jlcm.JLCMConfig` for jlcm and to :class:`deploy.gptq.CalibratedConfig` for the others
+    (``tune_float``, and for gptq ``allocate``; see deploy/gptq.py).
     """
     bits = check_method_bits(method, bits)
     layers = linear_layers(actor)
     if not layers:
         raise ValueError("the actor has no nn.Linear layer to compress")
+    has_calib = calib is not None and calib.numel() > 0
+    if method in CALIBRATED and not has_calib:
+        raise ValueError(
+            f"method {method!r} needs a calibration set (observation states recorded from rollouts, e.g. "
+            "deploy.calibration.record_states); none was given"
+        )
     info: dict[str, Any] = {}
     if method == "jlcm":
-        if calib is None or calib.numel() == 0:
-            raise ValueError(
-                "method 'jlcm' needs a calibration set (observation states recorded from rollouts, e.g. "
-                "deploy.calibration.record_states); none was given"
-            )
-        q_layers, overrides, info = jlcm_compress(actor, bits, calib, JLCMConfig(**jlcm_kwargs))
+        q_layers, overrides, info = jlcm_compress(actor, bits, calib, JLCMConfig(**settings))
         return QuantizedActor(method, bits, q_layers, count_other_params(actor), info, overrides)
-    elif method == "float32":
+    cfg = CalibratedConfig(**settings)
+    if cfg.allocate and method != "gptq":
+        raise ValueError(f"allocate=True is supported by method 'gptq' (and jlcm) only, not {method!r}")
+    if cfg.tune_float and not has_calib:
+        raise ValueError(f"tune_float=True needs calibration states (calib); none was given for method {method!r}")
+    if method == "float32":
         q_layers = {n: quantize_float32(n, m) for n, m in layers.items()}
     elif method in ("int8", "int4"):
         q_layers = {n: quantize_uniform(n, m, bits) for n, m in layers.items()}
-    else:
+    elif method == "kmeans":
         q_layers = {n: quantize_kmeans(n, m, bits) for n, m in layers.items()}
-    return QuantizedActor(method, bits, q_layers, count_other_params(actor), info)
+    elif method == "kmeans_w":
+        imp = input_importance(actor, calib[: cfg.max_eval_states])
+        q_layers = {n: kmeans_weighted_layer(n, m, bits, imp[n]) for n, m in layers.items()}
+    else:
+        q_layers, info = gptq_compress(actor, bits, calib, cfg)
+    overrides: dict[str, torch.Tensor] = {}
+    if cfg.tune_float:
+        q_layers, overrides, tune_log = tune_float(actor, q_layers, calib, cfg)
+        info.update(tune_log)
+    if method in CALIBRATED or cfg.tune_float:
+        info["config"] = cfg.model_dump()
+    return QuantizedActor(method, bits, q_layers, count_other_params(actor), info, overrides)

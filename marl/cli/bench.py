@@ -6,6 +6,7 @@
     marl bench train --distributed [--workers N ...] [--envs-per-worker E] [k=v ...] -> bench_train_distributed
     marl bench optim --suite {sso,tpsgd,ppo,all} [--quick] [--json]                -> run_suite
     marl bench policies [--policies pid,pid_avoid,sbc] [--densities ...] [--json PATH] -> bench_policies
+    marl bench compress RUN [--seeds 0,1,2] [--episodes 100] [--json PATH] [--markdown PATH] -> bench_compress
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from marl.bench import policies
+from marl.bench import compress, policies
 from marl.bench.optim import SUITES, run_suite
 from marl.bench.plots import plot_success_curves
 from marl.bench.sim import BACKENDS, bench_sim, bench_sweep, sweep_ratios
@@ -180,11 +181,21 @@ def _add_policies(what: argparse._SubParsersAction) -> None:
     p.set_defaults(func=policies.run)
 
 
+def _add_compress(what: argparse._SubParsersAction) -> None:
+    p = what.add_parser("compress", help="JLCM against calibrated baselines (GPTQ, weighted k-means) on a run",
+                        description="Compress a trained run's actor with every method of the fair comparison "
+                        "(same calibration states and re-learning), measure action errors on other states and "
+                        "the closed-loop success; print a Markdown table.")
+    compress.add_arguments(p)
+    p.set_defaults(func=compress.run)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``marl bench`` and its benchmarks (sim, train, optim, policies) to the ``marl`` parser."""
+    """Add ``marl bench`` and its benchmarks (sim, train, optim, policies, compress) to the ``marl`` parser."""
     bench = sub.add_parser("bench", help="benchmarks")
     what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     _add_sim(what)
     _add_train(what)
     _add_optim(what)
     _add_policies(what)
+    _add_compress(what)
