@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ex.add_argument("run", nargs="?", default=None, help="a training run directory or checkpoint file")
     ex.add_argument("--method", choices=METHODS, default="jlcm", help="compression method (default jlcm)")
-    ex.add_argument("--bits", type=int, default=None, help="bits per weight index (jlcm / kmeans: 2, 3, 4, 8)")
+    ex.add_argument("--bits", type=int, default=None,
+                    help="bits per weight index (jlcm / gptq / kmeans / kmeans_w: 2, 3, 4, 8; default 3)")
     ex.add_argument("--target", default="host", help="host or cortex-m4 (default host)")
     ex.add_argument("--out", default="runs/export", help="output directory (default runs/export)")
     ex.add_argument("--onnx", action="store_true", help="also write policy.onnx and check it with onnxruntime")
