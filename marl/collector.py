@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from agents.base import ActorCritic
+from agents.controllers import make_controller
 from envs.state import SimState
 from marl.ppo import ValueNorm, check_finite
 from marl.replay import CollisionReplay
@@ -64,6 +65,7 @@ class Rollout:
     episodes: dict[str, torch.Tensor]  # metric -> values of the (non-replayed) episodes that finished
     finished: int
     stats: dict[str, float] = field(default_factory=dict)  # collision_scale, replay counts (what the env has)
+    teacher: bool = False  # buf.teacher_actions holds this rollout's teacher labels (pretrain.bc)
 
 
 class EpisodeWindow:
@@ -139,8 +141,13 @@ class Collector:
         self.num_agents = self.env.num_agents
         self.policy = policy.to(self.device)
         self.value_norm = ValueNorm() if tc.norm_value else None
+        # pretrain.bc: a teacher labels every observation the policy flies (built only when the term is on,
+        # so a run without it calls no controller and stores nothing more).
+        bc = cfg.pretrain.bc if cfg.pretrain is not None else None
+        self.teacher = (make_controller(cfg.pretrain.teacher, cfg.env.dynamics, device=self.device)
+                        if bc is not None and bc.coef > 0 else None)
         self.buf = RolloutBuffer(tc.rollout_steps, num_envs, self.num_agents, self.env.obs_dim, policy.act_dim,
-                                 self.device)
+                                 self.device, teacher=self.teacher is not None)
         self.gen = torch.Generator().manual_seed(seed + 2)  # replay draws (the learner's is seed + 1)
         self.replay: CollisionReplay | None = None
         if tc.replay.enabled:
@@ -178,6 +185,8 @@ class Collector:
         run_steps_per_step = self.run_envs * self.num_agents  # the run's agent steps per step of every collector
         episodes: dict[str, list[torch.Tensor]] = {}
         finished = 0
+        # Once the BC term has decayed to 0 for good, the teacher is no longer called.
+        teacher = self.teacher if self.teacher is not None and self.labels_teacher(progress.update) else None
         for t in range(tc.rollout_steps):
             if self.caps.collision_scale:
                 env.set_collision_scale(self._collision_scale(progress.agent_steps + t * run_steps_per_step))
@@ -188,6 +197,8 @@ class Collector:
             buf.actions[t] = action.view(buf.actions.shape[1:])
             buf.logprobs[t] = policy.log_prob(dist, action)
             buf.values[t] = self._denorm(value)
+            if teacher is not None:  # every step, on the flown observation: its integral follows the trajectory
+                buf.teacher_actions[t] = teacher(self.obs)
             t_before = env.live.t.clone() if replay is not None else None
             self.obs, reward, terminated, truncated, info = env.step(action)
             done = (terminated | truncated).any(-1)  # [E]: all agents of an env reset together
@@ -199,6 +210,8 @@ class Collector:
                 reward[ended] += tc.gamma * self._denorm(final_value) * cut
             replayed = replay.after_step(env, t_before, info) if replay is not None else None
             if ended is not None:
+                if teacher is not None:
+                    teacher.reset(ended)
                 keep = None if replayed is None else ~replayed
                 finished += self.window.add(info["episode"], keep)
                 for key, values in info["episode"].items():
@@ -219,7 +232,14 @@ class Collector:
         if replay is not None:
             stats.update(replay_events=len(replay.events), replay_stored=replay.stored)
         return Rollout(buf, self._denorm(last_value), self.obs, {k: torch.cat(v) for k, v in episodes.items()},
-                       finished, stats)
+                       finished, stats, teacher=teacher is not None)
+
+    def labels_teacher(self, update: int) -> bool:
+        """Whether the rollout for update ``update`` (0-based) holds fresh teacher labels (``pretrain.bc``)."""
+        if self.teacher is None:
+            return False
+        pre = self.cfg.pretrain
+        return not (pre.bc.updates and update - pre.critic_warmup_updates >= pre.bc.updates)
 
     def record(self) -> dict[str, Any]:
         """Metrics of the rollout side beyond the rollout's own (none for one local collector)."""
@@ -234,6 +254,9 @@ class Collector:
         if self.caps.snapshots:
             ids = torch.arange(self.num_envs, device=self.device)
             state["env"] = {"state": self.env.get_state(ids).to_dict(), "obs": self.obs}
+        integral = getattr(self.teacher, "integral", None)
+        if integral is not None:  # the teacher's integral follows the envs (a resume continues it)
+            state["teacher_integral"] = integral
         return state
 
     def generators(self) -> dict[str, torch.Generator]:
@@ -250,8 +273,12 @@ class Collector:
             ids = torch.arange(self.num_envs, device=self.device)
             self.env.set_state(ids, SimState.from_dict(ckpt["env"]["state"]))
             self.obs = ckpt["env"]["obs"].to(self.device)
+            if self.teacher is not None and "teacher_integral" in ckpt:
+                self.teacher.integral = ckpt["teacher_integral"].to(self.device)
         else:
             self.obs = self.env.reset(seed=seed)
+            if self.teacher is not None:
+                self.teacher.reset(None)
 
     def close(self) -> None:
         """Close the envs that have a ``close``."""

@@ -85,9 +85,12 @@ class Learner:
             group["lr"] = lr
         self.policy.set_training_progress(self.update, self.num_updates)
         rollout.buf.compute_gae(rollout.last_value.to(self.device), tc.gamma, tc.gae_lambda)
-        warmup = self.cfg.pretrain.critic_warmup_updates if self.cfg.pretrain is not None else 0
+        pre = self.cfg.pretrain
+        warmup = pre.critic_warmup_updates if pre is not None else 0
+        # pretrain.bc: the term's weight for this update, while the rollout holds the teacher's labels.
+        bc_coef = pre.bc_coef(self.update) if rollout.teacher and pre is not None else None
         stats = ppo_update(self.policy, self.optimizers, rollout.buf, tc, self.value_norm, self.gen,
-                           self.update + 1, self.epochs, train_actor=self.update >= warmup)
+                           self.update + 1, self.epochs, train_actor=self.update >= warmup, bc_coef=bc_coef)
         self.update += 1
         self.epochs += int(stats["epochs"])
         self.agent_steps += self.steps_per_update

@@ -124,10 +124,13 @@ def ppo_update(
     update: int,
     epochs_done: int = 0,
     train_actor: bool = True,
+    bc_coef: float | None = None,
 ) -> dict[str, float]:
     """Epochs x minibatches of clipped PPO on the filled buffer; returns mean losses and diagnostics.
 
     ``train_actor=False`` (a critic warm-up) leaves the actor as it is: its loss terms get weight 0.
+    ``bc_coef`` (``pretrain.bc``; None: off) adds ``bc_coef * mean ||mu - a_teacher||^2`` to the actor's
+    loss, with the buffer's ``teacher_actions``; ``bc_loss`` (that mean) and ``bc_coef`` are then logged.
 
     ``epochs_done``: PPO epochs of the run before this update (the bi-level cadence counts over the
     run); the returned ``epochs`` says how many ran (``target_kl`` may stop early). The policy's
@@ -143,15 +146,20 @@ def ppo_update(
     if value_norm is not None:
         value_norm.update(returns)
         returns, old_values = value_norm.normalize(returns), value_norm.normalize(old_values)
+    if bc_coef is not None and "teacher_actions" not in b:
+        raise ValueError("bc_coef is set but the rollout holds no teacher_actions (pretrain.bc off in the collector)")
     if optimizers.fma is not None:
+        if bc_coef is not None:
+            raise ValueError("the behaviour-cloning term (pretrain.bc) needs the clipped update, not optim.name='sso'")
         return fma_update(policy, optimizers, b, adv, returns, cfg, gen, update, train_actor)
 
     if optimizers.second_order:
         # The fused CPU attention kernel has no double backward; Hessian probes need the plain one.
         with sdpa_kernel(SDPBackend.MATH):
             return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done,
-                                   train_actor)
-    return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done, train_actor)
+                                   train_actor, bc_coef)
+    return _clipped_update(policy, optimizers, b, adv, returns, old_values, cfg, gen, update, epochs_done, train_actor,
+                           bc_coef)
 
 
 def _clipped_update(
@@ -166,6 +174,7 @@ def _clipped_update(
     update: int,
     epochs_done: int,
     train_actor: bool = True,
+    bc_coef: float | None = None,
 ) -> dict[str, float]:
     """PPO's clipped surrogate over epochs x minibatches (the body of ``ppo_update``)."""
     actor_weight = 1.0 if train_actor else 0.0  # 0: zero gradients, so Adam's moments and the actor stay put
@@ -173,6 +182,8 @@ def _clipped_update(
     mb_rows = max(1, rows // cfg.minibatches)
     sums = dict(policy_loss=0.0, value_loss=0.0, entropy=0.0, approx_kl=0.0, clip_frac=0.0, grad_norm=0.0,
                 gate_penalty=0.0)
+    if bc_coef is not None:
+        sums["bc_loss"] = 0.0
     n = edge_steps = epochs = 0
     for _epoch in range(cfg.epochs):
         optimizer, level = optimizers.for_epoch(epochs_done + epochs + 1)
@@ -181,7 +192,13 @@ def _clipped_update(
         perm = torch.randperm(rows, generator=gen)
         kl_epoch = 0.0
         for idx in perm[: mb_rows * cfg.minibatches].split(mb_rows):
-            logp, entropy, value = policy.evaluate(b["obs"][idx], b["actions"][idx])
+            bc_loss = None
+            if bc_coef is None:
+                logp, entropy, value = policy.evaluate(b["obs"][idx], b["actions"][idx])
+            else:  # the same pass as evaluate(), keeping the distribution for its mean
+                dist, value = policy(b["obs"][idx])
+                logp, entropy = policy.log_prob(dist, b["actions"][idx]), policy.entropy(dist)
+                bc_loss = (dist.mean - b["teacher_actions"][idx]).square().sum(-1).mean()
             log_ratio = logp - b["logprobs"][idx]
             ratio = log_ratio.exp()
             mb_adv = adv[idx]
@@ -194,6 +211,8 @@ def _clipped_update(
             v_loss = 0.5 * v_err.mean()
             ent = entropy.mean()
             loss = actor_weight * (pg_loss - cfg.ent_coef * ent) + cfg.vf_coef * v_loss
+            if bc_loss is not None and bc_coef > 0:
+                loss = loss + actor_weight * bc_coef * bc_loss
             penalty = policy.gate_penalty(b["obs"][idx])  # CommFormer's communication penalty; None for most
             if penalty is not None:
                 loss = loss + penalty
@@ -220,6 +239,8 @@ def _clipped_update(
                 sums["clip_frac"] += ((ratio - 1).abs() > cfg.clip).float().mean().item()
                 sums["grad_norm"] += float(grad_norm)
                 sums["gate_penalty"] += float(penalty) if penalty is not None else 0.0
+                if bc_loss is not None:
+                    sums["bc_loss"] += bc_loss.item()
                 kl_epoch += kl
             n += 1
         if cfg.target_kl is not None and kl_epoch / cfg.minibatches > cfg.target_kl:
@@ -230,6 +251,8 @@ def _clipped_update(
     out = {k: v / max(n, 1) for k, v in sums.items()}
     out["epochs"], out["edge_steps"] = float(epochs), float(edge_steps)
     out["explained_variance"] = explained_variance(b)
+    if bc_coef is not None:
+        out["bc_coef"] = bc_coef * actor_weight  # the weight the actor felt (0 during a critic warm-up)
     return out
 
 

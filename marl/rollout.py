@@ -17,7 +17,10 @@ import torch
 class RolloutBuffer:
     """Preallocated storage for one rollout. Shapes: T steps, E envs, M agents, D obs features."""
 
-    def __init__(self, steps: int, num_envs: int, num_agents: int, obs_dim: int, act_dim: int, device="cpu"):
+    def __init__(self, steps: int, num_envs: int, num_agents: int, obs_dim: int, act_dim: int, device="cpu",
+                 teacher: bool = False):
+        """``teacher``: also hold the teacher's action on every observation (``teacher_actions``, for the
+        behaviour-cloning term of ``pretrain.bc``); without it ``teacher_actions`` is None."""
         t, e, m = steps, num_envs, num_agents
         z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
         self.steps = steps
@@ -29,6 +32,7 @@ class RolloutBuffer:
         self.dones = z(t, e)  # [T, E] 1 where the episode ended at this step (next obs is a new episode)
         self.advantages = z(t, e, m)
         self.returns = z(t, e, m)
+        self.teacher_actions = z(t, e, m, act_dim) if teacher else None  # [T, E, M, 4]
 
     def compute_gae(self, last_value: torch.Tensor, gamma: float, lam: float) -> None:
         """Fill advantages and returns (= advantages + values) from the stored rollout.
@@ -45,9 +49,13 @@ class RolloutBuffer:
         torch.add(self.advantages, self.values, out=self.returns)
 
     def flat(self) -> dict[str, torch.Tensor]:
-        """Views with (T, E) merged into rows B = T * E: obs [B, M, D], actions [B, M, 4], others [B, M]."""
+        """Views with (T, E) merged into rows B = T * E: obs [B, M, D], actions (and teacher_actions when held)
+        [B, M, 4], others [B, M]."""
         merge = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
-        return {
+        out = {
             "obs": merge(self.obs), "actions": merge(self.actions), "logprobs": merge(self.logprobs),
             "values": merge(self.values), "advantages": merge(self.advantages), "returns": merge(self.returns),
         }
+        if self.teacher_actions is not None:
+            out["teacher_actions"] = merge(self.teacher_actions)
+        return out

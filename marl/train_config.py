@@ -36,7 +36,7 @@ from marl.pettingzoo_env import PettingZooEnvConfig, is_pettingzoo_env, pettingz
 # Shared-parameter PPO is MAPPO with a centralised critic and IPPO with per-agent critics; the critic
 # is the policy's (agents.config.PolicyConfig.critic), so train.algo sets it.
 __all__ = [
-    "RunConfig", "TrainConfig", "OptimConfig", "LoggingConfig", "ReplayConfig", "AnnealConfig",
+    "RunConfig", "TrainConfig", "OptimConfig", "LoggingConfig", "ReplayConfig", "AnnealConfig", "BCTermConfig",
     "EdgeOptimConfig", "FMAConfig", "CRITIC_OF_ALGO", "apply_overrides", "parse_override", "resolve_config",
     "validate_run_config",
 ]
@@ -130,6 +130,38 @@ class TrainConfig(_Strict):
         return self
 
 
+class BCTermConfig(_Strict):
+    """``pretrain.bc``: keep the teacher in RL (DAPG-style). PPO's actor loss gains
+    ``coef_k * mean ||mu_theta(o) - a_teacher(o)||^2`` over the rollout's samples (squared error summed over
+    the action dimensions, averaged over rows and agents), where the collector labels every observation
+    it flies with the teacher's action (``pretrain.teacher``). ``coef_k`` decays with k, the actor updates
+    done (updates after ``critic_warmup_updates``): ``coef * decay**k`` (geometric, DAPG's lambda0 * lambda1**k)
+    or ``coef * (1 - k / updates)`` (linear); with ``updates`` > 0 it is 0 from the ``updates``-th actor
+    update on and the collector stops calling the teacher."""
+
+    coef: float = Field(0.0, ge=0, description="weight of the term at the first actor update (0: off, no teacher)")
+    schedule: Literal["geometric", "linear"] = Field("geometric", description="how the weight decays per update")
+    decay: float = Field(0.95, gt=0, le=1, description="geometric: factor on the weight per actor update")
+    updates: int = Field(
+        0, ge=0, description="actor updates after which the weight is 0 (linear: needs > 0; geometric: 0 = never)"
+    )
+
+    @model_validator(mode="after")
+    def _linear_needs_updates(self) -> BCTermConfig:
+        if self.schedule == "linear" and self.updates == 0:
+            raise ValueError("updates must be > 0 with schedule='linear' (the actor updates over which coef goes to 0)")
+        return self
+
+    def coef_at(self, actor_updates: int) -> float:
+        """The weight of the term in the update after ``actor_updates`` actor updates (0 before the actor trains)."""
+        k = actor_updates
+        if k < 0 or self.coef == 0.0 or (self.updates and k >= self.updates):
+            return 0.0
+        if self.schedule == "linear":
+            return self.coef * (1.0 - k / self.updates)
+        return self.coef * self.decay**k
+
+
 class PretrainConfig(_Strict):
     """``pretrain:`` warm start before RL: DAgger of a built-in controller into the policy's action means
     (``marl.imitation.dagger``), then ``critic_warmup_updates`` PPO updates that train only the critic, so
@@ -147,6 +179,13 @@ class PretrainConfig(_Strict):
     optimizer: str = Field("adam", description="optimiser of the regression (sso or any registry name)")
     lr: float = Field(1e-3, gt=0)
     critic_warmup_updates: int = Field(5, ge=0, description="first PPO updates that leave the actor alone")
+    # None (not a zero-weight section) keeps the resolved config of runs without the term unchanged, so
+    # they still resume from checkpoints written before the term existed.
+    bc: BCTermConfig | None = Field(None, description="behaviour-cloning term in PPO's actor loss (off when None)")
+
+    def bc_coef(self, update: int) -> float:
+        """Weight of the BC term in PPO update ``update`` (0-based count of completed updates)."""
+        return 0.0 if self.bc is None else self.bc.coef_at(update - self.critic_warmup_updates)
 
     @field_validator("teacher")
     @classmethod
@@ -334,6 +373,15 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
     if "pretrain" in out and not isinstance(out["env"], SwarmConfig):
         raise ValueError(f"{source}: pretrain imitates a quadrotor controller and needs the simulator env; "
                          "remove the pretrain section for a PettingZoo env")
+    bc = out["pretrain"].bc if "pretrain" in out else None
+    if bc is not None and bc.coef > 0:
+        if out["optim"].name.lower() == "sso":
+            raise ValueError(f"{source}: pretrain.bc.coef={bc.coef} adds a term to the clipped PPO loss, which "
+                             "optim.name='sso' replaces; set pretrain.bc.coef=0 or another optim.name (adam, ...)")
+        if out["distributed"].backend != "none":
+            raise ValueError(f"{source}: pretrain.bc.coef={bc.coef} needs the teacher's labels of the local "
+                             f"collector; distributed.backend={out['distributed'].backend!r} does not send them: "
+                             "set pretrain.bc.coef=0 or distributed.backend=none")
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"{source}: seed must be an integer, got {seed!r}")
