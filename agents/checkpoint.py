@@ -3,7 +3,8 @@
 A checkpoint (marl.checkpoint writes it) holds, besides the weights (``model``), a ``policy`` record of
 plain data: the ``PolicyConfig``, the observation layout (quadspec.ObsLayout's fields), the number of
 agents, the action space (``act_dim``, ``num_actions``) and the environment section the run used (plain
-data, or None). ``load_policy(path)`` reads it with ``torch.load(..., weights_only=True)`` and returns
+data, or None). ``path`` everywhere is a checkpoint file, a run directory or a shipped ``zoo:NAME``
+(``checkpoint_path``). ``load_policy(path)`` reads it with ``torch.load(..., weights_only=True)`` and returns
 the policy in eval mode; ``load_policy_checkpoint`` also returns the environment section. Files of the
 previous format (1: the layout had to be learnt by building the run's environment) are refused with
 one line that says so.
@@ -20,6 +21,7 @@ import torch
 from agents.base import ActorCritic
 from agents.config import PolicyConfig
 from agents.registry import make_policy_from_config
+from agents.zoo import is_zoo_name, zoo_path
 from quadspec import ObsLayout
 
 FORMAT = 2  # 1: no policy record (before checkpoints described their policy)
@@ -40,9 +42,22 @@ class PolicyCheckpoint:
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's checkpoints/latest.pt (the final policy of the run)."""
+    """A checkpoint file, a run directory's checkpoints/latest.pt (the final policy of the run), or the
+    file of a shipped zoo policy ``zoo:NAME`` (agents.zoo; ValueError names the allowed names).
+
+    The one place a policy reference becomes a file: every loader goes through it.
+    """
+    if is_zoo_name(path):
+        return zoo_path(str(path))
     path = Path(path)
     return path / "checkpoints" / "latest.pt" if path.is_dir() else path
+
+
+def is_checkpoint_source(policy: object) -> bool:
+    """True when ``policy`` names a trained policy to load: a ``zoo:NAME`` (known or not: loading it then
+    names the allowed ones) or an existing run directory / checkpoint file. Built-in controller names and
+    paths that do not exist are not."""
+    return is_zoo_name(policy) or (isinstance(policy, str | Path) and Path(policy).exists())
 
 
 def policy_record(policy: ActorCritic, env: dict[str, Any] | None = None) -> dict[str, Any]:

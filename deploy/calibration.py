@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from agents import load_policy_checkpoint, make_policy
+from agents.checkpoint import is_checkpoint_source
 from agents.pid import PIDConfig, PIDController
 from envs.config import SwarmConfig, make_config
 from envs.swarm import QuadSwarmVecEnv
@@ -35,15 +36,17 @@ def default_env_config(num_neighbors: int = 2, scenario: str = "o_random") -> Sw
 
 
 def load_actor(run: str | Path | None, preset: str | None = None, seed: int = 0) -> tuple[nn.Module, SwarmConfig]:
-    """(actor in eval mode, env config) of a run directory / checkpoint, or of an untrained policy preset.
+    """(actor in eval mode, env config) of a run directory / checkpoint / ``zoo:NAME``, or of an untrained
+    policy preset.
 
     A run's policy and environment come from its self-describing checkpoint (agents.load_policy_checkpoint:
     no trainer code, no environment built); a run of a PettingZoo task is refused (deploy/ flies the
     swarm simulator).
     """
     if run is not None:
-        if not Path(run).exists():
-            raise ValueError(f"run {run!r} does not exist (give a run directory or checkpoint, or --policy deployable)")
+        if not is_checkpoint_source(run):
+            raise ValueError(f"run {run!r} does not exist (give a run directory, checkpoint or zoo:NAME, or "
+                             "--policy deployable)")
         loaded = load_policy_checkpoint(run)
         if loaded.env is None or "target" in loaded.env:
             raise ValueError(f"run {run!r} was not trained on the swarm simulator; deploy/ exports quadrotor policies")

@@ -1,4 +1,5 @@
-"""A one-episode demonstration: a built-in controller (``pid_avoid`` by default) flies 8 drones through a column field.
+"""A one-episode demonstration: a built-in controller (``pid_avoid`` by default) or a trained policy (``zoo:NAME``,
+a run) flies 8 drones through a column field.
 
     from marl.demo import run_demo
     metrics = run_demo("runs/demo", seed=0)          # writes topdown.png and episode.json
@@ -14,10 +15,10 @@ import os
 
 import torch
 
-from agents.controllers import make_controller
 from envs.config import make_config
 from envs.plot import contact_points, plot_topdown
 from envs.swarm import QuadSwarmVecEnv
+from marl.evaluate import resolve_policy
 
 SCENARIO = "o_random"
 NUM_DRONES = 8
@@ -29,7 +30,8 @@ QUICK_SECONDS = 6.0  # long enough to see the drones weave through the first row
 def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, policy: str = "pid_avoid") -> dict:
     """Fly one seeded episode with a built-in controller; save ``topdown.png`` and ``episode.json`` in out_dir.
 
-    quick: a 6 s episode instead of the 15 s reference one. policy: a name of agents.controllers.CONTROLLERS;
+    quick: a 6 s episode instead of the 15 s reference one. policy: a name of agents.controllers.CONTROLLERS,
+    a shipped ``zoo:NAME`` or a run directory / checkpoint (whatever marl.evaluate.resolve_policy accepts);
     ``pid_avoid`` reads the SDF and neighbour parts of the observation, while plain ``pid`` flies straight
     at its goal and hits the columns on its way, which the picture shows as red crosses.
     Returns the episode metrics of ``info["episode"]`` as plain floats.
@@ -37,7 +39,7 @@ def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, pol
     seconds = QUICK_SECONDS if quick else EPISODE_SECONDS
     cfg = make_config(num_drones=NUM_DRONES, scenario=SCENARIO, density=DENSITY, episode_seconds=seconds)
     env = QuadSwarmVecEnv(cfg, num_envs=1)
-    controller = make_controller(policy, cfg.dynamics)
+    controller = resolve_policy(policy, cfg)  # a built-in controller, zoo:NAME or a run (ValueError lists them)
 
     obs = env.reset(seed=seed)
     first = env.get_state([0])  # the map and goals of this episode (o_random goals do not move)

@@ -4,23 +4,25 @@ field's metrics (success, collisions by kind, deadlock, distance to goal) with t
     from marl.evaluate import evaluate
     report = evaluate("pid", backend="pybullet", scenario="static_diff_goal", drones=8, episodes=20)
 
-POLICY is a built-in controller name (``pid``, ``pid_avoid``) or a training run directory / checkpoint
-file. This module resolves those names and the run's environment, and writes plots and videos; the
-episodes themselves are flown by the algorithm-free runner of envs.evaluation (all N side by side as
-N environments of one vector env, from one seed), which deploy/ and the benchmarks use too.
+POLICY is a built-in controller name (``pid``, ``pid_avoid``, ``sbc``), a shipped zoo policy
+(``zoo:quickstart``, agents.zoo) or a training run directory / checkpoint file. This module resolves
+those names and the run's environment, and writes plots and videos; the episodes themselves are
+flown by the algorithm-free runner of envs.evaluation (all N side by side as N environments of one
+vector env, from one seed), which deploy/ and the benchmarks use too.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from agents.checkpoint import is_checkpoint_source
 from agents.checkpoint import load_policy as load_checkpoint_policy
 from agents.controllers import CONTROLLERS, make_controller
+from agents.zoo import ZOO_PREFIX, zoo_names
 from envs.config import SwarmConfig, make_config
 from envs.evaluation import BACKENDS, REPORTED, Controller, as_controller, evaluate_swarm, run_first_episodes, summarize
 from envs.plot import contact_points, plot_topdown
@@ -45,17 +47,18 @@ def resolve_policy(
         if cfg is None:
             raise ValueError(f"controller {policy!r} flies the swarm simulator only")
         return as_controller(make_controller(policy, cfg.dynamics, device=device))
-    if Path(policy).exists():
+    if is_checkpoint_source(policy):
         return as_controller(load_checkpoint_policy(policy, device=device), deterministic)
     raise ValueError(
-        f"policy {policy!r} is neither a built-in controller ({', '.join(BUILTIN_POLICIES)}) "
-        "nor an existing run directory or checkpoint file"
+        f"policy {policy!r} is neither a built-in controller ({', '.join(BUILTIN_POLICIES)}), "
+        f"a zoo policy ({', '.join(ZOO_PREFIX + n for n in zoo_names())}) nor an existing run directory or "
+        "checkpoint file"
     )
 
 
 def run_config(policy: str | nn.Module) -> SwarmConfig | PettingZooEnvConfig | None:
     """The environment config a run was trained with (None for built-in controllers and modules)."""
-    if isinstance(policy, nn.Module) or policy in BUILTIN_POLICIES or not Path(policy).exists():
+    if isinstance(policy, nn.Module) or policy in BUILTIN_POLICIES or not is_checkpoint_source(policy):
         return None
     return load_policy(policy)[1]
 
@@ -149,8 +152,8 @@ def evaluate_pettingzoo(
     of a discrete policy can step back and forth between two cells for ever, as in grid worlds).
     """
     if isinstance(policy, str):
-        if not Path(policy).exists():
-            raise ValueError(f"policy {policy!r} is not an existing run directory or checkpoint file")
+        if not is_checkpoint_source(policy):
+            raise ValueError(f"policy {policy!r} is not a zoo policy nor an existing run directory or checkpoint file")
         module = load_checkpoint_policy(policy, device=device)
     else:
         module = policy

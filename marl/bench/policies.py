@@ -8,8 +8,8 @@ the same episodes: marl.evaluate.evaluate runs the N episodes of a cell side by 
 and the maps, starts and goals are drawn at reset before any action, so they depend on the seed and
 the cell only, never on the policy. Each row holds the field's metrics (success, collisions by kind,
 deadlock, distance to goal over the last second, time to goal). Policies are built-in controllers
-(``pid``, ``pid_avoid``, ``sbc``) or training run directories / checkpoint files (whatever
-marl.evaluate accepts).
+(``pid``, ``pid_avoid``, ``sbc``), shipped zoo policies (``zoo:quickstart``) or training run
+directories / checkpoint files (whatever marl.evaluate accepts).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def bench_policies(
     success_rate_std (over episodes), and the cell's wall time. layout None keeps the config default
     (the reference layout). progress: an optional callable given each row as it is done.
     """
-    _check("policies", policies, lambda p: isinstance(p, str) and p != "", "controller names or run paths")
+    _check("policies", policies, lambda p: isinstance(p, str) and p != "", "controller names, zoo:NAME or run paths")
     _check("densities", densities, lambda d: 0.0 <= d < 1.0, "0 <= density < 1")
     _check("drones", drones, lambda m: isinstance(m, int) and m >= 1, "integers >= 1")
     _check("backends", backends, lambda b: b in BACKENDS, ", ".join(BACKENDS))
@@ -172,7 +172,8 @@ def _names(text: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``marl bench policies``."""
     p.add_argument("--policies", type=_names, default=["pid", "pid_avoid", "sbc"],
-                   help="comma-separated controller names or run directories (default pid,pid_avoid,sbc)")
+                   help="comma-separated controller names, zoo:NAME (marl zoo) or run directories "
+                   "(default pid,pid_avoid,sbc)")
     p.add_argument("--densities", type=_floats, default=[0.2, 0.4, 0.6, 0.8], help="default 0.2,0.4,0.6,0.8")
     p.add_argument("--drones", type=_ints, default=[8], help="drone counts, default 8")
     p.add_argument("--backends", type=_names, default=["sim"], help=f"from {', '.join(BACKENDS)}; default sim")

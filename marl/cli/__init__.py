@@ -2,6 +2,7 @@
 
     marl bench sim|train|optim   marl configs [NAME]   marl demo   marl train CONFIG [k=v ...]
     marl eval POLICY   marl export RUN   marl plot RUN   marl sweep CONFIG ... --seeds ...   marl run
+    marl zoo [add RUN --name NAME]   (POLICY / RUN may be a shipped zoo:NAME)
 
 Every module named in ``COMMANDS`` has ``register(sub)`` (adds its parser with ``set_defaults(func=...)``);
 only the module of the command being run is imported, so ``marl configs`` does not load the simulator,
@@ -35,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("plot", "learning curves (PNG) of a run"),
     "sweep": ("sweep", "train and evaluate configs x seeds, one table of mean +- std"),
     "run": ("run", "the main job: demo, train, evaluate (sim + PyBullet), export, benchmark"),
+    "zoo": ("zoo", "list the shipped pretrained policies (zoo:NAME); add a run to the zoo"),
 }
 
 

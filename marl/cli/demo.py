@@ -20,5 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quick", action="store_true", help="a short run (for tests and smoke checks)")
-    p.add_argument("--policy", choices=CONTROLLERS, default="pid_avoid", help="built-in controller (default pid_avoid)")
+    p.add_argument("--policy", default="pid_avoid",
+                   help=f"built-in controller ({', '.join(CONTROLLERS)}), zoo:NAME (marl zoo) or a run dir / "
+                   "checkpoint (default pid_avoid)")
     p.set_defaults(func=_cmd_demo)

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a policy (built-in controller or trained run) and print the field's metrics",
         description="Fly POLICY for N episodes side by side and print success, collisions, deadlock and distance.",
     )
-    ev.add_argument("policy", help=f"built-in controller ({', '.join(BUILTIN_POLICIES)}) or a run dir / checkpoint")
+    ev.add_argument("policy", help=f"built-in controller ({', '.join(BUILTIN_POLICIES)}), zoo:NAME (marl zoo) "
+                                   "or a run dir / checkpoint")
     ev.add_argument("--backend", default="sim", help=f"physics engine: {', '.join(BACKENDS)} (default sim)")
     ev.add_argument("--scenario", default=None, help="scenario name (default: the run's, or o_random)")
     ev.add_argument("--drones", type=int, default=None, help="drones per episode (default: the run's, or 8)")

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "controller_policy.c / report.json / report.md to --out, verify the C against torch on the host "
         "(sanitizers) and, for --target cortex-m4, under QEMU.",
     )
-    ex.add_argument("run", nargs="?", default=None, help="a training run directory or checkpoint file")
+    ex.add_argument("run", nargs="?", default=None,
+                    help="a training run directory, checkpoint file or shipped zoo:NAME (marl zoo)")
     ex.add_argument("--method", choices=METHODS, default="jlcm", help="compression method (default jlcm)")
     ex.add_argument("--bits", type=int, default=None,
                     help="bits per weight index (jlcm / gptq / kmeans / kmeans_w: 2, 3, 4, 8; default 3)")
