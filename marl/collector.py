@@ -26,6 +26,7 @@ from marl.replay import CollisionReplay
 from marl.rollout import RolloutBuffer
 from marl.train_config import RunConfig
 from marl.vec_env import VecEnv, capabilities, make_vec_env
+from quadspec import POS_ERROR
 
 # Episode metrics of the simulator that every record holds (None before the first episode); other
 # environments log the metrics they report (at least episode_return and episode_length).
@@ -187,6 +188,7 @@ class Collector:
         finished = 0
         # Once the BC term has decayed to 0 for good, the teacher is no longer called.
         teacher = self.teacher if self.teacher is not None and self.labels_teacher(progress.update) else None
+        radius = self.cfg.pretrain.bc.radius if teacher is not None else None
         for t in range(tc.rollout_steps):
             if self.caps.collision_scale:
                 env.set_collision_scale(self._collision_scale(progress.agent_steps + t * run_steps_per_step))
@@ -199,6 +201,8 @@ class Collector:
             buf.values[t] = self._denorm(value)
             if teacher is not None:  # every step, on the flown observation: its integral follows the trajectory
                 buf.teacher_actions[t] = teacher(self.obs)
+                buf.teacher_weights[t] = (1.0 if radius is None else
+                                          (self.obs[..., POS_ERROR].norm(dim=-1) < radius).float())
             t_before = env.live.t.clone() if replay is not None else None
             self.obs, reward, terminated, truncated, info = env.step(action)
             done = (terminated | truncated).any(-1)  # [E]: all agents of an env reset together

@@ -130,7 +130,8 @@ def ppo_update(
 
     ``train_actor=False`` (a critic warm-up) leaves the actor as it is: its loss terms get weight 0.
     ``bc_coef`` (``pretrain.bc``; None: off) adds ``bc_coef * mean ||mu - a_teacher||^2`` to the actor's
-    loss, with the buffer's ``teacher_actions``; ``bc_loss`` (that mean) and ``bc_coef`` are then logged.
+    loss, with the buffer's ``teacher_actions``, over the samples its ``teacher_weights`` mark;
+    ``bc_loss`` (that mean) and ``bc_coef`` are then logged.
 
     ``epochs_done``: PPO epochs of the run before this update (the bi-level cadence counts over the
     run); the returned ``epochs`` says how many ran (``target_kl`` may stop early). The policy's
@@ -198,7 +199,9 @@ def _clipped_update(
             else:  # the same pass as evaluate(), keeping the distribution for its mean
                 dist, value = policy(b["obs"][idx])
                 logp, entropy = policy.log_prob(dist, b["actions"][idx]), policy.entropy(dist)
-                bc_loss = (dist.mean - b["teacher_actions"][idx]).square().sum(-1).mean()
+                w = b["teacher_weights"][idx]  # [mb, M]: 1 where the term applies (all, without a radius)
+                err = (dist.mean - b["teacher_actions"][idx]).square().sum(-1)
+                bc_loss = (w * err).sum() / w.sum().clamp_min(1.0)
             log_ratio = logp - b["logprobs"][idx]
             ratio = log_ratio.exp()
             mb_adv = adv[idx]

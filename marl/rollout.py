@@ -20,7 +20,8 @@ class RolloutBuffer:
     def __init__(self, steps: int, num_envs: int, num_agents: int, obs_dim: int, act_dim: int, device="cpu",
                  teacher: bool = False):
         """``teacher``: also hold the teacher's action on every observation (``teacher_actions``, for the
-        behaviour-cloning term of ``pretrain.bc``); without it ``teacher_actions`` is None."""
+        behaviour-cloning term of ``pretrain.bc``) and the samples it applies to (``teacher_weights``);
+        without it both are None."""
         t, e, m = steps, num_envs, num_agents
         z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
         self.steps = steps
@@ -33,6 +34,7 @@ class RolloutBuffer:
         self.advantages = z(t, e, m)
         self.returns = z(t, e, m)
         self.teacher_actions = z(t, e, m, act_dim) if teacher else None  # [T, E, M, 4]
+        self.teacher_weights = z(t, e, m) if teacher else None  # [T, E, M] 1 where the term applies
 
     def compute_gae(self, last_value: torch.Tensor, gamma: float, lam: float) -> None:
         """Fill advantages and returns (= advantages + values) from the stored rollout.
@@ -50,12 +52,12 @@ class RolloutBuffer:
 
     def flat(self) -> dict[str, torch.Tensor]:
         """Views with (T, E) merged into rows B = T * E: obs [B, M, D], actions (and teacher_actions when held)
-        [B, M, 4], others [B, M]."""
+        [B, M, 4], others (teacher_weights) [B, M]."""
         merge = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
         out = {
             "obs": merge(self.obs), "actions": merge(self.actions), "logprobs": merge(self.logprobs),
             "values": merge(self.values), "advantages": merge(self.advantages), "returns": merge(self.returns),
         }
         if self.teacher_actions is not None:
-            out["teacher_actions"] = merge(self.teacher_actions)
+            out["teacher_actions"], out["teacher_weights"] = merge(self.teacher_actions), merge(self.teacher_weights)
         return out

@@ -145,6 +145,10 @@ class BCTermConfig(_Strict):
     updates: int = Field(
         0, ge=0, description="actor updates after which the weight is 0 (linear: needs > 0; geometric: 0 = never)"
     )
+    radius: float | None = Field(
+        None, gt=0, description="only samples whose drone is within this distance of its goal (m), where the "
+        "teacher is precise; the term is their mean (None: every sample)"
+    )
 
     @model_validator(mode="after")
     def _linear_needs_updates(self) -> BCTermConfig:

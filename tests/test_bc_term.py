@@ -117,3 +117,20 @@ def test_a_run_with_the_term_resumes_to_the_same_numbers(tmp_path):
     assert [r["bc_coef"] for r in straight] == [0.0, 1.0, 0.95]  # the critic warm-up, then the decay
     assert [r["bc_loss"] for r in split] == [r["bc_loss"] for r in straight]
     assert [r["policy_loss"] for r in split] == [r["policy_loss"] for r in straight]
+
+
+def test_a_radius_keeps_the_term_to_samples_near_the_goal(tmp_path):
+    cfg = resolve_config("quickstart", [*TINY, *BC, "pretrain.bc.coef=1", "pretrain.bc.radius=1.0"])
+    trainer = Trainer(cfg, tmp_path / "near")
+    trainer.train_step()
+    buf = trainer.sampler.buf
+    assert torch.equal(buf.teacher_weights, (buf.obs[..., 0:3].norm(dim=-1) < 1.0).float())
+    # No sample that close: the term is 0 and the update is plain PPO's.
+    # (Each trainer seeds the global generator its rollouts sample from: build and step one after the other.)
+    tight = Trainer(resolve_config("quickstart", [*TINY, *BC, "pretrain.bc.coef=1", "pretrain.bc.radius=1e-9"]),
+                    tmp_path / "tight")
+    record = tight.train_step()
+    plain = Trainer(resolve_config("quickstart", [*TINY, *BC]), tmp_path / "plain")
+    plain_record = plain.train_step()
+    assert record["bc_loss"] == 0.0 and record["policy_loss"] == plain_record["policy_loss"]
+    assert all(torch.equal(a, b) for a, b in zip(tight.policy.parameters(), plain.policy.parameters(), strict=True))
