@@ -1,6 +1,7 @@
 """The README's main job as one list of ``marl`` commands: ``marl run`` (what ``make run`` calls).
 
-    marl run                     # demo, train quickstart, eval (sim + PyBullet, video), export, bench
+    marl run                     # demo, train quickstart, eval (sim + PyBullet, video), obstacle flight
+                                 # (zoo:swarm8_obstacles next to pid_avoid in PyBullet, video), export, bench
     marl run --quick --out tmp   # the same commands at tiny budgets (what tests/test_pipeline.py runs)
 
 ``main_job(out, quick)`` is the one list of steps, so the Makefile and the test cannot drift apart. Each
@@ -21,6 +22,12 @@ from typing import Any
 
 RUN_NAME = "quickstart"  # the run directory under --out
 CONFIG = "quickstart_dagger"  # the deployable policy imitating pid_avoid: 2-3 cm from its goal in minutes
+# Obstacle flight a newcomer sees in minutes: the shipped obstacle policy beside the controller it is measured
+# against, in PyBullet on the same maps (one seed: the maps, starts and goals do not depend on the policy).
+OBSTACLE_POLICIES = ("pid_avoid", "zoo:swarm8_obstacles")
+OBSTACLE_TASK = ("--scenario", "o_random", "--drones", "8", "--density", "0.2")
+OBSTACLE_SEED = 2000  # the held-out PyBullet seed of the zoo's evaluations
+OBSTACLES = "obstacles"  # their directory under --out
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,23 @@ def main_job(out: str | Path = "runs", quick: bool = False) -> list[Step]:
         Step("eval_sim", ("eval", str(run), "--episodes", str(episodes_sim), *short, "--json"), json_out=True),
         Step("eval_pybullet", ("eval", str(run), "--backend", "pybullet", "--episodes", str(episodes_pyb), *short,
                                "--video", str(run / "episode.mp4"), "--json"), json_out=True),
+        *(Step(_obstacle_step(policy), ("eval", policy, "--backend", "pybullet", *OBSTACLE_TASK, "--seed",
+                                        str(OBSTACLE_SEED), "--episodes", str(episodes_pyb), *short,
+                                        "--video", str(_obstacle_video(out, policy)), "--json"), json_out=True)
+          for policy in OBSTACLE_POLICIES),
         Step("export", ("export", str(run), "--method", "jlcm", "--bits", "3", "--target", "cortex-m4", "--out",
                         str(export), "--onnx", "--closed-loop", str(closed_loop), "--json"), json_out=True),
         Step("bench_sim", ("bench", "sim", "--drones", "8", *bench, "--density", "0.2", "--json"), json_out=True),
     ]
+
+
+def _obstacle_step(policy: str) -> str:
+    """The step name of ``policy``'s obstacle flight: obstacles_pid_avoid, obstacles_zoo_swarm8_obstacles."""
+    return "obstacles_" + policy.replace(":", "_")
+
+
+def _obstacle_video(out: Path, policy: str) -> Path:
+    return out / OBSTACLES / f"{policy.replace(':', '_')}.mp4"
 
 
 def run_pipeline(out: str | Path = "runs", quick: bool = False) -> dict[str, Any]:
@@ -120,16 +140,24 @@ def summarize(results: dict[str, Any], out: Path, seconds: dict[str, float], wal
             "instructions_per_inference": exp.get("instructions_per_inference"),
             "closed_loop_success": {b: jlcm.get(f"success_{b}") for b in ("sim", "pybullet")},
         },
+        "obstacles": {
+            "backend": "pybullet", "scenario": "o_random", "drones": 8, "density": 0.2, "seed": OBSTACLE_SEED,
+            "policies": {p: _flight(results[_obstacle_step(p)], OBSTACLE_KEYS) for p in OBSTACLE_POLICIES},
+        },
         "bench_agent_steps_per_s": results["bench_sim"]["agent_steps_per_s"],
         "files": {
             "demo": str(out / "demo" / "topdown.png"), "plots": str(run / "plots"), "video": str(run / "episode.mp4"),
+            **{f"video {p}": str(_obstacle_video(out, p)) for p in OBSTACLE_POLICIES},
             "report": str(run / "export" / "report.md"), "c_source": str(run / "export" / "policy.c"),
         },
     }
 
 
-def _flight(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("episodes", "success_rate", "distance_to_goal_1s", "collision_rate")
+FLIGHT_KEYS = ("episodes", "success_rate", "distance_to_goal_1s", "collision_rate")
+OBSTACLE_KEYS = (*FLIGHT_KEYS, "obstacle_collision_rate", "time_to_goal")
+
+
+def _flight(report: dict[str, Any], keys: tuple[str, ...] = FLIGHT_KEYS) -> dict[str, Any]:
     return {k: report[k] for k in keys if k in report}
 
 
@@ -152,6 +180,11 @@ def format_summary(s: dict[str, Any]) -> str:
         f"success {num(tr['success_rate'], '.2f')}",
         f"  simulator          {flight('sim')}",
         f"  PyBullet           {flight('pybullet')}",
+        f"  obstacle flight    PyBullet, o_random, 8 drones, density 0.2, seed {s['obstacles']['seed']}:",
+        *(f"    {p:<22} success {f['success_rate']:.2f}, obstacle collisions {f['obstacle_collision_rate']:.2f}, "
+          f"distance to goal (last 1 s) {f['distance_to_goal_1s']:.3f} m, time to goal "
+          f"{num(f.get('time_to_goal'), '.1f')} s ({f['episodes']} episodes)"
+          for p, f in s["obstacles"]["policies"].items()),
         f"  export             {ex['method'].upper()} {ex['bits']}-bit: {ex['weight_bytes']:,} weight bytes vs "
         f"{ex['float32_weight_bytes']:,} float32 ({ex['float32_weight_bytes'] / ex['weight_bytes']:.1f}x smaller), "
         f"max action error {ex['max_abs_action_error']:.3f}",
