@@ -58,6 +58,8 @@ ROWS: tuple[Row, ...] = (
     Row("gptq+alloc 3 (JLCM 3's bytes)", "gptq", 3, {"allocate": True}, jlcm_budget=True),
     Row("gptq+alloc+tune_float 3 (JLCM 3's bytes)", "gptq", 3, {"allocate": True, "tune_float": True},
         seeded=True, jlcm_budget=True),
+    Row("gptq+alloc+tune_float 3 (int 3-bit bytes)", "gptq", 3, {"allocate": True, "tune_float": True},
+        seeded=True),
     Row("jlcm 2", "jlcm", 2, seeded=True),
     Row("jlcm 3", "jlcm", 3, seeded=True),
     Row("jlcm 4", "jlcm", 4, seeded=True),
