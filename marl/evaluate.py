@@ -83,6 +83,15 @@ def eval_config(
         if value is not None:
             values[key] = value
     values.update(overrides)
+    # A density or column size asked for is the one flown: a run trained over a range would otherwise
+    # keep drawing from its range, and every cell of a benchmark would fly the same mixture.
+    rnd = dict(values.get("randomization") or {})
+    if density is not None:
+        rnd["density_range"] = None
+    if "obstacle_size" in overrides:
+        rnd["size_range"] = None
+    if rnd:
+        values["randomization"] = rnd
     return make_config(**values)
 
 

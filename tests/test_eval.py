@@ -108,3 +108,17 @@ def test_episode_runner_is_algorithm_free_and_is_what_marl_evaluate_reports():
     assert short["pos"].shape[0] < rec["pos"].shape[0]
     with pytest.raises(ValueError, match="sim, pybullet"):
         evaluate_swarm(make_controller("pid", cfg.dynamics), cfg, backend="gazebo")
+
+
+def test_eval_config_flies_the_density_asked_for_not_the_runs_range():
+    """A run trained over a density range is evaluated at the density a benchmark cell asks for."""
+    from envs.config import make_config
+    from marl.evaluate import eval_config
+
+    base = make_config(scenario="o_random", num_drones=8, randomization={"density_range": (0.2, 0.8),
+                                                                           "size_range": (0.6, 0.8)})
+    cfg = eval_config("pid", density=0.6, base=base, obstacle_size=0.7)
+    assert cfg.density == 0.6 and cfg.obstacle_size == 0.7
+    assert cfg.randomization.density_range is None and cfg.randomization.size_range is None
+    kept = eval_config("pid", base=base)  # nothing asked for: the run's own range stays
+    assert kept.randomization.density_range == (0.2, 0.8)
