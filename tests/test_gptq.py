@@ -150,3 +150,26 @@ def test_cli_export_gptq_bad_input_exit_2(capsys, tmp_path):
     assert main(["export", "--policy", "deployable", "--method", "gptq", "--calib", "none", "--out",
                  str(tmp_path)]) == 2
     assert "'gptq' needs calibration states" in capsys.readouterr().err
+
+
+def test_bench_compress_rows_and_table(capsys):
+    """``marl bench compress``: an unknown row label is refused naming the allowed ones (before any work);
+    the table shows mean ± std for seeded rows and a single figure otherwise."""
+    from marl.bench.compress import markdown_table
+    from marl.cli import main
+
+    assert main(["bench", "compress", "no_such_run", "--rows", "jlcm 9"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown 'jlcm 9'" in err and "gptq+alloc 3 (JLCM 3's bytes)" in err
+
+    def stat(m, s=0.0):
+        return {"mean": m, "std": s}
+
+    rows = [{"label": "gptq 3", "n": 1, "weight_bytes": stat(2092), "bits_per_weight": stat(4.8),
+             "max_abs_action_error": stat(0.79), "mean_abs_action_error": stat(0.068), "success_sim": stat(0.995)},
+            {"label": "jlcm 3", "n": 3, "weight_bytes": stat(1629), "bits_per_weight": stat(3.74),
+             "max_abs_action_error": stat(0.21, 0.02), "mean_abs_action_error": stat(0.014, 0.001),
+             "success_sim": stat(0.977, 0.016)}]
+    table = markdown_table({"backends": ["sim"], "rows": rows})
+    assert "| gptq 3 | 2,092 | 4.80 | 0.790 | 0.0680 | 0.995 | 1 |" in table
+    assert "| jlcm 3 | 1,629 | 3.74 | 0.210 ± 0.020 | 0.0140 ± 0.0010 | 0.977 ± 0.016 | 3 |" in table
