@@ -64,6 +64,10 @@ ROWS: tuple[Row, ...] = (
     Row("jlcm 3", "jlcm", 3, seeded=True),
     Row("jlcm 4", "jlcm", 4, seeded=True),
     Row("jlcm 3 mappings frozen after GPTQ", "jlcm", 3, {"map_every": 10**9}, seeded=True),
+    # JLCM's format, allocation, GPTQ mappings and re-learned float32 parameters, nothing of the codebook learned:
+    # what the codebook + scale learning adds over the format
+    Row("jlcm 3 codebooks + mappings frozen (tune_float only)", "jlcm", 3,
+        {"map_every": 10**9, "lr_codebook": 1e-12}, seeded=True),
 )
 
 
