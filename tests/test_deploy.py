@@ -13,6 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import actor_and_states
 from torch import nn
 
 from agents import make_policy
@@ -26,15 +27,8 @@ from envs.observations import obs_spec
 
 @pytest.fixture(scope="module")
 def setup():
-    """A deployable attention actor with a 100x action layer (actions span [-1, 1]) and recorded states."""
-    torch.manual_seed(0)
-    cfg = default_env_config(2)
-    actor = make_policy("attention", obs_spec(2), 8, preset="deployable").actor.eval()
-    with torch.no_grad():
-        actor.mean.weight.mul_(100.0)
-    calib = record_states(cfg, 1024, seed=0, steps=200)
-    test = record_states(cfg, 1000, seed=1, steps=200)
-    return actor, calib, test
+    """conftest.actor_and_states: the actor, calibration and 1000 test states."""
+    return actor_and_states(1000)
 
 
 def _export(actor, q, test, build):

@@ -6,15 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import actor_and_states
 from torch import nn
 
-from agents import make_policy
 from deploy import verify
-from deploy.calibration import default_env_config, record_states
 from deploy.export_c import generate_c
 from deploy.gptq import gptq_quantize, kmeans_weighted_layer, round_to_grid, uniform_scales
 from deploy.quantize import quantize_actor, quantize_kmeans
-from envs.observations import obs_spec
 
 
 def _layer_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,15 +86,8 @@ def test_weighted_kmeans_beats_plain_kmeans_in_weighted_error():
 
 @pytest.fixture(scope="module")
 def setup():
-    """A deployable attention actor with a 100x action layer (actions span [-1, 1]) and recorded states."""
-    torch.manual_seed(0)
-    cfg = default_env_config(2)
-    actor = make_policy("attention", obs_spec(2), 8, preset="deployable").actor.eval()
-    with torch.no_grad():
-        actor.mean.weight.mul_(100.0)
-    calib = record_states(cfg, 1024, seed=0, steps=200)
-    test = record_states(cfg, 200, seed=1, steps=200)
-    return actor, calib, test
+    """conftest.actor_and_states: the actor, calibration and 200 test states."""
+    return actor_and_states(200)
 
 
 def test_tune_float_lowers_the_calibration_loss(setup):
