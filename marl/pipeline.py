@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 RUN_NAME = "quickstart"  # the run directory under --out
-CONFIG = "quickstart_dagger"  # the deployable policy imitating pid_avoid: 2-3 cm from its goal in minutes
+CONFIG = "quickstart_finetune"  # imitation of pid_avoid, then PPO with a BC term near the goal: ~2 cm in both backends
 # Obstacle flight a newcomer sees in minutes: the shipped obstacle policy beside the controller it is measured
 # against, in PyBullet on the same maps (one seed: the maps, starts and goals do not depend on the policy).
 OBSTACLE_POLICIES = ("pid_avoid", "zoo:swarm8_obstacles")
@@ -50,7 +50,7 @@ def main_job(out: str | Path = "runs", quick: bool = False) -> list[Step]:
     export = run / "export"
     episodes_sim, episodes_pyb, closed_loop = (4, 2, 2) if quick else (64, 20, 20)
     short = ("--episode-seconds", "2") if quick else ()
-    # --quick: one round of behaviour cloning on 4 swarms and one critic-only update
+    # --quick: one round of behaviour cloning on 4 swarms and one critic-only update (no actor update)
     train_budget = ("--steps", "32768", "pretrain.iterations=0", "pretrain.num_envs=4", "pretrain.fit_steps=20") \
         if quick else ()
     bench = ("--envs", "64", "--steps", "10") if quick else ("--envs", "1024", "--steps", "100")
