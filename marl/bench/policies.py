@@ -129,20 +129,25 @@ def plot_policies(result: dict[str, Any], path: str | Path) -> str:
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
+    policies = result["settings"]["policies"]
+    colour = {p: f"C{i}" for i, p in enumerate(policies)}  # one colour per policy in every panel
     panels = sorted({(r["backend"], r["drones"], r["obstacle_size"]) for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True)
     for ax, (backend, m, size) in zip(axes[0], panels, strict=True):
         panel = [r for r in rows if (r["backend"], r["drones"], r["obstacle_size"]) == (backend, m, size)]
-        for policy in result["settings"]["policies"]:
+        for policy in policies:
             pts = sorted((r["density"], r["success_rate"]) for r in panel if r["policy"] == policy)
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=Path(policy).name if "/" in policy else policy)
+                ax.plot(*zip(*pts, strict=True), marker="o", color=colour[policy],
+                        label=Path(policy).name if "/" in policy else policy)
         ax.set_title(f"{backend}, {m} drones, {size:.2f} m columns", fontsize=9)
         ax.set_xlabel("obstacle density")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"success ({result['settings']['episodes']} episodes)")
-    axes[0][0].legend(fontsize=8, loc="lower left")
+    episodes = result["settings"]["episodes"]
+    axes[0][0].set_ylabel(f"success ({episodes} episodes)" if isinstance(episodes, int) else "success")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}  # every policy, whichever panel has it
+    axes[0][0].legend(handles.values(), handles.keys(), fontsize=8, loc="lower left")
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
