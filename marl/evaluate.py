@@ -184,8 +184,9 @@ def evaluate_pettingzoo(
 
 def evaluate_policy(policy: nn.Module, cfg: Any, episodes: int = 20, **kwargs: Any) -> dict[str, Any]:
     """Evaluate an in-memory policy on the environment of ``cfg`` (a run config with ``.env``, or a
-    SwarmConfig): the trainer's end-of-run and periodic evaluations."""
+    SwarmConfig): the trainer's end-of-run and periodic evaluations, on the policy's device unless given."""
     env_cfg = cfg.env if hasattr(cfg, "env") else cfg
+    kwargs.setdefault("device", str(next(policy.parameters()).device))
     return evaluate(policy, episodes=episodes, env_config=env_cfg, **kwargs)
 
 

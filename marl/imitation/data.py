@@ -76,13 +76,15 @@ def quickstart_env() -> SwarmConfig:
     return resolve_config("quickstart").env
 
 
-def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None) -> Teacher:
+def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None,
+                 device: str | torch.device = "cpu") -> Teacher:
     """The built-in controller called ``name`` (``agents.controllers.CONTROLLERS``: pid, pid_avoid, sbc) with
-    the env's vehicle constants, or ``name`` itself when it is already a callable obs [E, M, D] -> actions."""
+    the env's vehicle constants, on ``device``, or ``name`` itself when it is already a callable obs [E, M, D] ->
+    actions."""
     if callable(name):
         return name
     if name in CONTROLLERS:
-        return make_controller(name, env_cfg.dynamics if env_cfg is not None else PIDConfig())
+        return make_controller(name, env_cfg.dynamics if env_cfg is not None else PIDConfig(), device=device)
     raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(CONTROLLERS)} or a callable obs [E, M, D] -> "
                      "actions [E, M, 4]")
 
@@ -170,6 +172,7 @@ def rollout(
     steps: int | None = None,
     record_every: int = 5,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> RolloutResult:
     """Fly ``num_envs`` swarms for ``steps`` control steps (default one episode) and label the states.
 
@@ -177,6 +180,7 @@ def rollout(
     deterministic action otherwise (``beta`` must be 1 without a student). Every ``record_every``-th
     step's observations [E, M, D] are recorded with the teacher's actions on them. The teacher is
     called every step (its state follows the flown trajectory) and reset where an episode restarts.
+    The swarms, a built-in teacher and the recorded data live on ``device`` (the student's, too).
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta={beta} must lie in [0, 1]")
@@ -184,10 +188,11 @@ def rollout(
         raise ValueError("beta < 1 needs a student to fly the other steps")
     if record_every < 1:
         raise ValueError(f"record_every={record_every} must be >= 1")
-    teacher = make_teacher(teacher, env_cfg)
-    env = QuadSwarmVecEnv(env_cfg, num_envs=num_envs)
+    teacher = make_teacher(teacher, env_cfg, device)
+    env = QuadSwarmVecEnv(env_cfg, num_envs=num_envs, device=device)
     steps = env.episode_steps if steps is None else steps
-    gen = torch.Generator().manual_seed(seed + 7919)  # the mixture's coin flips
+    gen = torch.Generator().manual_seed(seed + 7919)  # the mixture's coin flips: on the CPU, so every device
+    # draws the same ones
     obs = env.reset(seed=seed)
     _reset_teacher(teacher, None)
     rec_obs, rec_act, episodes = [], [], []
@@ -201,7 +206,7 @@ def rollout(
             act, use = label, torch.ones(num_envs, dtype=torch.bool)
         else:
             use = torch.rand(num_envs, generator=gen) < beta  # [E]
-            act = torch.where(use.view(-1, 1, 1), label, student_actions(student, obs))
+            act = torch.where(use.to(env.device).view(-1, 1, 1), label, student_actions(student, obs))
         teacher_steps += int(use.sum())
         obs, _, _, _, info = env.step(act)
         if "episode" in info:
@@ -215,18 +220,20 @@ def rollout(
 
 def record_teacher(
     env_cfg: SwarmConfig, teacher: str | Teacher = "pid", *, num_envs: int = 8, steps: int | None = None,
-    record_every: int = 5, seed: int = 0,
+    record_every: int = 5, seed: int = 0, device: str | torch.device = "cpu",
 ) -> ImitationData:
     """Behaviour-cloning data: the teacher flies alone; its visited states with its actions."""
-    return rollout(env_cfg, teacher, num_envs=num_envs, steps=steps, record_every=record_every, seed=seed).data
+    return rollout(env_cfg, teacher, num_envs=num_envs, steps=steps, record_every=record_every, seed=seed,
+                   device=device).data
 
 
 def evaluate_closed_loop(
-    student: nn.Module, env_cfg: SwarmConfig, *, num_envs: int = 8, seed: int = 1000
+    student: nn.Module, env_cfg: SwarmConfig, *, num_envs: int = 8, seed: int = 1000,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """The student alone (deterministic actions) for one episode of ``num_envs`` swarms: mean episode metrics
-    (``success_rate``, ``collision_rate``, ``distance_to_goal_1s``, ...)."""
-    env = QuadSwarmVecEnv(env_cfg, num_envs=num_envs)
+    """The student alone (deterministic actions) for one episode of ``num_envs`` swarms on ``device`` (the
+    student's): mean episode metrics (``success_rate``, ``collision_rate``, ``distance_to_goal_1s``, ...)."""
+    env = QuadSwarmVecEnv(env_cfg, num_envs=num_envs, device=device)
     obs = env.reset(seed=seed)
     for _ in range(env.episode_steps):
         obs, _, _, _, info = env.step(student_actions(student, obs))

@@ -116,7 +116,7 @@ def fit(
         result.eval_curve.append((0, imitation_loss(student, eval_data)))
 
     for step in range(1, steps + 1):
-        b = torch.randint(len(data), (min(batch, len(data)),), generator=gen)
+        b = torch.randint(len(data), (min(batch, len(data)),), generator=gen).to(data.obs.device)
         obs, act = data.obs[b], data.actions[b]
         if name == "sso":
             opt.step((obs, act))
@@ -184,11 +184,13 @@ def behaviour_cloning(
     With ``eval_envs`` > 0 the student then flies one episode alone in that many swarms (closed loop).
     """
     check_optimizer(optimizer)
+    device = next(student.parameters()).device
     data = record_teacher(env_cfg, teacher, num_envs=num_envs, steps=rollout_steps, record_every=record_every,
-                          seed=seed)
+                          seed=seed, device=device)
     res = fit(student, data, optimizer=optimizer, steps=fit_steps, batch=batch, lr=lr,
               optimizer_kwargs=optimizer_kwargs, seed=seed)
-    closed = evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000) if eval_envs else {}
+    closed = (evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000, device=device)
+              if eval_envs else {})
     return BCResult(data, res, closed)
 
 
@@ -231,21 +233,26 @@ def dagger(
     optimizer_kwargs: dict[str, Any] | None = None,
     eval_envs: int = 0,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> DAggerResult:
     """DAgger: BC, then ``iterations`` rounds of (fly the mixture, label with the teacher, aggregate, refit).
 
     Round i >= 1 flies beta_i = ``beta0 * beta_decay ** (i - 1)``; every round rolls out with its own seed
     (``seed + i``). With ``eval_envs`` > 0 the student flies one episode alone after each refit.
+    Swarms, teacher and data live on ``device`` (default: the student's).
     """
     check_optimizer(optimizer)
     if iterations < 0 or not 0.0 <= beta0 <= 1.0 or not 0.0 <= beta_decay <= 1.0:
         raise ValueError(f"need iterations >= 0 and beta0, beta_decay in [0, 1], got {iterations}, {beta0}, "
                          f"{beta_decay}")
-    teacher = make_teacher(teacher, env_cfg)
+    if device is None:
+        device = next(student.parameters()).device
+    student.to(device)
+    teacher = make_teacher(teacher, env_cfg, device)
     # Only the loss after each refit is kept: scoring the growing aggregate along the way is skipped.
     fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
               "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps}
-    roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every}
+    roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every, "device": device}
     history: list[DAggerIteration] = []
     data: ImitationData | None = None
     for i in range(iterations + 1):
@@ -253,7 +260,8 @@ def dagger(
         ro = rollout(env_cfg, teacher, student if beta < 1.0 else None, beta=beta, seed=seed + i, **roll_kw)
         data = ro.data if data is None else data.extend(ro.data)
         res = fit(student, data, seed=seed + i, **fit_kw)
-        closed = evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000) if eval_envs else {}
+        closed = (evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000, device=device)
+                  if eval_envs else {})
         history.append(DAggerIteration(i, beta, ro.teacher_fraction, len(ro.data), len(data), res.final_loss, closed))
     assert data is not None
     return DAggerResult(data, history)
