@@ -141,7 +141,7 @@ class Collector:
         self.caps = capabilities(self.env)
         self.num_agents = self.env.num_agents
         self.policy = policy.to(self.device)
-        self.value_norm = ValueNorm() if tc.norm_value else None
+        self.value_norm = ValueNorm().to(self.device) if tc.norm_value else None
         # pretrain.bc: a teacher labels every observation the policy flies (built only when the term is on,
         # so a run without it calls no controller and stores nothing more).
         bc = cfg.pretrain.bc if cfg.pretrain is not None else None

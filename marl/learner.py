@@ -50,7 +50,7 @@ class Learner:
         self.optimizers = make_optimizers(cfg, policy)
         # The optimiser whose learning rate follows train.lr's schedule and whose state is checkpointed.
         self.optimizer = self.optimizers.policy or self.optimizers.value
-        self.value_norm = ValueNorm() if tc.norm_value else None
+        self.value_norm = ValueNorm().to(self.device) if tc.norm_value else None
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # minibatch order
         self.num_updates = math.ceil(tc.total_agent_steps / steps_per_update)
         self.update = 0  # completed updates

@@ -63,7 +63,7 @@ class ValueNorm(nn.Module):
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) as float32 scalars; (0, 1) before the first update."""
         if float(self.debias) == 0.0:
-            return torch.tensor(0.0), torch.tensor(1.0)
+            return torch.zeros((), device=self.mean.device), torch.ones((), device=self.mean.device)
         mean = self.mean / self.debias
         var = (self.mean_sq / self.debias - mean**2).clamp_min(self.eps)
         return mean.float(), var.sqrt().float()

@@ -69,6 +69,7 @@ def test_a_training_run_computes_on_the_configured_device_end_to_end(tmp_path):
     assert _on(dict(learner.policy.named_parameters()), want) == []
     assert _on(dict(sampler.policy.named_parameters()), want) == []
     assert _on(vars(sampler.buf), want) == []
+    assert _on(dict(learner.value_norm.named_buffers()), want) == []  # the critic's target statistics
     assert sampler.buf.teacher_actions is not None  # the BC term's labels are collected
     assert sampler.env.device == want and sampler.obs.device == want
     assert _on(vars(sampler.env), want) == [] and _on(vars(sampler.env.live), want) == []
