@@ -28,6 +28,11 @@ TINY = [f"train.device={DEVICE}", "train.num_envs=4", "train.rollout_steps=16", 
         "logging.progress=false"]
 
 
+def _resolved(device: str | torch.device) -> torch.device:
+    """The device a tensor created on ``device`` reports (with its index)."""
+    return torch.empty(0, device=device).device
+
+
 def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> list[str]:
     """Names of the tensors that are not on ``device``."""
     return [k for k, t in tensors.items() if isinstance(t, torch.Tensor) and t.device != device]
@@ -62,15 +67,13 @@ def test_a_training_run_computes_on_the_configured_device_end_to_end(tmp_path):
     # One more update on a fresh trainer: every tensor the loop touches is on the configured device.
     trainer = Trainer(cfg, tmp_path / "probe")
     trainer.train_step()
-    want = torch.device(DEVICE)
-    if want.type == "cuda" and want.index is None:
-        want = torch.device("cuda", torch.cuda.current_device())
+    want = _resolved(DEVICE)  # "cuda" names cuda:0 (the current device); tensors report the index
     sampler, learner = trainer.sampler, trainer.learner
     assert _on(dict(learner.policy.named_parameters()), want) == []
     assert _on(dict(sampler.policy.named_parameters()), want) == []
     assert _on(vars(sampler.buf), want) == []
     assert _on(dict(learner.value_norm.named_buffers()), want) == []  # the critic's target statistics
     assert sampler.buf.teacher_actions is not None  # the BC term's labels are collected
-    assert sampler.env.device == want and sampler.obs.device == want
+    assert _resolved(sampler.env.device) == want and sampler.obs.device == want
     assert _on(vars(sampler.env), want) == [] and _on(vars(sampler.env.live), want) == []
     assert _on(vars(sampler.teacher), want) == []
