@@ -1,9 +1,9 @@
 """Warm start: the ``pretrain:`` section, run once on a fresh run's policy before reinforcement learning.
 
 DAgger of a built-in controller (``pid_avoid`` by default) into the policy's action means
-(``marl.imitation.dagger``); the learner then trains only the critic for ``critic_warmup_updates``.
-The rollouts it flies count towards the run's agent steps and wall time, so a run's time to success
-includes its warm start.
+(``marl.imitation.dagger``), or the weights of a trained policy (``init_from``: fine-tuning one); the
+learner then trains only the critic for ``critic_warmup_updates``. The rollouts it flies count towards
+the run's agent steps and wall time, so a run's time to success includes its warm start.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from agents.base import ActorCritic
+from agents.checkpoint import load_policy
 from envs.config import SwarmConfig
 from marl.imitation import dagger
 from marl.train_config import PretrainConfig
@@ -20,6 +21,9 @@ from marl.train_config import PretrainConfig
 def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: int = 0) -> dict[str, Any]:
     """Imitate ``cfg.teacher`` into ``policy`` in place; returns what it cost and how well the fit went."""
     t0 = time.perf_counter()
+    if cfg.init_from is not None:
+        load_weights(policy, cfg.init_from)
+        return {"init_from": cfg.init_from, "wall_s": time.perf_counter() - t0, "agent_steps": 0}
     result = dagger(policy, env, cfg.teacher, iterations=cfg.iterations, beta0=cfg.beta0, beta_decay=cfg.beta_decay,
                     optimizer=cfg.optimizer, num_envs=cfg.num_envs, fit_steps=cfg.fit_steps, batch=cfg.batch,
                     lr=cfg.lr, seed=seed)
@@ -32,3 +36,20 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
         "fit_loss": result.iterations[-1].fit_loss,
         "teacher_fraction": [it.teacher_fraction for it in result.iterations],
     }
+
+
+def load_weights(policy: ActorCritic, source: str) -> None:
+    """Copy the weights of the trained policy at ``source`` into ``policy`` in place, except the action
+    log-std (the run's ``agent.init_log_std`` sets its exploration). ValueError when the two differ in shape."""
+    trained = load_policy(source, device=next(policy.parameters()).device)
+    own = policy.state_dict()
+    keep = {k for k in own if k.endswith("log_std")}
+    state = {k: v for k, v in trained.state_dict().items() if k not in keep}
+    try:
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise ValueError(f"pretrain.init_from={source!r} does not fit agent: {err}") from None
+    if unexpected or set(missing) - keep:
+        raise ValueError(f"pretrain.init_from={source!r} is a {type(trained).__name__} whose weights do not fit "
+                         f"agent ({type(policy).__name__}): missing {sorted(set(missing) - keep)}, "
+                         f"unexpected {sorted(unexpected)}")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.checkpoint import is_checkpoint_source
 from agents.config import PolicyConfig
 from agents.controllers import CONTROLLERS
 from envs.config import SwarmConfig
@@ -183,6 +184,10 @@ class PretrainConfig(_Strict):
     optimizer: str = Field("adam", description="optimiser of the regression (sso or any registry name)")
     lr: float = Field(1e-3, gt=0)
     critic_warmup_updates: int = Field(5, ge=0, description="first PPO updates that leave the actor alone")
+    init_from: str | None = Field(
+        None, description="start from this trained policy instead of DAgger: a run directory, checkpoint file or "
+        "zoo:NAME of the same architecture (its action log-std is replaced by agent.init_log_std)"
+    )
     # None (not a zero-weight section) keeps the resolved config of runs without the term unchanged, so
     # they still resume from checkpoints written before the term existed.
     bc: BCTermConfig | None = Field(None, description="behaviour-cloning term in PPO's actor loss (off when None)")
@@ -203,6 +208,13 @@ class PretrainConfig(_Strict):
     def _known(cls, v: str) -> str:
         if v.lower() != "sso":
             check_optimizer_name(v)
+        return v
+
+    @field_validator("init_from")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        if v is not None and not is_checkpoint_source(v):
+            raise ValueError(f"init_from={v!r} is neither an existing run directory / checkpoint file nor zoo:NAME")
         return v
 
 

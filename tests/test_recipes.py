@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from agents.checkpoint import load_policy
 from envs.config import RewardConfig
 from envs.rewards import swarm_reward
 from marl.train_config import resolve_config
@@ -15,6 +16,7 @@ from marl.trainer import Trainer, train
 
 TINY = ["train.num_envs=16", "train.rollout_steps=16", "train.minibatches=2", "train.epochs=2",
         "logging.tensorboard=false", "logging.progress=false"]
+SHORT = ["env.episode_seconds=2.0", "train.eval_episodes=2"]
 PRETRAIN = ["pretrain.iterations=1", "pretrain.num_envs=4", "pretrain.fit_steps=30", "pretrain.critic_warmup_updates=2"]
 
 
@@ -42,11 +44,35 @@ def test_pretrain_imitates_then_warms_up_the_critic_before_the_actor_moves(tmp_p
     assert any(not torch.equal(before[k], v) for k, v in warmed.policy.actor.state_dict().items())
 
 
+def test_pretrain_init_from_starts_from_a_trained_policy_with_the_runs_exploration(tmp_path):
+    cfg = resolve_config("swarm8_obstacles_dagger", [*TINY, "pretrain.init_from=zoo:swarm8_obstacles",
+                                                     "agent.init_log_std=-2.3", "train.total_agent_steps=2048",
+                                                     "pretrain.critic_warmup_updates=1", *SHORT])
+    summary = train(cfg, tmp_path / "run")
+    warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    assert warm["init_from"] == "zoo:swarm8_obstacles" and warm["agent_steps"] == 0
+    assert summary["agent_steps"] == 2048  # no DAgger rollouts were flown
+    zoo = load_policy("zoo:swarm8_obstacles").actor.state_dict()
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)
+    actor = {k[len("actor."):]: v for k, v in ckpt["model"].items() if k.startswith("actor.")}
+    # The single update was the critic's: the actor is the zoo's, but for the exploration the run asked for.
+    assert all(torch.equal(actor[k], v) for k, v in zoo.items() if not k.endswith("log_std"))
+    assert torch.allclose(actor["log_std"], torch.full_like(actor["log_std"], -2.3))
+    assert not torch.allclose(zoo["log_std"], actor["log_std"])
+    # A policy of another shape (the large preset's) is refused, naming the field.
+    other = resolve_config("swarm8_obstacles_dagger", [*TINY, "pretrain.init_from=zoo:swarm8_obstacles",
+                                                       "agent.preset=large", *SHORT])
+    with pytest.raises(ValueError, match="pretrain.init_from='zoo:swarm8_obstacles' does not fit"):
+        train(other, tmp_path / "other")
+
+
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
     with pytest.raises(ValueError, match="pid_avoid"):
         resolve_config("quickstart", ["pretrain.teacher=lqr"])
     with pytest.raises(ValueError, match="optim.name='sso'"):
         resolve_config("predator_prey_commformer", ["optim.name=sso"])
+    with pytest.raises(ValueError, match="init_from='runs/nowhere'"):
+        resolve_config("quickstart", ["pretrain.init_from=runs/nowhere"])
 
 
 def test_goal_holding_bonus_pays_most_within_its_radius():
