@@ -183,6 +183,11 @@ class PretrainConfig(_Strict):
     batch: int = Field(64, ge=1, description="rows (env steps of all drones) per minibatch")
     optimizer: str = Field("adam", description="optimiser of the regression (sso or any registry name)")
     lr: float = Field(1e-3, gt=0)
+    # None, not 0: earlier runs' resolved configs stay the same, so they still resume (as for bc below).
+    hazard_weight: float | None = Field(
+        None, ge=0, description="weight each imitated sample by 1 + this x its proximity to a column or drone "
+        "(None = plain mean squared error)"
+    )
     critic_warmup_updates: int = Field(5, ge=0, description="first PPO updates that leave the actor alone")
     init_from: str | None = Field(
         None, description="start from this trained policy instead of DAgger: a run directory, checkpoint file or "

@@ -76,6 +76,46 @@ def test_fit_with_a_registry_optimizer(env_cfg, data: ImitationData) -> None:
     assert res.final_loss < 0.8 * res.initial_loss
 
 
+def test_sample_weights_steer_the_fit_to_the_weighted_samples(env_cfg, data: ImitationData) -> None:
+    # Drone 0's labels are replaced by garbage with weight 0: the weighted fit follows the others' labels
+    # (the same gradient steps as on the clean data with drone 0's error masked out), the plain fit does not.
+    bad = ImitationData(data.obs, data.actions.clone())
+    bad.actions[:, 0] = 1.0
+    mask = lambda obs: (torch.arange(obs.shape[1]) > 0).float().expand(obs.shape[:2])  # noqa: E731
+    kw = {"optimizer": "adam", "lr": 3e-3, "steps": 40, "batch": 16, "seed": 0}
+    weighted, clean, plain = (make_student("mlp", env_cfg, seed=0) for _ in range(3))
+    fit(weighted, bad, sample_weight=mask, **kw)
+    fit(clean, data, sample_weight=mask, **kw)
+    fit(plain, bad, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(weighted.parameters(), clean.parameters(), strict=True))
+    with torch.no_grad():
+        err = lambda s: (s.actor(data.obs)[:, 1:] - data.actions[:, 1:]).square().mean().item()  # noqa: E731
+    assert err(weighted) < err(plain)
+    with pytest.raises(ValueError, match="gradient optimiser"):
+        fit(make_student("mlp", env_cfg), data, optimizer="sso", sample_weight=mask)
+
+
+def test_dagger_hazard_weight_needs_a_controller_teacher(env_cfg) -> None:
+    student = make_student("attention", env_cfg)
+    with pytest.raises(ValueError, match="hazard_weight"):
+        dagger(student, env_cfg, lambda obs: torch.zeros(*obs.shape[:2], 4), iterations=0, hazard_weight=1.0)
+    res = dagger(student, env_cfg, "pid_avoid", iterations=0, num_envs=2, rollout_steps=20, fit_steps=2,
+                 optimizer="adam", hazard_weight=5.0)
+    assert len(res.iterations) == 1 and res.iterations[0].fit_loss > 0
+
+
+def test_hazard_proximity_is_the_avoidance_filters_weight() -> None:
+    pid = PIDController(PIDConfig(avoid=True))
+    c = pid.cfg
+    obs = torch.zeros(1, 3, 19 + 6 + 9)
+    obs[..., -9:] = 5.0  # columns far away
+    obs[0, 0, 19:22] = torch.tensor([10.0, 0.0, 0.0])  # neighbour far away
+    obs[0, 1, 19:22] = torch.tensor([2 * c.arm + c.neighbour_safe, 0.0, 0.0])  # at the safe gap
+    obs[0, 2, 19:22] = torch.tensor([10.0, 0.0, 0.0])
+    obs[0, 2, -9 + 4] = c.arm + (c.obstacle_range + c.obstacle_safe) / 2  # half-way into a column's range
+    assert torch.allclose(pid.hazard_proximity(obs), torch.tensor([[0.0, 1.0, 0.5]]), atol=1e-5)
+
+
 def test_rollout_records_the_states_the_student_visits(env_cfg) -> None:
     teacher = _stateless_pid(env_cfg)
     student = make_student("attention", env_cfg, seed=3)  # untrained: flies nothing like the teacher

@@ -6,6 +6,7 @@ Part of ``marl.imitation``; design (SSO's eta, what is hand-written and why): do
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,7 @@ def fit(
     eval_data: ImitationData | None = None,
     eval_every: int = 10,
     seed: int = 0,
+    sample_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
     """Regress the student's action means on the teacher's actions (mean squared error), in place.
 
@@ -84,8 +86,12 @@ def fit(
     each evaluation). ``lr`` is SSO's eta (default ``mse_eta()``) or the optimiser's learning rate
     (default: the library's). ``tpsgd`` needs an ``nn.Sequential`` student of Linear layers (use
     ``marl.bench.studies.distill.distill_compare`` for the comparison with back-propagation).
+    ``sample_weight``: obs [B, M, D] -> weights [B, M] of each agent sample in the squared error (a
+    weighted mean; gradient optimisers only).
     """
     name = check_optimizer(optimizer)
+    if sample_weight is not None and name in ("sso", "tpsgd"):
+        raise ValueError(f"sample weights need a gradient optimiser, not {name!r}")
     if steps < 1 or batch < 1 or eval_every < 1:
         raise ValueError(f"need steps, batch, eval_every >= 1, got {steps}, {batch}, {eval_every}")
     start = time.perf_counter()
@@ -130,7 +136,11 @@ def fit(
                 nonlocal evals
                 with torch.enable_grad():
                     opt.zero_grad(set_to_none=True)
-                    loss = F.mse_loss(mean(obs), act)
+                    if sample_weight is None:
+                        loss = F.mse_loss(mean(obs), act)
+                    else:
+                        w = sample_weight(obs)
+                        loss = ((mean(obs) - act).square().mean(-1) * w).sum() / w.sum()
                     loss.backward(create_graph=second)
                 evals += 1
                 return loss
@@ -234,12 +244,15 @@ def dagger(
     eval_envs: int = 0,
     seed: int = 0,
     device: str | torch.device | None = None,
+    hazard_weight: float = 0.0,
 ) -> DAggerResult:
     """DAgger: BC, then ``iterations`` rounds of (fly the mixture, label with the teacher, aggregate, refit).
 
     Round i >= 1 flies beta_i = ``beta0 * beta_decay ** (i - 1)``; every round rolls out with its own seed
     (``seed + i``). With ``eval_envs`` > 0 the student flies one episode alone after each refit.
-    Swarms, teacher and data live on ``device`` (default: the student's).
+    Swarms, teacher and data live on ``device`` (default: the student's). ``hazard_weight`` > 0 weights each
+    agent sample by 1 + hazard_weight x the teacher's ``hazard_proximity`` (near columns and drones, where
+    the teacher's action changes fastest and a mistake is a collision).
     """
     check_optimizer(optimizer)
     if iterations < 0 or not 0.0 <= beta0 <= 1.0 or not 0.0 <= beta_decay <= 1.0:
@@ -250,8 +263,14 @@ def dagger(
     student.to(device)
     teacher = make_teacher(teacher, env_cfg, device)
     # Only the loss after each refit is kept: scoring the growing aggregate along the way is skipped.
+    weight = None
+    if hazard_weight > 0:
+        proximity = getattr(teacher, "hazard_proximity", None)
+        if proximity is None:
+            raise ValueError("hazard_weight > 0 needs a built-in controller teacher (pid, pid_avoid, sbc)")
+        weight = lambda obs: 1.0 + hazard_weight * proximity(obs)  # noqa: E731
     fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
-              "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps}
+              "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps, "sample_weight": weight}
     roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every, "device": device}
     history: list[DAggerIteration] = []
     data: ImitationData | None = None
