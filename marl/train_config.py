@@ -174,7 +174,8 @@ class PretrainConfig(_Strict):
     ``train.total_agent_steps`` budgets the RL updates; the warm start's rollouts come on top and are
     counted in the run's agent steps and wall time (``pretrain.json`` has its own)."""
 
-    teacher: str = Field("pid_avoid", description="built-in controller to imitate (agents.controllers)")
+    teacher: str = Field("pid_avoid", description="what to imitate: a built-in controller (agents.controllers) "
+                         "or a trained policy (run directory, checkpoint file or zoo:NAME), e.g. a large preset")
     iterations: int = Field(4, ge=0, description="DAgger rounds after behaviour cloning (0 = behaviour cloning)")
     beta0: float = Field(0.5, ge=0, le=1, description="teacher's share of the actions in DAgger round 1")
     beta_decay: float = Field(0.5, ge=0, le=1, description="factor on the teacher's share per further round")
@@ -204,8 +205,9 @@ class PretrainConfig(_Strict):
     @field_validator("teacher")
     @classmethod
     def _teacher(cls, v: str) -> str:
-        if v not in CONTROLLERS:
-            raise ValueError(f"unknown teacher {v!r}; allowed: {', '.join(CONTROLLERS)}")
+        if v not in CONTROLLERS and not is_checkpoint_source(v):
+            raise ValueError(f"unknown teacher {v!r}; allowed: {', '.join(CONTROLLERS)} or a trained policy (an "
+                             "existing run directory, checkpoint file or zoo:NAME)")
         return v
 
     @field_validator("optimizer")

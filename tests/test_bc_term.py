@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import marl.collector
+from agents.checkpoint import load_policy
 from agents.controllers import make_controller
 from marl.logger import read_metrics
 from marl.train_config import BCTermConfig, PretrainConfig, resolve_config
@@ -58,11 +59,26 @@ def test_the_teacher_labels_the_flown_observations_and_resets_with_the_envs(tmp_
     assert not torch.allclose(buf.teacher_actions, buf.actions)  # labels, not the executed actions
 
 
+def test_a_trained_policy_can_be_the_teacher(tmp_path):
+    # Distillation: pretrain.teacher names a trained policy; its deterministic actions are the labels.
+    cfg = resolve_config("swarm8_obstacles_dagger", [*TINY, *BC, "pretrain.bc.coef=1.0", "train.num_envs=4",
+                                                     "pretrain.teacher=zoo:swarm8_obstacles"])
+    trainer = Trainer(cfg, tmp_path)
+    trainer.train_step()
+    buf = trainer.sampler.buf
+    zoo = load_policy("zoo:swarm8_obstacles")
+    with torch.no_grad():
+        want = zoo.act(buf.obs.flatten(0, 1), deterministic=True)[0].clamp(-1.0, 1.0)
+    assert torch.allclose(buf.teacher_actions.flatten(0, 1), want, atol=1e-6)
+    with pytest.raises(ValueError, match="trained policy"):
+        resolve_config("quickstart", ["pretrain.teacher=runs/nowhere"])
+
+
 def test_off_no_teacher_is_built_or_called_and_the_buffer_is_as_before(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a teacher was built with the BC term off")
 
-    monkeypatch.setattr(marl.collector, "make_controller", refuse)
+    monkeypatch.setattr(marl.collector, "make_teacher", refuse)
     for extra in ([], ["pretrain.bc.coef=0"]):
         trainer = Trainer(resolve_config("quickstart", [*TINY, "pretrain.critic_warmup_updates=0", *extra]),
                           tmp_path / str(len(extra)))

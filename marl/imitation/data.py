@@ -18,6 +18,7 @@ from torch import nn
 
 from agents import make_policy
 from agents.base import ActorCritic
+from agents.checkpoint import is_checkpoint_source, load_policy
 from agents.controllers import CONTROLLERS, make_controller
 from agents.pid import PIDConfig
 from envs.config import SwarmConfig
@@ -76,17 +77,34 @@ def quickstart_env() -> SwarmConfig:
     return resolve_config("quickstart").env
 
 
+class PolicyTeacher:
+    """A trained policy as a teacher (distillation, e.g. the large preset into the deployable one): its
+    deterministic actions, clipped to [-1, 1]. Stateless: ``reset`` does nothing."""
+
+    def __init__(self, policy: nn.Module):
+        self.policy = policy.eval()
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return student_actions(self.policy, obs)
+
+    def reset(self, env_ids: torch.Tensor | None = None) -> None:
+        """Nothing to reset (the controllers' teachers zero their integrals here)."""
+
+
 def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None,
                  device: str | torch.device = "cpu") -> Teacher:
     """The built-in controller called ``name`` (``agents.controllers.CONTROLLERS``: pid, pid_avoid, sbc) with
-    the env's vehicle constants, on ``device``, or ``name`` itself when it is already a callable obs [E, M, D] ->
+    the env's vehicle constants, on ``device``; a trained policy (a run directory, checkpoint file or
+    zoo:NAME) as a :class:`PolicyTeacher`; or ``name`` itself when it is already a callable obs [E, M, D] ->
     actions."""
     if callable(name):
         return name
     if name in CONTROLLERS:
         return make_controller(name, env_cfg.dynamics if env_cfg is not None else PIDConfig(), device=device)
-    raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(CONTROLLERS)} or a callable obs [E, M, D] -> "
-                     "actions [E, M, 4]")
+    if is_checkpoint_source(name):
+        return PolicyTeacher(load_policy(name, device=device))
+    raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(CONTROLLERS)}, a trained policy (run "
+                     "directory, checkpoint or zoo:NAME) or a callable obs [E, M, D] -> actions [E, M, 4]")
 
 
 def make_student(name: str, env_cfg: SwarmConfig, seed: int = 0, **kwargs: Any) -> nn.Module:
