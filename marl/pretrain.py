@@ -26,7 +26,8 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
         return {"init_from": cfg.init_from, "wall_s": time.perf_counter() - t0, "agent_steps": 0}
     result = dagger(policy, env, cfg.teacher, iterations=cfg.iterations, beta0=cfg.beta0, beta_decay=cfg.beta_decay,
                     optimizer=cfg.optimizer, num_envs=cfg.num_envs, fit_steps=cfg.fit_steps, batch=cfg.batch,
-                    lr=cfg.lr, seed=seed, hazard_weight=cfg.hazard_weight or 0.0)
+                    lr=cfg.lr, seed=seed, hazard_weight=cfg.hazard_weight or 0.0,
+                    action_noise=cfg.action_noise or 0.0)
     episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
     return {
         "teacher": cfg.teacher,

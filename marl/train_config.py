@@ -189,6 +189,10 @@ class PretrainConfig(_Strict):
         None, ge=0, description="weight each imitated sample by 1 + this x its proximity to a column or drone "
         "(None = plain mean squared error)"
     )
+    action_noise: float | None = Field(
+        None, ge=0, description="std of Gaussian noise on every executed action of the DAgger rollouts (DART: "
+        "the states stray, the labels stay the teacher's; None = no noise)"
+    )
     critic_warmup_updates: int = Field(5, ge=0, description="first PPO updates that leave the actor alone")
     init_from: str | None = Field(
         None, description="start from this trained policy instead of DAgger: a run directory, checkpoint file or "

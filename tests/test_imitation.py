@@ -137,6 +137,21 @@ def test_rollout_records_the_states_the_student_visits(env_cfg) -> None:
     assert 0.3 < mixed.teacher_fraction < 0.7
 
 
+def test_action_noise_strays_the_flight_but_labels_stay_the_teachers(env_cfg) -> None:
+    teacher = _stateless_pid(env_cfg)
+    kw = {"num_envs": 2, "steps": 40, "record_every": 1, "seed": 5}
+    clean = rollout(env_cfg, teacher, **kw).data
+    assert torch.equal(rollout(env_cfg, teacher, action_noise=0.0, **kw).data.obs, clean.obs)  # 0 = no noise
+    noisy = rollout(env_cfg, teacher, action_noise=0.3, **kw).data
+    assert torch.equal(noisy.obs[:2], clean.obs[:2])  # same start ...
+    assert (noisy.obs[-2:] - clean.obs[-2:]).abs().max() > 0.05  # ... the noise took the flight elsewhere
+    # the labels are the teacher's clean actions on the states flown, not the executed (noisy) ones
+    assert torch.allclose(noisy.actions, _stateless_pid(env_cfg)(noisy.obs), atol=1e-6)
+    assert torch.equal(rollout(env_cfg, teacher, action_noise=0.3, **kw).data.obs, noisy.obs)  # seeded
+    with pytest.raises(ValueError, match="action_noise"):
+        rollout(env_cfg, teacher, action_noise=-0.1, **kw)
+
+
 def test_dagger_aggregates_student_states_labelled_by_the_teacher(env_cfg) -> None:
     teacher = _stateless_pid(env_cfg)
     student = make_student("attention", env_cfg, seed=0)

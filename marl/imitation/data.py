@@ -191,11 +191,14 @@ def rollout(
     record_every: int = 5,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    action_noise: float = 0.0,
 ) -> RolloutResult:
     """Fly ``num_envs`` swarms for ``steps`` control steps (default one episode) and label the states.
 
     Each env, each step, executes the teacher's action with probability ``beta`` and the student's
-    deterministic action otherwise (``beta`` must be 1 without a student). Every ``record_every``-th
+    deterministic action otherwise (``beta`` must be 1 without a student), plus Gaussian noise of std
+    ``action_noise`` (DART, Laskey et al. 2017: the flown states stray from the clean ones, the labels stay
+    the teacher's clean actions, so the data shows how to recover). Every ``record_every``-th
     step's observations [E, M, D] are recorded with the teacher's actions on them. The teacher is
     called every step (its state follows the flown trajectory) and reset where an episode restarts.
     The swarms, a built-in teacher and the recorded data live on ``device`` (the student's, too).
@@ -206,6 +209,8 @@ def rollout(
         raise ValueError("beta < 1 needs a student to fly the other steps")
     if record_every < 1:
         raise ValueError(f"record_every={record_every} must be >= 1")
+    if action_noise < 0:
+        raise ValueError(f"action_noise={action_noise} must be >= 0")
     teacher = make_teacher(teacher, env_cfg, device)
     env = QuadSwarmVecEnv(env_cfg, num_envs=num_envs, device=device)
     steps = env.episode_steps if steps is None else steps
@@ -226,6 +231,9 @@ def rollout(
             use = torch.rand(num_envs, generator=gen) < beta  # [E]
             act = torch.where(use.to(env.device).view(-1, 1, 1), label, student_actions(student, obs))
         teacher_steps += int(use.sum())
+        if action_noise > 0:
+            noise = torch.randn(act.shape, generator=gen) * action_noise
+            act = (act + noise.to(env.device)).clamp(-1.0, 1.0)
         obs, _, _, _, info = env.step(act)
         if "episode" in info:
             ids = info["episode_env_ids"]

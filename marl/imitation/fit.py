@@ -245,6 +245,7 @@ def dagger(
     seed: int = 0,
     device: str | torch.device | None = None,
     hazard_weight: float = 0.0,
+    action_noise: float = 0.0,
 ) -> DAggerResult:
     """DAgger: BC, then ``iterations`` rounds of (fly the mixture, label with the teacher, aggregate, refit).
 
@@ -252,7 +253,8 @@ def dagger(
     (``seed + i``). With ``eval_envs`` > 0 the student flies one episode alone after each refit.
     Swarms, teacher and data live on ``device`` (default: the student's). ``hazard_weight`` > 0 weights each
     agent sample by 1 + hazard_weight x the teacher's ``hazard_proximity`` (near columns and drones, where
-    the teacher's action changes fastest and a mistake is a collision).
+    the teacher's action changes fastest and a mistake is a collision). ``action_noise`` > 0 adds Gaussian
+    noise of that std to every executed action of every round (DART; ``rollout``).
     """
     check_optimizer(optimizer)
     if iterations < 0 or not 0.0 <= beta0 <= 1.0 or not 0.0 <= beta_decay <= 1.0:
@@ -271,7 +273,8 @@ def dagger(
         weight = lambda obs: 1.0 + hazard_weight * proximity(obs)  # noqa: E731
     fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
               "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps, "sample_weight": weight}
-    roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every, "device": device}
+    roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every, "device": device,
+               "action_noise": action_noise}
     history: list[DAggerIteration] = []
     data: ImitationData | None = None
     for i in range(iterations + 1):
