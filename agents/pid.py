@@ -279,17 +279,27 @@ class PIDController:
         filter's proximity weights (0 beyond ``*_range`` clearance, 1 at ``*_safe``) over the column of
         the SDF part and the neighbours. Imitation weights its samples by it (``pretrain.hazard_weight``)."""
         c = self.cfg
+        d = obs.shape[-1]
+        prox = self._proximity(obs[..., d - OBSTACLE_DIM + 4] - c.arm, c.obstacle_range, c.obstacle_safe)
+        return torch.maximum(prox, self.neighbour_proximity(obs))
+
+    def neighbour_proximity(self, obs: torch.Tensor) -> torch.Tensor:
+        """The neighbours' part of :meth:`hazard_proximity`, [E, M] in [0, 1] (0 without neighbours). DAgger's
+        near-miss rounds keep the states where it is high (``pretrain.focus``)."""
+        c = self.cfg
         e, m, d = obs.shape
         k = (d - SELF_DIM - OBSTACLE_DIM) // NEIGHBOUR_DIM
         if SELF_DIM + k * NEIGHBOUR_DIM + OBSTACLE_DIM != d:
             raise ValueError(f"obs width {d} is not 19 + 6 K + 9 for K = {k}")
-        weight = lambda clear, rng, safe: ((rng - clear) / (rng - safe)).clamp(0.0, 1.0)  # noqa: E731
-        prox = weight(obs[..., d - OBSTACLE_DIM + 4] - c.arm, c.obstacle_range, c.obstacle_safe)
-        if k:
-            nbr = obs[..., SELF_DIM : SELF_DIM + k * NEIGHBOUR_DIM].reshape(e, m, k, NEIGHBOUR_DIM)
-            gap = nbr[..., :3].norm(dim=-1) - 2.0 * c.arm
-            prox = torch.maximum(prox, weight(gap, c.neighbour_range, c.neighbour_safe).amax(-1))
-        return prox
+        if not k:
+            return obs.new_zeros(e, m)
+        nbr = obs[..., SELF_DIM : SELF_DIM + k * NEIGHBOUR_DIM].reshape(e, m, k, NEIGHBOUR_DIM)
+        gap = nbr[..., :3].norm(dim=-1) - 2.0 * c.arm
+        return self._proximity(gap, c.neighbour_range, c.neighbour_safe).amax(-1)
+
+    @staticmethod
+    def _proximity(clear: torch.Tensor, rng: float, safe: float) -> torch.Tensor:
+        return ((rng - clear) / (rng - safe)).clamp(0.0, 1.0)
 
     def _brake(self, v_hazard: torch.Tensor, n: torch.Tensor, clear: torch.Tensor, rng: float, safe: float):
         """Braking acceleration [E, M, 3] along n; v_hazard [E, M, 3] is the hazard's velocity relative to us."""

@@ -27,12 +27,14 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
     result = dagger(policy, env, cfg.teacher, iterations=cfg.iterations, beta0=cfg.beta0, beta_decay=cfg.beta_decay,
                     optimizer=cfg.optimizer, num_envs=cfg.num_envs, fit_steps=cfg.fit_steps, batch=cfg.batch,
                     lr=cfg.lr, seed=seed, hazard_weight=cfg.hazard_weight or 0.0,
-                    action_noise=cfg.action_noise or 0.0)
+                    action_noise=cfg.action_noise or 0.0, focus_envs=cfg.focus.envs if cfg.focus else 0,
+                    focus_threshold=cfg.focus.threshold if cfg.focus else 1.0)
     episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
+    swarms = (cfg.iterations + 1) * cfg.num_envs + (cfg.iterations * cfg.focus.envs if cfg.focus else 0)
     return {
         "teacher": cfg.teacher,
         "wall_s": time.perf_counter() - t0,
-        "agent_steps": (cfg.iterations + 1) * cfg.num_envs * episode_steps * env.num_drones,
+        "agent_steps": swarms * episode_steps * env.num_drones,
         "rows": len(result.data),
         "fit_loss": result.iterations[-1].fit_loss,
         "teacher_fraction": [it.teacher_fraction for it in result.iterations],

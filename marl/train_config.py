@@ -131,6 +131,17 @@ class TrainConfig(_Strict):
         return self
 
 
+class FocusConfig(_Strict):
+    """``pretrain.focus``: in every DAgger round after behaviour cloning, fly ``envs`` more swarms with the
+    student alone and keep, every step, only the states where a drone's proximity to a neighbour (the
+    teacher's avoidance weight: 0 at 0.5 m gap, 1 at 0.05 m) reaches ``threshold``. The student's own
+    near-misses are rare in the other rounds' data (its neighbour collisions are where it loses to
+    ``pid_avoid``); this labels many of them with the teacher's recovery."""
+
+    envs: int = Field(128, ge=1, description="student-only swarms flown per round for the near-miss states")
+    threshold: float = Field(0.5, gt=0, le=1, description="neighbour proximity (0-1) from which a state is kept")
+
+
 class BCTermConfig(_Strict):
     """``pretrain.bc``: keep the teacher in RL (DAPG-style). PPO's actor loss gains
     ``coef_k * mean ||mu_theta(o) - a_teacher(o)||^2`` over the rollout's samples (squared error summed over
@@ -193,6 +204,8 @@ class PretrainConfig(_Strict):
         None, ge=0, description="std of Gaussian noise on every executed action of the DAgger rollouts (DART: "
         "the states stray, the labels stay the teacher's; None = no noise)"
     )
+    focus: FocusConfig | None = Field(None, description="extra DAgger data from the student's near-misses (off "
+                                      "when None; needs a controller teacher)")
     critic_warmup_updates: int = Field(5, ge=0, description="first PPO updates that leave the actor alone")
     init_from: str | None = Field(
         None, description="start from this trained policy instead of DAgger: a run directory, checkpoint file or "
@@ -227,6 +240,13 @@ class PretrainConfig(_Strict):
         if v is not None and not is_checkpoint_source(v):
             raise ValueError(f"init_from={v!r} is neither an existing run directory / checkpoint file nor zoo:NAME")
         return v
+
+    @model_validator(mode="after")
+    def _hazards_need_a_controller(self) -> PretrainConfig:
+        if (self.hazard_weight or self.focus is not None) and self.teacher not in CONTROLLERS:
+            raise ValueError(f"pretrain.hazard_weight and pretrain.focus need a controller teacher "
+                             f"({', '.join(CONTROLLERS)}), got teacher={self.teacher!r}")
+        return self
 
 
 class EdgeOptimConfig(_Strict):

@@ -114,6 +114,7 @@ def test_hazard_proximity_is_the_avoidance_filters_weight() -> None:
     obs[0, 2, 19:22] = torch.tensor([10.0, 0.0, 0.0])
     obs[0, 2, -9 + 4] = c.arm + (c.obstacle_range + c.obstacle_safe) / 2  # half-way into a column's range
     assert torch.allclose(pid.hazard_proximity(obs), torch.tensor([[0.0, 1.0, 0.5]]), atol=1e-5)
+    assert torch.allclose(pid.neighbour_proximity(obs), torch.tensor([[0.0, 1.0, 0.0]]), atol=1e-5)
 
 
 def test_rollout_records_the_states_the_student_visits(env_cfg) -> None:
@@ -150,6 +151,26 @@ def test_action_noise_strays_the_flight_but_labels_stay_the_teachers(env_cfg) ->
     assert torch.equal(rollout(env_cfg, teacher, action_noise=0.3, **kw).data.obs, noisy.obs)  # seeded
     with pytest.raises(ValueError, match="action_noise"):
         rollout(env_cfg, teacher, action_noise=-0.1, **kw)
+
+
+def test_focus_rounds_add_only_the_students_near_misses(env_cfg) -> None:
+    teacher = PIDController(PIDConfig.from_dynamics(env_cfg.dynamics, avoid=True, ki_xy=0.0, ki_z=0.0))
+    # seed 13: its near-miss round (seed 13 + 100 + 1) starts drones within 0.5 m of each other; most seeds of
+    # this 4-drone open room do not, and keep nothing
+    kw = {"iterations": 1, "beta0": 0.0, "optimizer": "adam", "num_envs": 2, "rollout_steps": 100, "record_every": 3,
+          "fit_steps": 2, "batch": 8, "seed": 13}
+    plain = dagger(make_student("attention", env_cfg, seed=0), env_cfg, teacher, **kw)
+    focused = dagger(make_student("attention", env_cfg, seed=0), env_cfg, teacher, focus_envs=8,
+                     focus_threshold=0.1, **kw)
+    base = plain.iterations[1].dataset_rows
+    assert torch.equal(focused.data.obs[:base], plain.data.obs)  # the same DAgger rounds ...
+    extra = focused.data.obs[base:]  # ... then every step of 8 student-only swarms, near-misses only
+    assert 0 < len(extra) == focused.iterations[1].new_rows - plain.iterations[1].new_rows < 8 * 100
+    assert bool((teacher.neighbour_proximity(extra).amax(-1) >= 0.1).all())
+    assert torch.allclose(focused.data.actions[base:], teacher(extra), atol=1e-6)  # teacher's labels
+    with pytest.raises(ValueError, match="focus_envs"):
+        dagger(make_student("attention", env_cfg), env_cfg, lambda obs: torch.zeros(*obs.shape[:2], 4),
+               iterations=0, focus_envs=4)
 
 
 def test_dagger_aggregates_student_states_labelled_by_the_teacher(env_cfg) -> None:

@@ -192,6 +192,7 @@ def rollout(
     seed: int = 0,
     device: str | torch.device = "cpu",
     action_noise: float = 0.0,
+    record_if: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RolloutResult:
     """Fly ``num_envs`` swarms for ``steps`` control steps (default one episode) and label the states.
 
@@ -199,7 +200,8 @@ def rollout(
     deterministic action otherwise (``beta`` must be 1 without a student), plus Gaussian noise of std
     ``action_noise`` (DART, Laskey et al. 2017: the flown states stray from the clean ones, the labels stay
     the teacher's clean actions, so the data shows how to recover). Every ``record_every``-th
-    step's observations [E, M, D] are recorded with the teacher's actions on them. The teacher is
+    step's observations [E, M, D] are recorded with the teacher's actions on them; with ``record_if``
+    (obs [E, M, D] -> [E] bool) only the envs where it holds (e.g. a drone near a hazard). The teacher is
     called every step (its state follows the flown trajectory) and reset where an episode restarts.
     The swarms, a built-in teacher and the recorded data live on ``device`` (the student's, too).
     """
@@ -223,8 +225,9 @@ def rollout(
     for t in range(steps):
         label = teacher(obs)  # [E, M, 4]
         if t % record_every == 0:
-            rec_obs.append(obs.clone())
-            rec_act.append(label.clone())
+            keep = slice(None) if record_if is None else record_if(obs)
+            rec_obs.append(obs[keep].clone())
+            rec_act.append(label[keep].clone())
         if beta >= 1.0:
             act, use = label, torch.ones(num_envs, dtype=torch.bool)
         else:

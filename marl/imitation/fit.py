@@ -246,6 +246,8 @@ def dagger(
     device: str | torch.device | None = None,
     hazard_weight: float = 0.0,
     action_noise: float = 0.0,
+    focus_envs: int = 0,
+    focus_threshold: float = 0.8,
 ) -> DAggerResult:
     """DAgger: BC, then ``iterations`` rounds of (fly the mixture, label with the teacher, aggregate, refit).
 
@@ -254,7 +256,11 @@ def dagger(
     Swarms, teacher and data live on ``device`` (default: the student's). ``hazard_weight`` > 0 weights each
     agent sample by 1 + hazard_weight x the teacher's ``hazard_proximity`` (near columns and drones, where
     the teacher's action changes fastest and a mistake is a collision). ``action_noise`` > 0 adds Gaussian
-    noise of that std to every executed action of every round (DART; ``rollout``).
+    noise of that std to every executed action of every round (DART; ``rollout``). ``focus_envs`` > 0 flies
+    that many more swarms with the student alone in every round after the first and keeps only their
+    states where a drone's proximity to a neighbour (the teacher's ``neighbour_proximity``) reaches
+    ``focus_threshold``, every step: the student's own near-misses, rare in the other rounds' data,
+    labelled with the teacher's recovery.
     """
     check_optimizer(optimizer)
     if iterations < 0 or not 0.0 <= beta0 <= 1.0 or not 0.0 <= beta_decay <= 1.0:
@@ -266,11 +272,14 @@ def dagger(
     teacher = make_teacher(teacher, env_cfg, device)
     # Only the loss after each refit is kept: scoring the growing aggregate along the way is skipped.
     weight = None
+    proximity = getattr(teacher, "hazard_proximity", None)
+    neighbour_proximity = getattr(teacher, "neighbour_proximity", None)
+    if proximity is None and (hazard_weight > 0 or focus_envs > 0):
+        raise ValueError("hazard_weight > 0 and focus_envs > 0 need a built-in controller teacher (pid, pid_avoid, "
+                         "sbc)")
     if hazard_weight > 0:
-        proximity = getattr(teacher, "hazard_proximity", None)
-        if proximity is None:
-            raise ValueError("hazard_weight > 0 needs a built-in controller teacher (pid, pid_avoid, sbc)")
         weight = lambda obs: 1.0 + hazard_weight * proximity(obs)  # noqa: E731
+    near_miss = lambda obs: neighbour_proximity(obs).amax(-1) >= focus_threshold  # noqa: E731
     fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
               "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps, "sample_weight": weight}
     roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every, "device": device,
@@ -281,9 +290,14 @@ def dagger(
         beta = 1.0 if i == 0 else beta0 * beta_decay ** (i - 1)
         ro = rollout(env_cfg, teacher, student if beta < 1.0 else None, beta=beta, seed=seed + i, **roll_kw)
         data = ro.data if data is None else data.extend(ro.data)
+        new_rows = len(ro.data)
+        if focus_envs > 0 and i > 0:
+            focus = rollout(env_cfg, teacher, student, beta=0.0, seed=seed + 100 + i, record_if=near_miss,
+                            **{**roll_kw, "num_envs": focus_envs, "record_every": 1})
+            data, new_rows = data.extend(focus.data), new_rows + len(focus.data)
         res = fit(student, data, seed=seed + i, **fit_kw)
         closed = (evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000, device=device)
                   if eval_envs else {})
-        history.append(DAggerIteration(i, beta, ro.teacher_fraction, len(ro.data), len(data), res.final_loss, closed))
+        history.append(DAggerIteration(i, beta, ro.teacher_fraction, new_rows, len(data), res.final_loss, closed))
     assert data is not None
     return DAggerResult(data, history)
