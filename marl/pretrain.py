@@ -28,7 +28,7 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
                     optimizer=cfg.optimizer, num_envs=cfg.num_envs, fit_steps=cfg.fit_steps, batch=cfg.batch,
                     lr=cfg.lr, seed=seed, hazard_weight=cfg.hazard_weight or 0.0,
                     action_noise=cfg.action_noise or 0.0, focus_envs=cfg.focus.envs if cfg.focus else 0,
-                    focus_threshold=cfg.focus.threshold if cfg.focus else 1.0)
+                    focus_threshold=cfg.focus.threshold if cfg.focus else 0.5)
     episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
     swarms = (cfg.iterations + 1) * cfg.num_envs + (cfg.iterations * cfg.focus.envs if cfg.focus else 0)
     return {

@@ -247,7 +247,7 @@ def dagger(
     hazard_weight: float = 0.0,
     action_noise: float = 0.0,
     focus_envs: int = 0,
-    focus_threshold: float = 0.8,
+    focus_threshold: float = 0.5,
 ) -> DAggerResult:
     """DAgger: BC, then ``iterations`` rounds of (fly the mixture, label with the teacher, aggregate, refit).
 
