@@ -20,7 +20,9 @@ from marl.train_config import apply_overrides, resolve_config, validate_run_conf
 from marl.trainer import Trainer, load_run_config, train
 
 ROOT = Path(__file__).resolve().parent.parent
-RAY = ["distributed.backend=ray"]
+# A worker that imports torch on a loaded 2-core machine can take over a minute to start: the tests check
+# numbers, not start-up time.
+RAY = ["distributed.backend=ray", "distributed.placement_timeout_s=300"]
 # quickstart made tiny (as in test_train.py): 2 drones, 0.5 s episodes, a small MLP, 5 updates.
 TINY = [
     "env.num_drones=2", "env.num_neighbors=1", "env.episode_seconds=0.5", "env.grace_seconds=0.1",
