@@ -29,17 +29,20 @@ REPORTED = tuple(n for n in METRIC_NAMES if n != "episode_length")
 
 
 class Controller:
-    """Observation [E, M, D] -> actions [E, M, A], with ``reset(env_ids)`` for stateful controllers."""
+    """Observation [E, M, D] -> actions [E, M, A], with ``reset(env_ids)`` for stateful controllers and
+    ``plan(goals, obstacles, radius, env_ids)`` for those told the map of each episode (``pid_plan``)."""
 
     def __init__(
         self,
         act: Callable[[torch.Tensor], torch.Tensor],
         reset: Callable[[torch.Tensor], None] | None = None,
         communication_rate: Callable[[torch.Tensor], float] | None = None,
+        plan: Callable[..., None] | None = None,
     ):
         self._act, self._reset = act, reset
         # For policies that communicate (CommFormer): fraction of possible messages received.
         self.communication_rate = communication_rate
+        self.plan = plan
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         """Actions for observations [E, M, D]."""
@@ -63,7 +66,7 @@ def as_controller(policy: Controller | nn.Module | Callable[[torch.Tensor], torc
     if isinstance(policy, nn.Module) and act is not None:
         return Controller(lambda obs: act(obs, deterministic=deterministic)[0], communication_rate=comm)
     if act is not None:  # a controller object (agents.pid): act(obs) -> actions, reset(env_ids)
-        return Controller(act, getattr(policy, "reset", None), comm)
+        return Controller(act, getattr(policy, "reset", None), comm, getattr(policy, "plan", None))
     return Controller(policy, communication_rate=comm)
 
 
@@ -87,6 +90,9 @@ def run_episodes(env: QuadSwarmVecEnv, controller: Controller, seed: int, record
     with ``record``, the flight of env 0: positions [T, M, 3], rotations [T, M, 3, 3], goals, obstacles.
     """
     obs = env.reset(seed=seed)
+    if controller.plan is not None:
+        state = env.get_state(list(range(env.num_envs)))
+        controller.plan(state.goals, state.obstacles, state.obstacle_radius)
     first = env.get_state([0])
     rec: dict[str, Any] = {
         "goals": first.goals[0].cpu().numpy(),

@@ -246,6 +246,10 @@ class PretrainConfig(_Strict):
         if (self.hazard_weight or self.focus is not None) and self.teacher not in CONTROLLERS:
             raise ValueError(f"pretrain.hazard_weight and pretrain.focus need a controller teacher "
                              f"({', '.join(CONTROLLERS)}), got teacher={self.teacher!r}")
+        if self.bc is not None and self.bc.coef > 0 and self.teacher == "pid_plan":
+            # PPO's collector restores replayed snapshots mid-episode, which the planner would not see.
+            raise ValueError("pretrain.bc needs a teacher that reads only the observation; teacher='pid_plan' "
+                             "is told each episode's map and serves the DAgger warm start only")
         return self
 
 

@@ -174,10 +174,16 @@ class RolloutResult:
         return {k: statistics.fmean(e[k] for e in self.episodes) for k in self.episodes[0]}
 
 
-def _reset_teacher(teacher: Teacher, env_ids: torch.Tensor | None) -> None:
+def _reset_teacher(teacher: Teacher, env: QuadSwarmVecEnv, env_ids: torch.Tensor | None) -> None:
+    """Zero a controller's integrals for the envs that restarted and tell a map-aware one (``pid_plan``)
+    their new maps and goals."""
     reset = getattr(teacher, "reset", None)
     if callable(reset):
         reset(env_ids)
+    plan = getattr(teacher, "plan", None)
+    if callable(plan):
+        state = env.get_state(torch.arange(env.num_envs) if env_ids is None else env_ids)
+        plan(state.goals, state.obstacles, state.obstacle_radius, env_ids)
 
 
 def rollout(
@@ -219,7 +225,7 @@ def rollout(
     gen = torch.Generator().manual_seed(seed + 7919)  # the mixture's coin flips: on the CPU, so every device
     # draws the same ones
     obs = env.reset(seed=seed)
-    _reset_teacher(teacher, None)
+    _reset_teacher(teacher, env, None)
     rec_obs, rec_act, episodes = [], [], []
     teacher_steps = 0
     for t in range(steps):
@@ -240,7 +246,7 @@ def rollout(
         obs, _, _, _, info = env.step(act)
         if "episode" in info:
             ids = info["episode_env_ids"]
-            _reset_teacher(teacher, ids)
+            _reset_teacher(teacher, env, ids)
             for i in range(len(ids)):
                 episodes.append({k: float(v[i]) for k, v in info["episode"].items()})
     data = ImitationData(torch.cat(rec_obs), torch.cat(rec_act))
