@@ -43,6 +43,8 @@ def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, pol
 
     obs = env.reset(seed=seed)
     first = env.get_state([0])  # the map and goals of this episode (o_random goals do not move)
+    if controller.plan is not None:  # pid_plan is told the map
+        controller.plan(first.goals, first.obstacles, first.obstacle_radius)
     goals = first.goals[0]  # [M, 3]
     positions = [first.pos[0].clone()]
     metrics: dict[str, float] | None = None

@@ -10,6 +10,8 @@ import torch
 from agents.controllers import make_controller
 from agents.pid import PIDConfig
 from agents.planner import PlannedPIDController
+from marl.bench.policies import bench_policies
+from marl.demo import run_demo
 from marl.evaluate import evaluate
 from marl.imitation import dagger, make_student
 from marl.train_config import resolve_config
@@ -79,3 +81,10 @@ def test_dagger_imitates_the_planner_and_ppo_refuses_it_as_bc_teacher() -> None:
     assert len(res.iterations) == 2 and res.iterations[-1].new_rows > 0
     with pytest.raises(ValueError, match="pid_plan"):
         resolve_config("swarm8_obstacles_dagger", ["pretrain.teacher=pid_plan", "pretrain.bc.coef=1"])
+
+
+def test_demo_and_bench_fly_pid_plan(tmp_path) -> None:
+    metrics = run_demo(out_dir=str(tmp_path), seed=0, quick=True, policy="pid_plan")
+    assert metrics["success_rate"] >= 0.75 and metrics["collision_rate"] == 0.0
+    rows = bench_policies(("pid_plan",), densities=(0.6,), drones=(3,), episodes=2, episode_seconds=3.0)["rows"]
+    assert rows[0]["policy"] == "pid_plan" and rows[0]["time_to_goal"] > 0
