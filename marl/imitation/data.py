@@ -93,8 +93,8 @@ class PolicyTeacher:
 
 def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None,
                  device: str | torch.device = "cpu") -> Teacher:
-    """The built-in controller called ``name`` (``agents.controllers.CONTROLLERS``: pid, pid_avoid, sbc) with
-    the env's vehicle constants, on ``device``; a trained policy (a run directory, checkpoint file or
+    """The built-in controller called ``name`` (``agents.controllers.CONTROLLERS``: pid, pid_avoid, sbc,
+    pid_plan) with the env's vehicle constants, on ``device``; a trained policy (a run directory, checkpoint file or
     zoo:NAME) as a :class:`PolicyTeacher`; or ``name`` itself when it is already a callable obs [E, M, D] ->
     actions."""
     if callable(name):
@@ -182,7 +182,7 @@ def _reset_teacher(teacher: Teacher, env: QuadSwarmVecEnv, env_ids: torch.Tensor
         reset(env_ids)
     plan = getattr(teacher, "plan", None)
     if callable(plan):
-        state = env.get_state(torch.arange(env.num_envs) if env_ids is None else env_ids)
+        state = env.get_state(torch.arange(env.num_envs, device=env.device) if env_ids is None else env_ids)
         plan(state.goals, state.obstacles, state.obstacle_radius, env_ids)
 
 
