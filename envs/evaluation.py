@@ -70,6 +70,13 @@ def as_controller(policy: Controller | nn.Module | Callable[[torch.Tensor], torc
     return Controller(policy, communication_rate=comm)
 
 
+def tell_map(plan: Callable[..., None], env: QuadSwarmVecEnv, env_ids: torch.Tensor | None = None) -> None:
+    """Give a map-aware controller's ``plan`` (``pid_plan``) the goals and columns of the envs ``env_ids``
+    (all when None), right after they reset."""
+    state = env.get_state(torch.arange(env.num_envs) if env_ids is None else env_ids)
+    plan(state.goals, state.obstacles, state.obstacle_radius, env_ids)
+
+
 def summarize(metrics: dict[str, torch.Tensor], names: tuple[str, ...] | None = None) -> dict[str, float]:
     """Mean and spread (``<name>_std``, population std; 0 for one episode) of per-episode values [N]."""
     out: dict[str, float] = {}
@@ -91,8 +98,7 @@ def run_episodes(env: QuadSwarmVecEnv, controller: Controller, seed: int, record
     """
     obs = env.reset(seed=seed)
     if controller.plan is not None:
-        state = env.get_state(list(range(env.num_envs)))
-        controller.plan(state.goals, state.obstacles, state.obstacle_radius)
+        tell_map(controller.plan, env)
     first = env.get_state([0])
     rec: dict[str, Any] = {
         "goals": first.goals[0].cpu().numpy(),

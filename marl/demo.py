@@ -16,6 +16,7 @@ import os
 import torch
 
 from envs.config import make_config
+from envs.evaluation import tell_map
 from envs.plot import contact_points, plot_topdown
 from envs.swarm import QuadSwarmVecEnv
 from marl.evaluate import resolve_policy
@@ -44,7 +45,7 @@ def run_demo(out_dir: str = "runs/demo", seed: int = 0, quick: bool = False, pol
     obs = env.reset(seed=seed)
     first = env.get_state([0])  # the map and goals of this episode (o_random goals do not move)
     if controller.plan is not None:  # pid_plan is told the map
-        controller.plan(first.goals, first.obstacles, first.obstacle_radius)
+        tell_map(controller.plan, env)
     goals = first.goals[0]  # [M, 3]
     positions = [first.pos[0].clone()]
     metrics: dict[str, float] | None = None

@@ -22,6 +22,7 @@ from agents.checkpoint import is_checkpoint_source, load_policy
 from agents.controllers import CONTROLLERS, make_controller
 from agents.pid import PIDConfig
 from envs.config import SwarmConfig
+from envs.evaluation import tell_map
 from envs.observations import obs_spec
 from envs.swarm import QuadSwarmVecEnv
 from marl.train_config import resolve_config
@@ -182,8 +183,7 @@ def _reset_teacher(teacher: Teacher, env: QuadSwarmVecEnv, env_ids: torch.Tensor
         reset(env_ids)
     plan = getattr(teacher, "plan", None)
     if callable(plan):
-        state = env.get_state(torch.arange(env.num_envs, device=env.device) if env_ids is None else env_ids)
-        plan(state.goals, state.obstacles, state.obstacle_radius, env_ids)
+        tell_map(plan, env, env_ids)
 
 
 def rollout(
