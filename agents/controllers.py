@@ -12,6 +12,8 @@ every reset.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from agents.pid import PIDConfig, PIDController
@@ -27,13 +29,28 @@ _CONTROLLERS: dict[str, dict[str, Any]] = {
 }
 _SBC = frozenset({"sbc"})  # names whose PID command goes through the barrier-certificate QP
 CONTROLLERS: tuple[str, ...] = tuple(_CONTROLLERS)
+# PIDConfig fields a caller may override: gains and limits, not the vehicle (that comes from the env) nor
+# the switch that makes the controller what its name says.
+_FIXED = frozenset({"mass", "arm", "inertia", "thrust_to_weight", "torque_to_thrust", "gravity", "control_dt",
+                    "avoid"})
+GAINS: tuple[str, ...] = tuple(f.name for f in fields(PIDConfig) if f.name not in _FIXED)
 
 
-def make_controller(name: str, dynamics: Any, device: str = "cpu") -> PIDController:
-    """Controller ``name`` for the vehicle of ``dynamics`` (a DynamicsConfig-like object)."""
+def check_gains(gains: Mapping[str, float]) -> None:
+    """ValueError naming the first key of ``gains`` that is not a tunable PIDConfig field (``GAINS``)."""
+    for key in gains:
+        if key not in GAINS:
+            raise ValueError(f"unknown controller gain {key!r}; allowed: {', '.join(GAINS)}")
+
+
+def make_controller(name: str, dynamics: Any, device: str = "cpu",
+                    gains: Mapping[str, float] | None = None) -> PIDController:
+    """Controller ``name`` for the vehicle of ``dynamics`` (a DynamicsConfig-like object), with the PIDConfig
+    defaults or, for the keys of ``gains`` (names in ``GAINS``), those values."""
     if name not in _CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; allowed: {', '.join(CONTROLLERS)}")
-    cfg = PIDConfig.from_dynamics(dynamics, **_CONTROLLERS[name])
+    check_gains(gains or {})
+    cfg = PIDConfig.from_dynamics(dynamics, **{**_CONTROLLERS[name], **(gains or {})})
     if name in _SBC:
         return SBCController(cfg, device=device)
     if name == "pid_plan":

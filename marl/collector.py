@@ -145,7 +145,8 @@ class Collector:
         # pretrain.bc: a teacher labels every observation the policy flies (built only when the term is on,
         # so a run without it calls no controller and stores nothing more).
         bc = cfg.pretrain.bc if cfg.pretrain is not None else None
-        self.teacher = (make_teacher(cfg.pretrain.teacher, cfg.env, device=self.device)
+        self.teacher = (make_teacher(cfg.pretrain.teacher, cfg.env, device=self.device,
+                                     gains=cfg.pretrain.teacher_gains)
                         if bc is not None and bc.coef > 0 else None)
         self.buf = RolloutBuffer(tc.rollout_steps, num_envs, self.num_agents, self.env.obs_dim, policy.act_dim,
                                  self.device, teacher=self.teacher is not None)

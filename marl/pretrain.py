@@ -14,7 +14,7 @@ from typing import Any
 from agents.base import ActorCritic
 from agents.checkpoint import load_policy
 from envs.config import SwarmConfig
-from marl.imitation import dagger
+from marl.imitation import dagger, make_teacher
 from marl.train_config import PretrainConfig
 
 
@@ -24,7 +24,9 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
     if cfg.init_from is not None:
         load_weights(policy, cfg.init_from)
         return {"init_from": cfg.init_from, "wall_s": time.perf_counter() - t0, "agent_steps": 0}
-    result = dagger(policy, env, cfg.teacher, iterations=cfg.iterations, beta0=cfg.beta0, beta_decay=cfg.beta_decay,
+    device = next(policy.parameters()).device
+    teacher = make_teacher(cfg.teacher, env, device=device, gains=cfg.teacher_gains)
+    result = dagger(policy, env, teacher, iterations=cfg.iterations, beta0=cfg.beta0, beta_decay=cfg.beta_decay,
                     optimizer=cfg.optimizer, num_envs=cfg.num_envs, fit_steps=cfg.fit_steps, batch=cfg.batch,
                     lr=cfg.lr, seed=seed, hazard_weight=cfg.hazard_weight or 0.0,
                     action_noise=cfg.action_noise or 0.0, focus_envs=cfg.focus.envs if cfg.focus else 0,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.checkpoint import is_checkpoint_source
 from agents.config import PolicyConfig
-from agents.controllers import CONTROLLERS
+from agents.controllers import CONTROLLERS, check_gains
 from envs.config import SwarmConfig
 from marl.config import (
     apply_overrides,
@@ -187,6 +187,11 @@ class PretrainConfig(_Strict):
 
     teacher: str = Field("pid_avoid", description="what to imitate: a built-in controller (agents.controllers) "
                          "or a trained policy (run directory, checkpoint file or zoo:NAME), e.g. a large preset")
+    # None, not {}: earlier runs' resolved configs stay the same, so they still resume.
+    teacher_gains: dict[str, float] | None = Field(
+        None, description="PIDConfig values of a controller teacher that differ from its defaults (names: "
+        "agents.controllers.GAINS), e.g. {neighbour_safe: 0.2}: a wider margin for the student's errors"
+    )
     iterations: int = Field(4, ge=0, description="DAgger rounds after behaviour cloning (0 = behaviour cloning)")
     beta0: float = Field(0.5, ge=0, le=1, description="teacher's share of the actions in DAgger round 1")
     beta_decay: float = Field(0.5, ge=0, le=1, description="factor on the teacher's share per further round")
@@ -243,6 +248,11 @@ class PretrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _hazards_need_a_controller(self) -> PretrainConfig:
+        if self.teacher_gains is not None:
+            if self.teacher not in CONTROLLERS:
+                raise ValueError(f"pretrain.teacher_gains needs a controller teacher ({', '.join(CONTROLLERS)}), "
+                                 f"got teacher={self.teacher!r}")
+            check_gains(self.teacher_gains)
         if (self.hazard_weight or self.focus is not None) and self.teacher not in CONTROLLERS:
             raise ValueError(f"pretrain.hazard_weight and pretrain.focus need a controller teacher "
                              f"({', '.join(CONTROLLERS)}), got teacher={self.teacher!r}")

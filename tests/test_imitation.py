@@ -117,6 +117,26 @@ def test_hazard_proximity_is_the_avoidance_filters_weight() -> None:
     assert torch.allclose(pid.neighbour_proximity(obs), torch.tensor([[0.0, 1.0, 0.0]]), atol=1e-5)
 
 
+def test_teacher_gains_reach_the_controller(env_cfg) -> None:
+    # A drone flying at 1 m/s towards a neighbour 0.6 m away (a 0.51 m gap): outside the default avoidance
+    # range (0.5 m), inside a widened one (0.8 m), so only the widened teacher turns away.
+    obs = torch.zeros(1, 1, 19 + 6 + 9)
+    obs[..., 0] = -2.0  # goal 2 m ahead along x
+    obs[..., 3] = 1.0
+    obs[..., 6:15] = torch.eye(3).flatten()
+    obs[..., 19:22] = torch.tensor([0.6, 0.0, 0.0])
+    obs[..., -9:] = 5.0  # columns far away
+    default = make_teacher("pid_avoid", env_cfg)
+    wide = make_teacher("pid_avoid", env_cfg, gains={"neighbour_range": 0.8})
+    assert wide.cfg.neighbour_range == 0.8 and wide.cfg.mass == default.cfg.mass == env_cfg.dynamics.mass
+    assert torch.equal(default(obs), make_teacher("pid_avoid", env_cfg, gains={})(obs))
+    assert (default(obs) - wide(obs)).abs().max() > 0.05
+    with pytest.raises(ValueError, match="unknown controller gain 'range'"):
+        make_teacher("pid_avoid", env_cfg, gains={"range": 0.8})
+    with pytest.raises(ValueError, match="gains are for a controller teacher"):
+        make_teacher("zoo:quickstart", env_cfg, gains={"kp_xy": 3.0})
+
+
 def test_rollout_records_the_states_the_student_visits(env_cfg) -> None:
     teacher = _stateless_pid(env_cfg)
     student = make_student("attention", env_cfg, seed=3)  # untrained: flies nothing like the teacher

@@ -77,6 +77,12 @@ def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
         resolve_config("quickstart", ["pretrain.teacher=zoo:quickstart", "pretrain.focus.envs=8"])
     with pytest.raises(ValueError, match="action_noise"):
         resolve_config("quickstart", ["pretrain.action_noise=-0.1"])
+    with pytest.raises(ValueError, match="unknown controller gain 'neighbor_safe'; allowed: .*neighbour_safe"):
+        resolve_config("quickstart", ["pretrain.teacher_gains={neighbor_safe: 0.2}"])
+    with pytest.raises(ValueError, match="teacher_gains needs a controller teacher"):
+        resolve_config("quickstart", ["pretrain.teacher=zoo:quickstart", "pretrain.teacher_gains={kp_xy: 3.0}"])
+    with pytest.raises(ValueError, match="unknown controller gain 'mass'"):  # the vehicle comes from the env
+        resolve_config("quickstart", ["pretrain.teacher_gains={mass: 0.05}"])
 
 
 def test_goal_holding_bonus_pays_most_within_its_radius():

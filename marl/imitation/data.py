@@ -8,7 +8,7 @@ Part of ``marl.imitation``; design: docs/design/imitation.md.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,15 +93,18 @@ class PolicyTeacher:
 
 
 def make_teacher(name: str | Teacher = "pid", env_cfg: SwarmConfig | None = None,
-                 device: str | torch.device = "cpu") -> Teacher:
+                 device: str | torch.device = "cpu", gains: Mapping[str, float] | None = None) -> Teacher:
     """The built-in controller called ``name`` (``agents.controllers.CONTROLLERS``: pid, pid_avoid, sbc,
-    pid_plan) with the env's vehicle constants, on ``device``; a trained policy (a run directory, checkpoint file or
-    zoo:NAME) as a :class:`PolicyTeacher`; or ``name`` itself when it is already a callable obs [E, M, D] ->
-    actions."""
+    pid_plan) with the env's vehicle constants and ``gains`` over the PIDConfig defaults, on ``device``; a
+    trained policy (a run directory, checkpoint file or zoo:NAME) as a :class:`PolicyTeacher`; or ``name``
+    itself when it is already a callable obs [E, M, D] -> actions."""
     if callable(name):
         return name
     if name in CONTROLLERS:
-        return make_controller(name, env_cfg.dynamics if env_cfg is not None else PIDConfig(), device=device)
+        return make_controller(name, env_cfg.dynamics if env_cfg is not None else PIDConfig(), device=device,
+                               gains=gains)
+    if gains:
+        raise ValueError(f"gains are for a controller teacher ({', '.join(CONTROLLERS)}), not {name!r}")
     if is_checkpoint_source(name):
         return PolicyTeacher(load_policy(name, device=device))
     raise ValueError(f"unknown teacher {name!r}; allowed: {', '.join(CONTROLLERS)}, a trained policy (run "
