@@ -5,7 +5,8 @@ field's metrics (success, collisions by kind, deadlock, distance to goal) with t
     report = evaluate("pid", backend="pybullet", scenario="static_diff_goal", drones=8, episodes=20)
 
 POLICY is a built-in controller name (``pid``, ``pid_avoid``, ``sbc``), a shipped zoo policy
-(``zoo:quickstart``, agents.zoo) or a training run directory / checkpoint file. This module resolves
+(``zoo:quickstart``, agents.zoo) or a training run directory / checkpoint file; any of them with ``+shield``
+appended flies with ``pid_avoid`` taking over next to neighbours (agents.shield). This module resolves
 those names and the run's environment, and writes plots and videos; the episodes themselves are
 flown by the algorithm-free runner of envs.evaluation (all N side by side as N environments of one
 vector env, from one seed), which deploy/ and the benchmarks use too.
@@ -22,6 +23,7 @@ from torch import nn
 from agents.checkpoint import is_checkpoint_source
 from agents.checkpoint import load_policy as load_checkpoint_policy
 from agents.controllers import CONTROLLERS, make_controller
+from agents.shield import SHIELD_SUFFIX, Shield
 from agents.zoo import ZOO_PREFIX, zoo_names
 from envs.config import SwarmConfig, make_config
 from envs.evaluation import BACKENDS, REPORTED, Controller, as_controller, evaluate_swarm, run_first_episodes, summarize
@@ -43,6 +45,14 @@ def resolve_policy(
     to actions)."""
     if isinstance(policy, nn.Module):
         return as_controller(policy, deterministic)
+    if policy.endswith(SHIELD_SUFFIX):
+        if cfg is None:
+            raise ValueError(f"{policy!r}: a shield flies the swarm simulator only")
+        inner = resolve_policy(policy.removesuffix(SHIELD_SUFFIX), cfg, device, deterministic)
+        if inner.plan is not None:
+            raise ValueError(f"{policy!r}: a map-aware controller cannot be shielded")
+        return as_controller(Shield(inner, make_controller("pid_avoid", cfg.dynamics, device=device),
+                                    reset=inner.reset))
     if policy in BUILTIN_POLICIES:
         if cfg is None:
             raise ValueError(f"controller {policy!r} flies the swarm simulator only")
@@ -58,6 +68,8 @@ def resolve_policy(
 
 def run_config(policy: str | nn.Module) -> SwarmConfig | PettingZooEnvConfig | None:
     """The environment config a run was trained with (None for built-in controllers and modules)."""
+    if isinstance(policy, str):
+        policy = policy.removesuffix(SHIELD_SUFFIX)
     if isinstance(policy, nn.Module) or policy in BUILTIN_POLICIES or not is_checkpoint_source(policy):
         return None
     return load_policy(policy)[1]
