@@ -1,0 +1,107 @@
+"""Where a student's neighbour collisions come from: the shield hand-over distance, and the close-range fit.
+
+    .venv/bin/python scripts/close_range_probe.py --policy zoo:swarm8_obstacles --json runs/close_range.json
+
+1. Shield sweep: fly ``--policy`` with ``pid_avoid`` taking over each drone while the body gap to its nearest
+   observed neighbour is below g (agents.shield), for every g of ``--gaps`` (0: no hand-over), ``--envs``
+   swarms at ``--density``, tuning seed 500 (8 drones, 0.6 m columns, the obstacle recipe's env).
+2. Close-range fit: states within ``--close`` m of a neighbour from student-flown swarms (seeds 600 for
+   training, 700 held out), labelled by ``pid_avoid``: the policy's mean squared error on them, and that of a
+   fresh deployable student fitted only to them (Adam, ``--fit-steps`` minibatches of 128), for each number of
+   training swarms in ``--train-swarms``.
+Prints one JSON line per result; ``--json`` writes them all. Figures: docs/training.md, "Where the neighbour
+collisions come from".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from agents.checkpoint import load_policy
+from agents.controllers import make_controller
+from agents.shield import Shield, nearest_gap
+from envs.config import SwarmConfig, make_config
+from envs.evaluation import as_controller, evaluate_swarm
+from marl.imitation import ImitationData, fit, make_student, rollout, student_actions
+from marl.train_config import resolve_config
+
+
+def env_config(density: float) -> SwarmConfig:
+    """The obstacle recipe's env at one density, 8 drones, 0.6 m columns."""
+    base = resolve_config("swarm8_obstacles_dagger").env
+    return make_config(**{**base.model_dump(), "density": density, "num_drones": 8, "obstacle_size": 0.6,
+                          "randomization": {**base.randomization.model_dump(), "density_range": None}})
+
+
+def shield_row(policy, cfg: SwarmConfig, gap: float, envs: int) -> dict:
+    """Metrics of ``policy`` with the fallback below ``gap`` (none for gap 0), seed 500."""
+    flown = as_controller(policy)
+    if gap > 0:
+        shield = Shield(flown, make_controller("pid_avoid", cfg.dynamics), gap=gap, reset=flown.reset)
+        flown = as_controller(shield)
+    report, _ = evaluate_swarm(flown, cfg, episodes=envs, seed=500)
+    keys = ("success_rate", "neighbour_collision_rate", "obstacle_collision_rate", "deadlock_rate")
+    out = {"gap": gap, **{k: round(report[k], 4) for k in keys}}
+    if gap > 0:
+        out["fallback_share"] = round(shield.taken / shield.steps, 4)
+    return out
+
+
+def close_states(policy, cfg: SwarmConfig, swarms: int, seed: int, close: float) -> tuple[ImitationData, torch.Tensor]:
+    """Every step of ``swarms`` swarms flown by ``policy``, labelled by pid_avoid, where some drone is within
+    ``close`` m of a neighbour; with the mask [N, M] of the drones that are."""
+    data = rollout(cfg, "pid_avoid", policy, beta=0.0, num_envs=swarms, record_every=1, seed=seed).data
+    near = nearest_gap(data.obs, cfg.dynamics.arm) < close
+    rows = near.any(-1)
+    return ImitationData(data.obs[rows], data.actions[rows]), near[rows]
+
+
+def close_error(student, data: ImitationData, near: torch.Tensor) -> float:
+    """Mean squared action error over the close drones."""
+    with torch.no_grad():
+        err = ((student_actions(student, data.obs) - data.actions) ** 2).mean(-1)
+    return round(float(err[near].mean()), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="zoo:swarm8_obstacles")
+    parser.add_argument("--density", type=float, default=0.6)
+    parser.add_argument("--envs", type=int, default=128, help="swarms per shield row")
+    parser.add_argument("--gaps", default="0,0.1,0.2,0.3,0.5")
+    parser.add_argument("--close", type=float, default=0.2, help="m of body gap that counts as close")
+    parser.add_argument("--train-swarms", default="128,768")
+    parser.add_argument("--fit-steps", type=int, default=6000)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = env_config(args.density)
+    policy = load_policy(args.policy)
+    results = []
+
+    def emit(row: dict) -> None:
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+    for gap in (float(g) for g in args.gaps.split(",")):
+        emit({"probe": "shield", **shield_row(policy, cfg, gap, args.envs)})
+    test, test_near = close_states(policy, cfg, 64, 700, args.close)
+    for swarms in (int(n) for n in args.train_swarms.split(",")):
+        train, near = close_states(policy, cfg, swarms, 600, args.close)
+        student = make_student("attention", cfg, seed=0)
+        fit(student, train, steps=args.fit_steps, batch=128, optimizer="adam", lr=1e-3)
+        emit({"probe": "close_fit", "train_swarms": swarms, "close_drones": int(near.sum()),
+              "policy_error": close_error(policy, test, test_near),
+              "fresh_train": close_error(student, train, near),
+              "fresh_held_out": close_error(student, test, test_near)})
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
