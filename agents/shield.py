@@ -5,7 +5,7 @@ Every drone flies the policy's action, except while the body gap to its nearest 
 ``gap`` (default 0.2 m): then it flies ``pid_avoid``'s action, which brakes and turns away. Written for a
 measured weakness: the students imitated from ``pid_avoid`` lose to it by their neighbour contacts, and
 their actions within 0.2 m of a neighbour are far from the teacher's (mean squared error 0.13 against
-~0.005 over their training data); taking over only there removes the contacts (docs/training.md, "Where the
+~0.006 over their training data); taking over only there removes the contacts (docs/training.md, "Where the
 neighbour collisions come from"). The shield is a host-side evaluation and deployment aid, not part of the
 exported C policy; a shielded figure is the policy's and the fallback's together, and is reported as such.
 """
@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import torch
 
-from agents.pid import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM, PIDController
+from agents.pid import PIDController
+from quadspec import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM
 
 SHIELD_SUFFIX = "+shield"
 SHIELD_GAP = 0.2  # m; tuned on seed 500: 0.1 left a third of the contacts, 0.2 none

@@ -8,8 +8,11 @@ import json
 import pytest
 import torch
 
+import marl.pretrain as pretrain
+from agents import make_policy
 from agents.checkpoint import load_policy
 from envs.config import RewardConfig
+from envs.observations import obs_spec
 from envs.rewards import swarm_reward
 from marl.train_config import resolve_config
 from marl.trainer import Trainer, train
@@ -83,6 +86,23 @@ def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
         resolve_config("quickstart", ["pretrain.teacher=zoo:quickstart", "pretrain.teacher_gains={kp_xy: 3.0}"])
     with pytest.raises(ValueError, match="unknown controller gain 'mass'"):  # the vehicle comes from the env
         resolve_config("quickstart", ["pretrain.teacher_gains={mass: 0.05}"])
+
+
+def test_the_warm_start_imitates_the_teacher_with_its_configured_gains(monkeypatch):
+    cfg = resolve_config("quickstart", ["pretrain.teacher_gains={neighbour_safe: 0.2, kp_xy: 3.0}"])
+    seen = {}
+
+    def dagger(policy, env, teacher, **kwargs):
+        seen["teacher"] = teacher
+        raise StopIteration  # the teacher is all this test needs
+
+    monkeypatch.setattr(pretrain, "dagger", dagger)
+    policy = make_policy("attention", obs_spec(cfg.env.num_neighbors), cfg.env.num_drones)
+    with pytest.raises(StopIteration):
+        pretrain.warm_start(policy, cfg.env, cfg.pretrain)
+    teacher = seen["teacher"]
+    assert (teacher.cfg.neighbour_safe, teacher.cfg.kp_xy, teacher.cfg.avoid) == (0.2, 3.0, True)
+    assert teacher.cfg.kd_xy == 3.2  # the rest stays at the defaults
 
 
 def test_goal_holding_bonus_pays_most_within_its_radius():
