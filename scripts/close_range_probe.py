@@ -9,8 +9,12 @@
    training, 700 held out), labelled by ``pid_avoid``: the policy's mean squared error on them, and that of a
    fresh deployable student fitted only to them (Adam, ``--fit-steps`` minibatches of 128), for each number of
    training swarms in ``--train-swarms``.
-Prints one JSON line per result; ``--json`` writes them all. Figures: docs/training.md, "Where the neighbour
-collisions come from".
+3. Learned expert: the last of those fresh students flies in the fallback's place (the policy far from
+   neighbours, the close-range student within ``--close`` m of one: two learned networks and a fixed gate),
+   beside the policy alone and the policy with the ``pid_avoid`` shield, on ``--eval-seed`` (held out: 1000)
+   at every density of ``--eval-densities``.
+``--parts`` picks among shield, fit and expert. Prints one JSON line per result; ``--json`` writes them all.
+Figures: docs/training.md, "Where the neighbour collisions come from".
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ def main() -> None:
     parser.add_argument("--close", type=float, default=0.2, help="m of body gap that counts as close")
     parser.add_argument("--train-swarms", default="128,768")
     parser.add_argument("--fit-steps", type=int, default=6000)
+    parser.add_argument("--parts", default="shield,fit,expert")
+    parser.add_argument("--eval-seed", type=int, default=1000)
+    parser.add_argument("--eval-densities", default="0.2,0.4,0.6,0.8")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -87,10 +94,12 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row), flush=True)
 
-    for gap in (float(g) for g in args.gaps.split(",")):
+    parts = args.parts.split(",")
+    for gap in (float(g) for g in args.gaps.split(",")) if "shield" in parts else ():
         emit({"probe": "shield", **shield_row(policy, cfg, gap, args.envs)})
     test, test_near = close_states(policy, cfg, 64, 700, args.close)
-    for swarms in (int(n) for n in args.train_swarms.split(",")):
+    student = None
+    for swarms in (int(n) for n in args.train_swarms.split(",")) if {"fit", "expert"} & set(parts) else ():
         train, near = close_states(policy, cfg, swarms, 600, args.close)
         student = make_student("attention", cfg, seed=0)
         fit(student, train, steps=args.fit_steps, batch=128, optimizer="adam", lr=1e-3)
@@ -98,6 +107,23 @@ def main() -> None:
               "policy_error": close_error(policy, test, test_near),
               "fresh_train": close_error(student, train, near),
               "fresh_held_out": close_error(student, test, test_near)})
+    if "expert" in parts:
+        arm = cfg.dynamics.arm
+
+        def with_expert(obs: torch.Tensor) -> torch.Tensor:
+            near = (nearest_gap(obs, arm) < args.close).unsqueeze(-1)
+            return torch.where(near, student_actions(student, obs), student_actions(policy, obs))
+
+        for density in (float(d) for d in args.eval_densities.split(",")):
+            for name, flown in (("policy", as_controller(policy)), ("policy+expert", as_controller(with_expert)),
+                                ("policy+shield", Shield(as_controller(policy), make_controller(
+                                    "pid_avoid", cfg.dynamics), gap=args.close))):
+                report, _ = evaluate_swarm(as_controller(flown), env_config(density), episodes=args.envs,
+                                           seed=args.eval_seed)
+                keys = ("success_rate", "neighbour_collision_rate", "obstacle_collision_rate", "deadlock_rate",
+                        "distance_to_goal_1s")
+                emit({"probe": "expert", "flown": name, "density": density, "seed": args.eval_seed,
+                      **{k: round(report[k], 4) for k in keys}})
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
