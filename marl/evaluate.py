@@ -62,7 +62,7 @@ def resolve_policy(
     raise ValueError(
         f"policy {policy!r} is neither a built-in controller ({', '.join(BUILTIN_POLICIES)}), "
         f"a zoo policy ({', '.join(ZOO_PREFIX + n for n in zoo_names())}) nor an existing run directory or "
-        "checkpoint file"
+        f"checkpoint file (any of them may end in {SHIELD_SUFFIX!r})"
     )
 
 
