@@ -293,14 +293,9 @@ class PIDController:
         """The neighbours' part of :meth:`hazard_proximity`, [E, M] in [0, 1] (0 without neighbours). DAgger's
         near-miss rounds keep the states where it is high (``pretrain.focus``)."""
         c = self.cfg
-        e, m, d = obs.shape
-        k = (d - SELF_DIM - OBSTACLE_DIM) // NEIGHBOUR_DIM
-        if SELF_DIM + k * NEIGHBOUR_DIM + OBSTACLE_DIM != d:
-            raise ValueError(f"obs width {d} is not 19 + 6 K + 9 for K = {k}")
-        if not k:
-            return obs.new_zeros(e, m)
-        nbr = obs[..., SELF_DIM : SELF_DIM + k * NEIGHBOUR_DIM].reshape(e, m, k, NEIGHBOUR_DIM)
-        gap = nbr[..., :3].norm(dim=-1) - 2.0 * c.arm
+        gap = neighbour_gaps(obs, c.arm)
+        if not gap.shape[-1]:
+            return obs.new_zeros(gap.shape[:2])
         return self._proximity(gap, c.neighbour_range, c.neighbour_safe).amax(-1)
 
     @staticmethod
@@ -333,3 +328,13 @@ class PIDController:
             tangent = side * turn
         push = self.cfg.push_gain * (safe - clear).clamp_min(0.0).unsqueeze(-1)
         return v - w * inward * n + w * (-inward) * tangent + push * n
+
+
+def neighbour_gaps(obs: torch.Tensor, arm: float) -> torch.Tensor:
+    """Body gaps [E, M, K] (centre distance minus two arms) to the K observed neighbours of obs [E, M, 19 + 6 K + 9]."""
+    e, m, d = obs.shape
+    k = (d - SELF_DIM - OBSTACLE_DIM) // NEIGHBOUR_DIM
+    if SELF_DIM + k * NEIGHBOUR_DIM + OBSTACLE_DIM != d:
+        raise ValueError(f"obs width {d} is not 19 + 6 K + 9 for K = {k}")
+    rel = obs[..., SELF_DIM : SELF_DIM + k * NEIGHBOUR_DIM].reshape(e, m, k, NEIGHBOUR_DIM)[..., :3]
+    return rel.norm(dim=-1) - 2.0 * arm

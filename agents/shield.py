@@ -16,8 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from agents.pid import PIDController
-from quadspec import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM
+from agents.pid import PIDController, neighbour_gaps
 
 SHIELD_SUFFIX = "+shield"
 SHIELD_GAP = 0.2  # m; tuned on seed 500: 0.1 left a third of the contacts, 0.2 none
@@ -25,14 +24,8 @@ SHIELD_GAP = 0.2  # m; tuned on seed 500: 0.1 left a third of the contacts, 0.2 
 
 def nearest_gap(obs: torch.Tensor, arm: float) -> torch.Tensor:
     """Body gap [E, M] (centre distance minus two arms) to the nearest observed neighbour; inf without one."""
-    e, m, d = obs.shape
-    k = (d - SELF_DIM - OBSTACLE_DIM) // NEIGHBOUR_DIM
-    if SELF_DIM + k * NEIGHBOUR_DIM + OBSTACLE_DIM != d:
-        raise ValueError(f"obs width {d} is not 19 + 6 K + 9")
-    if k == 0:
-        return obs.new_full((e, m), float("inf"))
-    rel = obs[..., SELF_DIM : SELF_DIM + k * NEIGHBOUR_DIM].reshape(e, m, k, NEIGHBOUR_DIM)[..., :3]
-    return rel.norm(dim=-1).amin(-1) - 2.0 * arm
+    gap = neighbour_gaps(obs, arm)
+    return gap.amin(-1) if gap.shape[-1] else obs.new_full(gap.shape[:2], float("inf"))
 
 
 class Shield:
