@@ -28,8 +28,9 @@ import torch
 from agents.checkpoint import load_policy
 from agents.controllers import make_controller
 from agents.shield import Shield, nearest_gap
-from envs.config import SwarmConfig, make_config
+from envs.config import SwarmConfig
 from envs.evaluation import as_controller, evaluate_swarm
+from marl.evaluate import eval_config
 from marl.imitation import ImitationData, fit, make_student, rollout, student_actions
 from marl.train_config import resolve_config
 
@@ -37,8 +38,7 @@ from marl.train_config import resolve_config
 def env_config(density: float) -> SwarmConfig:
     """The obstacle recipe's env at one density, 8 drones, 0.6 m columns."""
     base = resolve_config("swarm8_obstacles_dagger").env
-    return make_config(**{**base.model_dump(), "density": density, "num_drones": 8, "obstacle_size": 0.6,
-                          "randomization": {**base.randomization.model_dump(), "density_range": None}})
+    return eval_config(None, drones=8, density=density, base=base, obstacle_size=0.6)
 
 
 def shield_row(policy, cfg: SwarmConfig, gap: float, envs: int) -> dict:
@@ -97,9 +97,11 @@ def main() -> None:
     parts = args.parts.split(",")
     for gap in (float(g) for g in args.gaps.split(",")) if "shield" in parts else ():
         emit({"probe": "shield", **shield_row(policy, cfg, gap, args.envs)})
-    test, test_near = close_states(policy, cfg, 64, 700, args.close)
     student = None
-    for swarms in (int(n) for n in args.train_swarms.split(",")) if {"fit", "expert"} & set(parts) else ():
+    fitting = bool({"fit", "expert"} & set(parts))
+    if fitting:
+        test, test_near = close_states(policy, cfg, 64, 700, args.close)
+    for swarms in (int(n) for n in args.train_swarms.split(",")) if fitting else ():
         train, near = close_states(policy, cfg, swarms, 600, args.close)
         student = make_student("attention", cfg, seed=0)
         fit(student, train, steps=args.fit_steps, batch=128, optimizer="adam", lr=1e-3)

@@ -19,7 +19,7 @@ import torch
 
 from agents.pid import PIDConfig, PIDController
 from agents.planner import PlannedPIDController
-from envs.config import make_config
+from marl.evaluate import eval_config
 from marl.imitation import rollout
 from marl.train_config import resolve_config
 
@@ -39,8 +39,7 @@ GRID = (
 def run(kind: str, slow: float, density: float, drones: int, size: float, envs: int, seed: int) -> dict:
     """Fly one setting; returns its row (settings and the mean metrics over the ended episodes)."""
     base = resolve_config("swarm8_obstacles_dagger").env
-    cfg = make_config(**{**base.model_dump(), "density": density, "num_drones": drones, "obstacle_size": size,
-                         "randomization": {**base.randomization.model_dump(), "density_range": None}})
+    cfg = eval_config(None, drones=drones, density=density, base=base, obstacle_size=size)
     pid_cfg = PIDConfig.from_dynamics(cfg.dynamics, avoid=True, slow_speed=slow)
     controller = PlannedPIDController(pid_cfg) if kind == "pid_plan" else PIDController(pid_cfg)
     metrics = rollout(cfg, controller, num_envs=envs if drones <= 8 else envs // 2, seed=seed).metrics()
