@@ -276,8 +276,8 @@ def test_bench_optim_quick_suites_report_the_imitation_parts() -> None:
     assert sso["bc_sso_final_loss"] < sso["bc_initial_loss"]
     assert [it["dataset_rows"] for it in sso["bc_dagger"]] == [sso["bc_train_rows"], 2 * sso["bc_train_rows"]]
     tp = run_suite("tpsgd", quick=True)
-    for key in ("bp_accuracy", "tpsgd_accuracy", "distill_bp_mse", "distill_tpsgd_mse", "distill_bp_peak_bytes",
-                "distill_tpsgd_peak_bytes"):
+    for key in ("bp_accuracy", "tpsgd_accuracy", "readout_only_accuracy", "distill_bp_mse", "distill_tpsgd_mse",
+                "distill_bp_peak_bytes", "distill_tpsgd_peak_bytes"):
         assert key in tp, key
     # 4 minibatches of 100 rows: back-propagation already lowers the held-out error; tpSGD's learning is
     # checked at a real budget in test_tpsgd_distillation_is_layer_local_and_reduces_the_action_mse.
