@@ -88,6 +88,11 @@ class PolicyConfig(BaseModel):
         "from a Discrete action space)"
     )
     graph_size: int | None = Field(None, ge=1, description="commformer: nodes of the graph; must equal the agents")
+    close_range: float | None = Field(
+        None, gt=0, description="attention / mlp / deepsets: a second actor network for the agents whose nearest "
+        "observed neighbour's centre is within this many m (agents.close_range; 0.29 = 0.2 m body gap for a "
+        "Crazyflie); None: one network",
+    )
     critic: Literal["local", "central"] = Field(
         "local", description="local: value of own obs; central: own + mean over the env's agents (MAPPO)"
     )
@@ -116,6 +121,9 @@ class PolicyConfig(BaseModel):
                 raise ValueError(
                     f"{field} does not apply to policy {self.name!r} (its encoder fields: {', '.join(allowed)})"
                 )
+        if self.close_range is not None and (self.name == "commformer" or self.num_actions is not None):
+            raise ValueError(f"close_range applies to a Gaussian attention / mlp / deepsets actor, not "
+                             f"{'a categorical one' if self.num_actions is not None else self.name!r}")
         lo, hi = self.log_std_bounds
         if not lo < hi:
             raise ValueError(f"log_std_bounds={list(self.log_std_bounds)} must be increasing")

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from agents.base import ActorCritic, ObsLayout
+from agents.close_range import CloseRangeActor
 from agents.commformer import CommFormerPolicy
 from agents.config import POLICIES, PolicyConfig, unknown_policy_message
 from agents.deepsets import DeepSetsPolicy
@@ -57,6 +58,9 @@ def make_policy_from_config(
         num_actions=cfg.num_actions,
         **cfg.encoder_kwargs(),
     )
+    if cfg.close_range is not None:
+        near = _POLICY_CLASSES[cfg.name].encoder_cls.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
+        policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range)
     policy.config = cfg
     return policy
 

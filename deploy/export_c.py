@@ -49,12 +49,13 @@ def fill_template(name: str, **values: object) -> str:
 
 
 def _supported_types() -> tuple[type, ...]:
+    from agents.close_range import ActionHead, CloseRangeActor
     from agents.layers import GaussianActor, MultiHeadAttention
     from agents.mlp import MLPEncoder
     from agents.swarm_attention import SwarmAttentionEncoder
 
     return (
-        GaussianActor, SwarmAttentionEncoder, MLPEncoder, MultiHeadAttention,
+        GaussianActor, CloseRangeActor, ActionHead, SwarmAttentionEncoder, MLPEncoder, MultiHeadAttention,
         nn.Sequential, nn.Linear, nn.Tanh, nn.ReLU, nn.LayerNorm,
     )
 
@@ -291,29 +292,31 @@ def _used_kernels(body: str) -> str:
     return "\nstatic ".join(out)
 
 
-def _emit_attention_encoder(em: _Emitter, enc: nn.Module, obs: str) -> tuple[str, int]:
-    """SwarmAttentionEncoder.forward, statement by statement; returns (feature buffer, width)."""
+def _emit_attention_encoder(em: _Emitter, enc: nn.Module, obs: str, path: str = "encoder") -> tuple[str, int]:
+    """SwarmAttentionEncoder.forward (the actor's module at ``path``), statement by statement; returns
+    (feature buffer, width)."""
     lay = enc.layout
+    ln = "LN" if path == "encoder" else path.replace(".", "_").upper() + "_LN"
     s, k, nd = lay.self_dim, lay.num_neighbors, lay.neighbour_dim
-    e_self, e = em.mlp("encoder.self_embed", enc.self_embed, obs, s, "self")
+    e_self, e = em.mlp(f"{path}.self_embed", enc.self_embed, obs, s, "self")
     # all tokens (neighbours, then the obstacle patch) land in one [t][e] array, so the shared-weight
     # layers (neighbour MLP, key and value projections) run once over several inputs
     t = (k if enc.neighbour_embed is not None else 0) + (1 if enc.obstacle_embed is not None else 0)
     tok = em.buffer(max(t, 1) * e, "tokens")
     nt = 0
     if enc.neighbour_embed is not None and k > 0:
-        em.mlp("encoder.neighbour_embed", enc.neighbour_embed, f"obs + {s}", nd, "nb", count=k, xs=nd, out=tok)
+        em.mlp(f"{path}.neighbour_embed", enc.neighbour_embed, f"obs + {s}", nd, "nb", count=k, xs=nd, out=tok)
         nt = k
     if enc.obstacle_embed is not None:
         off = s + k * nd
-        em.mlp("encoder.obstacle_embed", enc.obstacle_embed, f"obs + {off}", lay.obstacle_dim, "obst",
+        em.mlp(f"{path}.obstacle_embed", enc.obstacle_embed, f"obs + {off}", lay.obstacle_dim, "obst",
                out=tok if nt == 0 else f"{tok} + {nt * e}")
         nt += 1
     ctx = em.buffer(e, "ctx")
     norm = enc.norm
-    em.consts.append(f"/* actor.encoder.norm: LayerNorm {e} (eps {norm.eps}) */\n")
-    em.consts.append(_array("float", "LN_g", [_f(v) for v in norm.weight.detach().tolist()]))
-    em.consts.append(_array("float", "LN_b", [_f(v) for v in norm.bias.detach().tolist()]))
+    em.consts.append(f"/* actor.{path}.norm: LayerNorm {e} (eps {norm.eps}) */\n")
+    em.consts.append(_array("float", f"{ln}_g", [_f(v) for v in norm.weight.detach().tolist()]))
+    em.consts.append(_array("float", f"{ln}_b", [_f(v) for v in norm.bias.detach().tolist()]))
     if enc.attention is not None:
         att = enc.attention
         h, hd, t = att.num_heads, att.head_dim, nt
@@ -324,22 +327,22 @@ def _emit_attention_encoder(em: _Emitter, enc: nn.Module, obs: str) -> tuple[str
         mixed = em.buffer(width, "mixed")
         attended = em.buffer(e, "attended")
         scratch = em.buffer(t, "weights")
-        em.linear("encoder.attention.q_proj", att.q_proj, e_self, q)
-        em.linear("encoder.attention.k_proj", att.k_proj, tok, keys, t, e, width)
-        em.linear("encoder.attention.v_proj", att.v_proj, tok, values, t, e, width)
+        em.linear(f"{path}.attention.q_proj", att.q_proj, e_self, q)
+        em.linear(f"{path}.attention.k_proj", att.k_proj, tok, keys, t, e, width)
+        em.linear(f"{path}.attention.v_proj", att.v_proj, tok, values, t, e, width)
         em.body.append(f"    attention({q}, {keys}, {values}, {mixed}, {scratch}, {t}, {h}, {hd});\n")
         em.macs += 2 * t * width
-        em.linear("encoder.attention.out_proj", att.out_proj, mixed, attended)
+        em.linear(f"{path}.attention.out_proj", att.out_proj, mixed, attended)
         em.body.append(f"    for (i = 0; i < {e}; i++) {{\n        {attended}[i] += {e_self}[i];\n    }}\n")
-        em.body.append(f"    layer_norm({attended}, LN_g, LN_b, {ctx}, {e}, {_f(norm.eps)});\n")
+        em.body.append(f"    layer_norm({attended}, {ln}_g, {ln}_b, {ctx}, {e}, {_f(norm.eps)});\n")
     else:
-        em.body.append(f"    layer_norm({e_self}, LN_g, LN_b, {ctx}, {e}, {_f(norm.eps)});\n")
+        em.body.append(f"    layer_norm({e_self}, {ln}_g, {ln}_b, {ctx}, {e}, {_f(norm.eps)});\n")
     cat = em.buffer(2 * e, "concat")
     em.body.append(
         f"    for (i = 0; i < {e}; i++) {{\n        {cat}[i] = {e_self}[i];\n"
         f"        {cat}[{e} + i] = {ctx}[i];\n    }}\n"
     )
-    return em.mlp("encoder.head", enc.head, cat, 2 * e, "head")
+    return em.mlp(f"{path}.head", enc.head, cat, 2 * e, "head")
 
 
 def _layout_doc(actor: nn.Module) -> str:
@@ -375,6 +378,7 @@ def generate_c(
     torch actor, clamped to [-1, 1]). ``fallback_action``: the command of every motor for non-finite
     inputs (e.g. the hover command 2 / thrust_to_weight - 1).
     """
+    from agents.close_range import CloseRangeActor
     from agents.layers import GaussianActor
     from agents.mlp import MLPEncoder
     from agents.swarm_attention import SwarmAttentionEncoder
@@ -386,16 +390,40 @@ def generate_c(
     enc = actor.encoder
     obs_dim = int(golden_inputs.shape[-1])
     em = _Emitter(quantized)
-    if isinstance(enc, SwarmAttentionEncoder):
-        feat, width = _emit_attention_encoder(em, enc, "obs")
-        kind = "SwarmAttentionEncoder"
-    elif isinstance(enc, MLPEncoder):
-        feat, width = em.mlp("encoder.net", enc.net, "obs", obs_dim, "mlp")
-        kind = "MLPEncoder"
-    else:  # pragma: no cover - check_supported refuses it first
-        raise ValueError(f"unsupported encoder {type(enc).__name__}")
     out = em.buffer(ACT_DIM, "mean")
-    em.linear("mean", actor.mean, feat, out)
+
+    def network(prefix: str, encoder: nn.Module, mean: nn.Linear) -> None:
+        """One encoder + action mean, the actor's modules under ``prefix`` ("" or "near."), writing ``out``."""
+        if isinstance(encoder, SwarmAttentionEncoder):
+            feat, _ = _emit_attention_encoder(em, encoder, "obs", f"{prefix}encoder")
+        elif isinstance(encoder, MLPEncoder):
+            feat, _ = em.mlp(f"{prefix}encoder.net", encoder.net, "obs", obs_dim, f"{prefix.rstrip('.')}mlp")
+        else:  # pragma: no cover - check_supported refuses it first
+            raise ValueError(f"unsupported encoder {type(encoder).__name__}")
+        em.linear(f"{prefix}mean", mean, feat, out)
+
+    kind = type(enc).__name__
+    if isinstance(actor, CloseRangeActor):
+        # The gate as a branch: each call runs one of the two networks (MACs: the larger branch).
+        lay = actor.layout
+        s0, nd, r = lay.self_dim, lay.neighbour_dim, actor.close_range
+        em.body.append(
+            f"    {{\n        float nearest = INFINITY;\n        for (i = 0; i < {lay.num_neighbors}; i++) {{\n"
+            f"            const float *p = obs + {s0} + i * {nd};\n"
+            f"            float d = sqrtf(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);\n"
+            f"            nearest = d < nearest ? d : nearest;\n        }}\n"
+            f"        close_range = nearest < {_f(r)};\n    }}\n    if (close_range) {{\n")
+        start = em.macs
+        network("near.", actor.near.encoder, actor.near.mean)
+        near_macs = em.macs - start
+        em.body.append("    } else {\n")
+        network("", enc, actor.mean)
+        em.body.append("    }\n")
+        em.macs = start + max(near_macs, em.macs - start - near_macs) + 4 * lay.num_neighbors
+        em.ram.append("static int close_range;\n")
+        kind = f"{kind} + close-range {type(actor.near.encoder).__name__} (gate: nearest neighbour within {r:g} m)"
+    else:
+        network("", enc, actor.mean)
     missing = set(quantized.layers) - set(em.emitted)
     if missing:
         raise ValueError(f"layers {sorted(missing)} are not used by the exported forward pass")

@@ -14,16 +14,31 @@ from typing import Any
 from agents.base import ActorCritic
 from agents.checkpoint import load_policy
 from envs.config import SwarmConfig
-from marl.imitation import dagger, make_teacher
+from marl.imitation import dagger, fit_close_range, make_teacher
 from marl.train_config import PretrainConfig
 
 
 def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: int = 0) -> dict[str, Any]:
     """Imitate ``cfg.teacher`` into ``policy`` in place; returns what it cost and how well the fit went."""
     t0 = time.perf_counter()
+    device = next(policy.parameters()).device
+    episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
     if cfg.init_from is not None:
-        load_weights(policy, cfg.init_from)
-        return {"init_from": cfg.init_from, "wall_s": time.perf_counter() - t0, "agent_steps": 0}
+        load_weights(policy, cfg.init_from, refit_near=cfg.close_range is not None)
+        out: dict[str, Any] = {"init_from": cfg.init_from, "agent_steps": 0}
+    else:
+        out = imitate(policy, env, cfg, seed)
+    if cfg.close_range is not None:
+        teacher = make_teacher(cfg.teacher, env, device=device, gains=cfg.teacher_gains)
+        c = cfg.close_range
+        out["close_range"] = fit_close_range(policy, env, teacher, swarms=c.swarms, fit_steps=c.fit_steps,
+                                             batch=c.batch, lr=c.lr, seed=seed)
+        out["agent_steps"] += c.swarms * episode_steps * env.num_drones
+    return {**out, "wall_s": time.perf_counter() - t0}
+
+
+def imitate(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: int = 0) -> dict[str, Any]:
+    """DAgger of ``cfg.teacher`` into ``policy`` in place; returns its agent steps, data rows and fit."""
     device = next(policy.parameters()).device
     teacher = make_teacher(cfg.teacher, env, device=device, gains=cfg.teacher_gains)
     result = dagger(policy, env, teacher, iterations=cfg.iterations, beta0=cfg.beta0, beta_decay=cfg.beta_decay,
@@ -35,7 +50,6 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
     swarms = (cfg.iterations + 1) * cfg.num_envs + (cfg.iterations * cfg.focus.envs if cfg.focus else 0)
     return {
         "teacher": cfg.teacher,
-        "wall_s": time.perf_counter() - t0,
         "agent_steps": swarms * episode_steps * env.num_drones,
         "rows": len(result.data),
         "fit_loss": result.iterations[-1].fit_loss,
@@ -43,12 +57,14 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
     }
 
 
-def load_weights(policy: ActorCritic, source: str) -> None:
+def load_weights(policy: ActorCritic, source: str, refit_near: bool = False) -> None:
     """Copy the weights of the trained policy at ``source`` into ``policy`` in place, except the action
-    log-std (the run's ``agent.init_log_std`` sets its exploration). ValueError when the two differ in shape."""
+    log-std (the run's ``agent.init_log_std`` sets its exploration). ValueError when the two differ in shape.
+    ``refit_near``: the near network of a close-range actor may be missing from ``source``; it then starts as a
+    copy of the far one (the policy flies as ``source`` did until the near network is fitted)."""
     trained = load_policy(source, device=next(policy.parameters()).device)
     own = policy.state_dict()
-    keep = {k for k in own if k.endswith("log_std")}
+    keep = {k for k in own if k.endswith("log_std") or (refit_near and k.startswith("actor.near."))}
     state = {k: v for k, v in trained.state_dict().items() if k not in keep}
     try:
         missing, unexpected = policy.load_state_dict(state, strict=False)
@@ -58,3 +74,6 @@ def load_weights(policy: ActorCritic, source: str) -> None:
         raise ValueError(f"pretrain.init_from={source!r} is a {type(trained).__name__} whose weights do not fit "
                          f"agent ({type(policy).__name__}): missing {sorted(set(missing) - keep)}, "
                          f"unexpected {sorted(unexpected)}")
+    if refit_near and any(k.startswith("actor.near.") for k in missing):
+        actor = policy.actor
+        actor.near.load_state_dict({k: v for k, v in actor.state_dict().items() if k.startswith(("encoder.", "mean."))})

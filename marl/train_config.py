@@ -142,6 +142,18 @@ class FocusConfig(_Strict):
     threshold: float = Field(0.5, gt=0, le=1, description="neighbour proximity (0-1) from which a state is kept")
 
 
+class CloseRangeFitConfig(_Strict):
+    """``pretrain.close_range``: after DAgger (or ``init_from``), fit the near network of an ``agent.close_range``
+    actor on many close states: ``swarms`` swarms flown by the policy, every step where some drone is within
+    ``agent.close_range`` of a neighbour recorded and labelled by the teacher, the squared error taken over
+    those drones only (DAgger alone records few: ~0.5 % of its drone-steps)."""
+
+    swarms: int = Field(768, ge=1, description="policy-flown swarms (one episode each) whose close states are kept")
+    fit_steps: int = Field(6000, ge=1, description="Adam minibatches of the near network's regression")
+    batch: int = Field(128, ge=1, description="rows (env steps with a close drone) per minibatch")
+    lr: float = Field(1e-3, gt=0)
+
+
 class BCTermConfig(_Strict):
     """``pretrain.bc``: keep the teacher in RL (DAPG-style). PPO's actor loss gains
     ``coef_k * mean ||mu_theta(o) - a_teacher(o)||^2`` over the rollout's samples (squared error summed over
@@ -216,6 +228,9 @@ class PretrainConfig(_Strict):
         None, description="start from this trained policy instead of DAgger: a run directory, checkpoint file or "
         "zoo:NAME of the same architecture (its action log-std is replaced by agent.init_log_std)"
     )
+    close_range: CloseRangeFitConfig | None = Field(
+        None, description="fit the near network of an agent.close_range actor on many close states (off when None; "
+        "needs agent.close_range and a controller teacher)")
     # None (not a zero-weight section) keeps the resolved config of runs without the term unchanged, so
     # they still resume from checkpoints written before the term existed.
     bc: BCTermConfig | None = Field(None, description="behaviour-cloning term in PPO's actor loss (off when None)")
@@ -253,9 +268,10 @@ class PretrainConfig(_Strict):
                 raise ValueError(f"pretrain.teacher_gains needs a controller teacher ({', '.join(CONTROLLERS)}), "
                                  f"got teacher={self.teacher!r}")
             check_gains(self.teacher_gains)
-        if (self.hazard_weight or self.focus is not None) and self.teacher not in CONTROLLERS:
-            raise ValueError(f"pretrain.hazard_weight and pretrain.focus need a controller teacher "
-                             f"({', '.join(CONTROLLERS)}), got teacher={self.teacher!r}")
+        if (self.hazard_weight or self.focus is not None or self.close_range is not None) and (
+                self.teacher not in CONTROLLERS):
+            raise ValueError(f"pretrain.hazard_weight, pretrain.focus and pretrain.close_range need a controller "
+                             f"teacher ({', '.join(CONTROLLERS)}), got teacher={self.teacher!r}")
         if self.bc is not None and self.bc.coef > 0 and self.teacher == "pid_plan":
             # PPO's collector restores replayed snapshots mid-episode, which the planner would not see.
             raise ValueError("pretrain.bc needs a teacher that reads only the observation; teacher='pid_plan' "
@@ -431,6 +447,9 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
             "objective per minibatch, while CommFormer resamples its graph on every call and needs the edge "
             "optimiser and gate penalty of the clipped update; use another optim.name (adam, lion, ...)"
         )
+    if "pretrain" in out and out["pretrain"].close_range is not None and out["agent"].close_range is None:
+        raise ValueError(f"{source}: pretrain.close_range fits the near network of a close-range actor: set "
+                         "agent.close_range (m, e.g. 0.29) or remove pretrain.close_range")
     if "pretrain" in out and not isinstance(out["env"], SwarmConfig):
         raise ValueError(f"{source}: pretrain imitates a quadrotor controller and needs the simulator env; "
                          "remove the pretrain section for a PettingZoo env")

@@ -79,6 +79,7 @@ def test_contract_is_what_the_simulator_flies():
 
 
 @pytest.mark.parametrize("name,kwargs", [("attention", {"critic": "central"}), ("commformer", {"sparsity": 0.5}),
+                                         ("attention", {"close_range": 1.5}),
                                          ("mlp", {"num_actions": 5})])
 def test_policy_rebuilt_from_its_checkpoint_alone(tmp_path, monkeypatch, name, kwargs):
     policy = _policy(name, **kwargs)

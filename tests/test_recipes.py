@@ -76,7 +76,7 @@ def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
         resolve_config("predator_prey_commformer", ["optim.name=sso"])
     with pytest.raises(ValueError, match="init_from='runs/nowhere'"):
         resolve_config("quickstart", ["pretrain.init_from=runs/nowhere"])
-    with pytest.raises(ValueError, match="pretrain.hazard_weight and pretrain.focus need a controller"):
+    with pytest.raises(ValueError, match="pretrain.close_range need a controller"):
         resolve_config("quickstart", ["pretrain.teacher=zoo:quickstart", "pretrain.focus.envs=8"])
     with pytest.raises(ValueError, match="action_noise"):
         resolve_config("quickstart", ["pretrain.action_noise=-0.1"])

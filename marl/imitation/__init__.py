@@ -34,6 +34,7 @@ from marl.imitation.fit import (
     check_optimizer,
     dagger,
     fit,
+    fit_close_range,
     mse_eta,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "dagger",
     "evaluate_closed_loop",
     "fit",
+    "fit_close_range",
     "imitation_loss",
     "make_student",
     "make_teacher",

@@ -1,0 +1,79 @@
+"""A Gaussian actor with a second, close-range network: ``agent.close_range`` (hand-written; no library has it).
+
+    mean(obs) = near(obs)   if the nearest observed neighbour's centre is within ``close_range`` m
+                far(obs)    otherwise            (far: the usual encoder + linear mean; near: a copy of them)
+
+Why: the students imitated from ``pid_avoid`` fly well until the last ~0.2 m to a neighbour, where the
+teacher brakes hard and their actions are far from its (mean squared error 0.13 against ~0.006 elsewhere).
+A network of the same size fitted only to those states does fit them, and flown in the fallback's place it
+removes most neighbour contacts (docs/training.md, "Where the neighbour collisions come from"). Here that
+expert is part of the policy: both networks are learned, the gate is fixed (a distance test on the
+observation), the whole actor is checkpointed, compressed and exported to C as one (deploy/export_c.py
+emits the gate as a branch, so a drone runs one network per step). Gradients reach each network only
+through the states it flies, so DAgger trains both on their own share of the data; the warm start then
+fits the near network on many more close states (``pretrain.close_range``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agents.base import ObsLayout
+from agents.layers import ACTION_GAIN, Encoder, GaussianActor, init_linear, split_obs
+
+
+class ActionHead(nn.Module):
+    """An encoder and a linear action mean: obs [..., D] -> mean [..., act_dim] (the near network)."""
+
+    def __init__(self, encoder: Encoder, act_dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.mean = init_linear(nn.Linear(encoder.out_dim, act_dim), ACTION_GAIN)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [..., D] -> action mean [..., act_dim]."""
+        flat = obs.reshape(-1, obs.shape[-1])
+        return self.mean(self.encoder(flat)).view(*obs.shape[:-1], self.mean.out_features)
+
+
+class CloseRangeActor(GaussianActor):
+    """``GaussianActor`` whose mean comes from ``near`` (an ``ActionHead``) for the agents within
+    ``close_range`` m (centre distance) of an observed neighbour; the log-std is shared."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        near_encoder: Encoder,
+        layout: ObsLayout,
+        close_range: float,
+        init_log_std: float,
+        log_std_bounds: tuple[float, float],
+        act_dim: int,
+    ):
+        super().__init__(encoder, init_log_std, log_std_bounds, act_dim)
+        if layout.num_neighbors < 1:
+            raise ValueError("close_range needs an observation with neighbours (num_neighbors >= 1)")
+        if not close_range > 0:
+            raise ValueError(f"close_range={close_range} must be > 0 (m, centre distance)")
+        self.layout = layout
+        self.close_range = float(close_range)
+        self.near = ActionHead(near_encoder, act_dim)
+
+    @classmethod
+    def around(cls, actor: GaussianActor, near_encoder: Encoder, layout: ObsLayout,
+               close_range: float) -> CloseRangeActor:
+        """The close-range actor whose far network is ``actor``'s encoder (its mean layer is drawn anew)."""
+        return cls(actor.encoder, near_encoder, layout, close_range, float(actor.log_std.detach()[0]),
+                   actor.log_std_bounds, actor.mean.out_features)
+
+    def is_close(self, obs: torch.Tensor) -> torch.Tensor:
+        """Bool [...]: the nearest observed neighbour's centre lies within ``close_range`` m."""
+        flat = obs.reshape(-1, obs.shape[-1])
+        _, neighbours, _ = split_obs(flat, self.layout)  # [N, K, 6]: relative position first
+        nearest = neighbours[..., :3].norm(dim=-1).amin(-1)
+        return (nearest < self.close_range).view(obs.shape[:-1])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [..., D] -> action mean [..., act_dim]: the near network's where close, the far one's elsewhere."""
+        return torch.where(self.is_close(obs).unsqueeze(-1), self.near(obs), super().forward(obs))

@@ -1,0 +1,133 @@
+"""agent.close_range: a second actor network for the drones next to a neighbour, trained, checkpointed and exported."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from agents import make_policy
+from agents.close_range import CloseRangeActor
+from envs.config import SwarmConfig
+from envs.observations import obs_spec
+from marl.imitation import fit_close_range
+from marl.pretrain import load_weights
+from marl.train_config import resolve_config
+
+K = 2
+S = 19  # self segment; neighbour j's relative position at S + 6 j
+
+
+def _obs(n: int, near: bool, seed: int = 0) -> torch.Tensor:
+    """n x 4 random observations whose nearest neighbour is 0.1 m (near) or >= 1 m away (far)."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, 4, obs_spec(K).dim, generator=g)
+    for j in range(K):
+        direction = torch.nn.functional.normalize(torch.randn(n, 4, 3, generator=g), dim=-1)
+        dist = 0.1 if (near and j == 1) else 1.0 + j
+        obs[..., S + 6 * j : S + 6 * j + 3] = dist * direction
+    return obs
+
+
+def _policy(close_range: float = 0.29, name: str = "attention"):
+    torch.manual_seed(0)
+    return make_policy(name, obs_spec(K), 4, close_range=close_range)
+
+
+def test_gate_picks_the_near_network_next_to_a_neighbour_and_the_far_one_elsewhere():
+    policy = _policy()
+    actor = policy.actor
+    assert isinstance(actor, CloseRangeActor) and actor.close_range == pytest.approx(0.29)
+    near, far = _obs(5, near=True), _obs(5, near=False)
+    assert actor.is_close(near).all() and not actor.is_close(far).any()
+    with torch.no_grad():
+        torch.testing.assert_close(actor(near), actor.near(near))
+        far_mean = actor.mean(actor.encoder(far.reshape(-1, far.shape[-1]))).view(5, 4, -1)
+        torch.testing.assert_close(actor(far), far_mean)
+        far_on_near = actor.mean(actor.encoder(near.reshape(-1, near.shape[-1]))).view(5, 4, -1)
+        assert (actor(near) - far_on_near).abs().max() > 1e-4  # two networks, not one
+        # a mixed batch: each agent by its own gate
+        mixed = torch.cat([near[:, :2], far[:, 2:]], 1)
+        torch.testing.assert_close(actor(mixed)[:, :2], actor.near(mixed)[:, :2])
+        torch.testing.assert_close(actor(mixed)[:, 2:], far_mean[:, 2:])
+    # the shared log-std and the sampling path work as for the one-network actor
+    action, log_prob, value = policy.act(mixed)
+    assert action.shape == (5, 4, 4) and log_prob.shape == value.shape == (5, 4)
+    assert sum(p.numel() for p in actor.near.parameters()) == sum(
+        p.numel() for p in (*actor.encoder.parameters(), *actor.mean.parameters()))
+
+
+def test_config_refuses_close_range_where_it_cannot_apply():
+    with pytest.raises(ValueError, match="close_range applies to a Gaussian"):
+        make_policy("commformer", obs_spec(K), 4, close_range=0.29)
+    with pytest.raises(ValueError, match="close_range applies to a Gaussian"):
+        make_policy("mlp", obs_spec(K), 4, close_range=0.29, num_actions=5)
+    with pytest.raises(ValueError, match="close_range"):
+        make_policy("attention", obs_spec(K), 4, close_range=0.0)
+    with pytest.raises(ValueError, match="set agent.close_range"):
+        resolve_config("swarm8_obstacles_dagger", ["pretrain.close_range={swarms: 8}"])
+    cfg = resolve_config("swarm8_obstacles_dagger", ["agent.close_range=0.29", "pretrain.close_range={swarms: 8}"])
+    assert cfg.pretrain.close_range.swarms == 8 and cfg.pretrain.close_range.fit_steps == 6000
+
+
+def test_fit_close_range_fits_only_the_near_network_on_close_drones():
+    env = SwarmConfig(num_drones=4, num_neighbors=K, scenario="static_same_goal", episode_seconds=2.0)
+    policy = make_policy("attention", obs_spec(K), 4, close_range=1.0)  # 1 m: every swarm has close drones
+    far_before = {k: v.clone() for k, v in policy.actor.state_dict().items() if not k.startswith("near.")}
+    result = fit_close_range(policy, env, "pid_avoid", swarms=4, fit_steps=150, batch=32, seed=0)
+    assert result["close_drone_steps"] > 100
+    assert result["close_mse"] < 0.5 * result["close_mse_before"], result
+    after = policy.actor.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in far_before.items())  # the far network did not move
+    with pytest.raises(ValueError, match="close-range actor"):
+        fit_close_range(make_policy("attention", obs_spec(K), 4), env, swarms=1, fit_steps=1)
+
+
+def test_init_from_a_one_network_policy_starts_the_near_network_as_its_copy(tmp_path):
+    from marl.checkpoint import save_checkpoint
+
+    torch.manual_seed(3)
+    source = make_policy("attention", obs_spec(K), 4)
+    save_checkpoint(tmp_path / "src.pt", {"config": {"env": {"num_drones": 4, "num_neighbors": K}}}, policy=source)
+    policy = _policy()
+    load_weights(policy, str(tmp_path / "src.pt"), refit_near=True)
+    mixed = torch.cat([_obs(3, True)[:, :2], _obs(3, False)[:, 2:]], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(policy.actor(mixed), source.actor(mixed))  # flies as the source did
+    with pytest.raises(ValueError, match="missing"):
+        load_weights(_policy(), str(tmp_path / "src.pt"))  # without refit_near the near network must be there
+
+
+@pytest.mark.parametrize("name", ["attention", "mlp"])
+def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name):
+    """The generated C (float32 weights) on the host against torch, on states on both sides of the gate."""
+    from deploy import verify
+    from deploy.export_c import generate_c
+    from deploy.quantize import quantize_actor
+
+    assert shutil.which("gcc") is not None, "gcc is needed to build the host binary (make setup installs it)"
+    actor = _policy(name=name).actor.eval()
+    with torch.no_grad():  # a near network unlike the far one, so a wrong branch shows
+        for p in actor.near.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    test = torch.cat([_obs(50, True, seed=1), _obs(50, False, seed=2)]).reshape(-1, obs_spec(K).dim)
+    close = actor.is_close(test)
+    assert 0 < int(close.sum()) < len(test)
+    q = quantize_actor(actor, "float32", None)
+    with torch.no_grad():
+        ref = q.dequantized(actor)(test).clamp(-1, 1)
+        far_only = actor.mean(actor.encoder(test)).clamp(-1, 1)
+    assert (ref - far_only)[close].abs().max() > 1e-2  # the near network's actions differ from the far one's
+    files, stats = generate_c(actor, q, test[:3], ref[:3], fallback_action=0.0)
+    assert "close-range" in files["policy.h"] and "if (close_range)" in files["policy.c"]
+    for fname, text in files.items():
+        (tmp_path / fname).write_text(text)
+    host, status = verify.run_host(tmp_path, test.numpy())
+    assert status == 0
+    diff = np.abs(host - ref.numpy())
+    assert diff.max() < 2e-6, f"max |C - torch| = {diff.max():.2e}"
+    single_actor = make_policy(name, obs_spec(K), 4).actor
+    _, single = generate_c(single_actor, quantize_actor(single_actor, "float32", None), test[:3], ref[:3])
+    assert single["macs"] < stats["macs"] < 1.1 * single["macs"]  # one network runs per call, plus the gate
