@@ -31,9 +31,9 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
     if cfg.close_range is not None:
         teacher = make_teacher(cfg.teacher, env, device=device, gains=cfg.teacher_gains)
         c = cfg.close_range
-        out["close_range"] = fit_close_range(policy, env, teacher, swarms=c.swarms, fit_steps=c.fit_steps,
-                                             batch=c.batch, lr=c.lr, seed=seed)
-        out["agent_steps"] += c.swarms * episode_steps * env.num_drones
+        out["close_range"] = fit_close_range(policy, env, teacher, swarms=c.swarms, rounds=c.rounds,
+                                             fit_steps=c.fit_steps, batch=c.batch, lr=c.lr, seed=seed)
+        out["agent_steps"] += c.rounds * c.swarms * episode_steps * env.num_drones
     return {**out, "wall_s": time.perf_counter() - t0}
 
 

@@ -144,11 +144,15 @@ class FocusConfig(_Strict):
 
 class CloseRangeFitConfig(_Strict):
     """``pretrain.close_range``: after DAgger (or ``init_from``), fit the near network of an ``agent.close_range``
-    actor on many close states: ``swarms`` swarms flown by the policy, every step where some drone is within
-    ``agent.close_range`` of a neighbour recorded and labelled by the teacher, the squared error taken over
-    those drones only (DAgger alone records few: ~0.5 % of its drone-steps)."""
+    actor on many close states (``marl.imitation.fit_close_range``): per round ``swarms`` swarms flown by the
+    policy, every step where some drone is within ``agent.close_range`` of a neighbour recorded and labelled by
+    the teacher, the squared error taken over those drones only (DAgger alone records few: ~0.5 % of its
+    drone-steps)."""
 
-    swarms: int = Field(768, ge=1, description="policy-flown swarms (one episode each) whose close states are kept")
+    swarms: int = Field(768, ge=1, description="policy-flown swarms (one episode each) per round whose close "
+                        "states are kept")
+    rounds: int = Field(1, ge=1, description="rounds of (fly, label, aggregate, refit): the later ones see the "
+                        "states that the fitted near network leads to")
     fit_steps: int = Field(6000, ge=1, description="Adam minibatches of the near network's regression")
     batch: int = Field(128, ge=1, description="rows (env steps with a close drone) per minibatch")
     lr: float = Field(1e-3, gt=0)

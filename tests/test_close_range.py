@@ -76,9 +76,10 @@ def test_fit_close_range_fits_only_the_near_network_on_close_drones():
     env = SwarmConfig(num_drones=4, num_neighbors=K, scenario="static_same_goal", episode_seconds=2.0)
     policy = make_policy("attention", obs_spec(K), 4, close_range=1.0)  # 1 m: every swarm has close drones
     far_before = {k: v.clone() for k, v in policy.actor.state_dict().items() if not k.startswith("near.")}
-    result = fit_close_range(policy, env, "pid_avoid", swarms=4, fit_steps=150, batch=32, seed=0)
-    assert result["close_drone_steps"] > 100
-    assert result["close_mse"] < 0.5 * result["close_mse_before"], result
+    rounds = fit_close_range(policy, env, "pid_avoid", swarms=4, rounds=2, fit_steps=150, batch=32, seed=0)["rounds"]
+    assert 100 < rounds[0]["close_drone_steps"] < rounds[1]["close_drone_steps"]  # the second round adds data
+    assert rounds[0]["close_mse"] < 0.5 * rounds[0]["close_mse_before"], rounds
+    assert rounds[1]["close_mse"] < rounds[1]["close_mse_before"], rounds
     after = policy.actor.state_dict()
     assert all(torch.equal(after[k], v) for k, v in far_before.items())  # the far network did not move
     with pytest.raises(ValueError, match="close-range actor"):

@@ -309,33 +309,46 @@ def fit_close_range(
     teacher: str | Teacher = "pid_avoid",
     *,
     swarms: int = 768,
+    rounds: int = 1,
     fit_steps: int = 6000,
     batch: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
-) -> dict[str, float]:
-    """Fit the near network of ``policy``'s ``agents.close_range.CloseRangeActor`` in place: ``swarms`` swarms
-    flown by the policy (one episode, seed ``seed + 500``), every step where a drone is within the actor's
-    ``close_range`` of a neighbour recorded and labelled by ``teacher``, then Adam on the squared error of
-    the close drones only. Returns the close drone-steps seen and their mean squared error before and after."""
+) -> dict[str, Any]:
+    """Fit the near network of ``policy``'s ``agents.close_range.CloseRangeActor`` in place, in ``rounds``
+    DAgger rounds of the near network alone: ``swarms`` swarms flown by the policy (one episode, seed
+    ``seed + 500 + round``), every step where a drone is within the actor's ``close_range`` of a neighbour
+    recorded and labelled by ``teacher`` and added to the data, then Adam on the squared error of the close
+    drones only. Returns per round the close drone-steps in the data and their mean squared error before
+    and after the fit."""
     actor = getattr(policy, "actor", None)
     if not hasattr(actor, "near") or not hasattr(actor, "is_close"):
         raise ValueError(f"fit_close_range needs a policy with a close-range actor (agent.close_range), got "
                          f"{type(actor).__name__}")
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
     device = next(policy.parameters()).device
     close = lambda obs: actor.is_close(obs).any(-1)  # noqa: E731
-    data = rollout(env_cfg, teacher, policy, beta=0.0, num_envs=swarms, record_every=1, seed=seed + 500,
-                   device=device, record_if=close).data
-    near = actor.is_close(data.obs)
-    if not bool(near.any()):
-        raise ValueError(f"no drone came within close_range={actor.close_range} m of a neighbour in {swarms} "
-                         "swarms: raise pretrain.close_range.swarms or agent.close_range")
+    teacher = make_teacher(teacher, env_cfg, device)
+    data: ImitationData | None = None
+    history = []
+    for r in range(rounds):
+        new = rollout(env_cfg, teacher, policy, beta=0.0, num_envs=swarms, record_every=1, seed=seed + 500 + r,
+                      device=device, record_if=close).data
+        data = new if data is None else data.extend(new)
+        near = actor.is_close(data.obs)
+        if not bool(near.any()):
+            raise ValueError(f"no drone came within close_range={actor.close_range} m of a neighbour in {swarms} "
+                             "swarms: raise pretrain.close_range.swarms or agent.close_range")
+        before = _close_mse(actor, data, near)
+        fit(actor.near, data, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, eval_every=fit_steps,
+            seed=seed + 500 + r, sample_weight=lambda obs: actor.is_close(obs).float())
+        history.append({"close_drone_steps": int(near.sum()), "close_mse_before": before,
+                        "close_mse": _close_mse(actor, data, near)})
+    return {"rounds": history}
 
-    def close_mse() -> float:
-        with torch.no_grad():
-            return float((actor.near(data.obs) - data.actions).square().mean(-1)[near].mean())
 
-    before = close_mse()
-    fit(actor.near, data, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, eval_every=fit_steps,
-        seed=seed + 500, sample_weight=lambda obs: actor.is_close(obs).float())
-    return {"close_drone_steps": int(near.sum()), "close_mse_before": before, "close_mse": close_mse()}
+@torch.no_grad()
+def _close_mse(actor: nn.Module, data: ImitationData, near: torch.Tensor) -> float:
+    """The near network's mean squared error over the close drones ``near`` [N, M] of ``data``."""
+    return float((actor.near(data.obs) - data.actions).square().mean(-1)[near].mean())
