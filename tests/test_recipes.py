@@ -69,6 +69,21 @@ def test_pretrain_init_from_starts_from_a_trained_policy_with_the_runs_explorati
         train(other, tmp_path / "other")
 
 
+def test_swarm_dense_close_fits_the_near_network_after_dagger_and_ships_both(tmp_path):
+    cfg = resolve_config("swarm_dense_close", [*TINY, *PRETRAIN, *SHORT, "train.total_agent_steps=1024",
+                                               "env.num_drones=4", "pretrain.close_range.swarms=3",
+                                               "pretrain.close_range.fit_steps=20", "agent.close_range=1.0"])
+    summary = train(cfg, tmp_path / "run")
+    warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    rounds = warm["close_range"]["rounds"]
+    assert len(rounds) == 2 and 0 < rounds[0]["close_drone_steps"] < rounds[1]["close_drone_steps"]
+    steps = 200  # 2 s episodes at 100 Hz
+    assert warm["agent_steps"] == (2 * 4 + 2 * 3) * steps * 4  # DAgger's 2 x 4 swarms, then 2 rounds x 3
+    assert summary["agent_steps"] == warm["agent_steps"] + 1024
+    policy = load_policy(tmp_path / "run")
+    assert type(policy.actor).__name__ == "CloseRangeActor" and policy.actor.close_range == 1.0
+
+
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
     with pytest.raises(ValueError, match="pid_avoid"):
         resolve_config("quickstart", ["pretrain.teacher=lqr"])
