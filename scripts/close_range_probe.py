@@ -13,7 +13,10 @@
    neighbours, the close-range student within ``--close`` m of one: two learned networks and a fixed gate),
    beside the policy alone and the policy with the ``pid_avoid`` shield, on ``--eval-seed`` (held out: 1000)
    at every density of ``--eval-densities``.
-``--parts`` picks among shield, fit and expert. Prints one JSON line per result; ``--json`` writes them all.
+4. Input features (``features``): on the same close states, fresh deployable students whose neighbour tokens
+   also get polar features (unit direction, distance, 1 / distance, closing speed: ``polar``), whose head
+   also reads the nearest neighbour's token past the attention (``skip``), or both, against the plain one.
+``--parts`` picks among shield, fit, expert and features. Prints one JSON line per result; ``--json`` writes them all.
 Figures: docs/training.md, "Where the neighbour collisions come from".
 """
 
@@ -27,7 +30,9 @@ import torch
 
 from agents.checkpoint import load_policy
 from agents.controllers import make_controller
+from agents.layers import mlp, split_obs
 from agents.shield import Shield, nearest_gap
+from agents.swarm_attention import SwarmAttentionEncoder
 from envs.config import SwarmConfig
 from envs.evaluation import as_controller, evaluate_swarm
 from marl.evaluate import eval_config
@@ -71,6 +76,44 @@ def close_error(student, data: ImitationData, near: torch.Tensor) -> float:
     return round(float(err[near].mean()), 4)
 
 
+def polar_features(nbs: torch.Tensor) -> torch.Tensor:
+    """Neighbour tokens [N, K, 6] -> [N, K, 12]: p, v, then p / |p|, |p|, 1 / max(|p|, 0.1), v . p / |p|."""
+    p, v = nbs[..., :3], nbs[..., 3:6]
+    dist = p.norm(dim=-1, keepdim=True)
+    u = p / dist.clamp_min(1e-6)
+    return torch.cat([nbs, u, dist, 1.0 / dist.clamp_min(0.1), (v * u).sum(-1, keepdim=True)], -1)
+
+
+class FeatureEncoder(SwarmAttentionEncoder):
+    """The deployable encoder with the polar neighbour features and / or the nearest neighbour's skip path."""
+
+    use_polar = False
+    use_skip = False
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        own, nbs, sdf = split_obs(obs, self.layout)
+        e_self = self.self_embed(own)
+        toks = self.neighbour_embed(polar_features(nbs) if self.use_polar else nbs)
+        tokens = torch.cat([toks, self.obstacle_embed(sdf).unsqueeze(1)], 1)
+        ctx = self.norm(e_self + self.attention(e_self.unsqueeze(1), tokens).squeeze(1))
+        return self.head(torch.cat([e_self, ctx] + ([toks[:, 0]] if self.use_skip else []), -1))
+
+
+def feature_student(cfg: SwarmConfig, variant: str) -> torch.nn.Module:
+    """A fresh deployable student (seed 0) with the encoder of ``variant`` (plain, polar, skip, polar+skip)."""
+    student = make_student("attention", cfg, seed=0)
+    torch.manual_seed(100)
+    for enc in [m for m in student.modules() if isinstance(m, SwarmAttentionEncoder)]:
+        enc.__class__ = FeatureEncoder
+        enc.use_polar, enc.use_skip = "polar" in variant, "skip" in variant
+        width = enc.norm.normalized_shape[0]
+        if enc.use_polar:
+            enc.neighbour_embed = mlp(12, [width] * 2)
+        if enc.use_skip:
+            enc.head = mlp(3 * width, (32,))
+    return student
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="zoo:swarm8_obstacles")
@@ -98,11 +141,20 @@ def main() -> None:
     for gap in (float(g) for g in args.gaps.split(",")) if "shield" in parts else ():
         emit({"probe": "shield", **shield_row(policy, cfg, gap, args.envs)})
     student = None
-    fitting = bool({"fit", "expert"} & set(parts))
+    fitting = bool({"fit", "expert", "features"} & set(parts))
     if fitting:
         test, test_near = close_states(policy, cfg, 64, 700, args.close)
     for swarms in (int(n) for n in args.train_swarms.split(",")) if fitting else ():
         train, near = close_states(policy, cfg, swarms, 600, args.close)
+        for variant in ("plain", "polar", "skip", "polar+skip") if "features" in parts else ():
+            fresh = feature_student(cfg, variant)
+            fit(fresh, train, steps=args.fit_steps, batch=128, optimizer="adam", lr=1e-3)
+            emit({"probe": "features", "variant": variant, "train_swarms": swarms, "close_drones": int(near.sum()),
+                  "parameters": sum(p.numel() for p in fresh.parameters()),
+                  "fresh_train": close_error(fresh, train, near),
+                  "fresh_held_out": close_error(fresh, test, test_near)})
+        if not {"fit", "expert"} & set(parts):
+            continue
         student = make_student("attention", cfg, seed=0)
         fit(student, train, steps=args.fit_steps, batch=128, optimizer="adam", lr=1e-3)
         emit({"probe": "close_fit", "train_swarms": swarms, "close_drones": int(near.sum()),
