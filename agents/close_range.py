@@ -1,6 +1,7 @@
 """A Gaussian actor with a second, close-range network: ``agent.close_range`` (hand-written; no library has it).
 
     mean(obs) = near(obs)   if the nearest observed neighbour's centre is within ``close_range`` m
+                            (or, with ``column_range``, the nearest column's surface within that of the centre)
                 far(obs)    otherwise            (far: the usual encoder + linear mean; near: a copy of them)
 
 Why: the students imitated from ``pid_avoid`` fly well until the last ~0.2 m to a neighbour, where the
@@ -39,7 +40,8 @@ class ActionHead(nn.Module):
 
 class CloseRangeActor(GaussianActor):
     """``GaussianActor`` whose mean comes from ``near`` (an ``ActionHead``) for the agents within
-    ``close_range`` m (centre distance) of an observed neighbour; the log-std is shared."""
+    ``close_range`` m (centre distance) of an observed neighbour, or with ``column_range`` whose obstacle
+    SDF reads less than it at the centre (the nearest column's surface); the log-std is shared."""
 
     def __init__(
         self,
@@ -50,29 +52,37 @@ class CloseRangeActor(GaussianActor):
         init_log_std: float,
         log_std_bounds: tuple[float, float],
         act_dim: int,
+        column_range: float | None = None,
     ):
         super().__init__(encoder, init_log_std, log_std_bounds, act_dim)
         if layout.num_neighbors < 1:
             raise ValueError("close_range needs an observation with neighbours (num_neighbors >= 1)")
         if not close_range > 0:
             raise ValueError(f"close_range={close_range} must be > 0 (m, centre distance)")
+        if column_range is not None and (not column_range > 0 or layout.obstacle_dim != 9):
+            raise ValueError(f"column_range={column_range} needs to be > 0 and a 3 x 3 obstacle SDF in the "
+                             f"observation (obstacle_dim {layout.obstacle_dim})")
         self.layout = layout
         self.close_range = float(close_range)
+        self.column_range = None if column_range is None else float(column_range)
         self.near = ActionHead(near_encoder, act_dim)
 
     @classmethod
-    def around(cls, actor: GaussianActor, near_encoder: Encoder, layout: ObsLayout,
-               close_range: float) -> CloseRangeActor:
+    def around(cls, actor: GaussianActor, near_encoder: Encoder, layout: ObsLayout, close_range: float,
+               column_range: float | None = None) -> CloseRangeActor:
         """The close-range actor whose far network is ``actor``'s encoder (its mean layer is drawn anew)."""
         return cls(actor.encoder, near_encoder, layout, close_range, float(actor.log_std.detach()[0]),
-                   actor.log_std_bounds, actor.mean.out_features)
+                   actor.log_std_bounds, actor.mean.out_features, column_range)
 
     def is_close(self, obs: torch.Tensor) -> torch.Tensor:
-        """Bool [...]: the nearest observed neighbour's centre lies within ``close_range`` m."""
+        """Bool [...]: the nearest observed neighbour's centre lies within ``close_range`` m (or the SDF's
+        centre value is below ``column_range``)."""
         flat = obs.reshape(-1, obs.shape[-1])
-        _, neighbours, _ = split_obs(flat, self.layout)  # [N, K, 6]: relative position first
-        nearest = neighbours[..., :3].norm(dim=-1).amin(-1)
-        return (nearest < self.close_range).view(obs.shape[:-1])
+        _, neighbours, sdf = split_obs(flat, self.layout)  # [N, K, 6]: relative position first; [N, 9]
+        close = neighbours[..., :3].norm(dim=-1).amin(-1) < self.close_range
+        if self.column_range is not None:
+            close = close | (sdf[:, 4] < self.column_range)
+        return close.view(obs.shape[:-1])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., D] -> action mean [..., act_dim]: the near network's where close, the far one's elsewhere."""

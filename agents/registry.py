@@ -60,7 +60,7 @@ def make_policy_from_config(
     )
     if cfg.close_range is not None:
         near = _POLICY_CLASSES[cfg.name].encoder_cls.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
-        policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range)
+        policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range, cfg.column_range)
     policy.config = cfg
     return policy
 

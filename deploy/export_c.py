@@ -407,12 +407,14 @@ def generate_c(
         # The gate as a branch: each call runs one of the two networks (MACs: the larger branch).
         lay = actor.layout
         s0, nd, r = lay.self_dim, lay.neighbour_dim, actor.close_range
+        sdf_centre = s0 + lay.num_neighbors * nd + 4
+        column = "" if actor.column_range is None else f" || obs[{sdf_centre}] < {_f(actor.column_range)}"
         em.body.append(
             f"    {{\n        float nearest = INFINITY;\n        for (i = 0; i < {lay.num_neighbors}; i++) {{\n"
             f"            const float *p = obs + {s0} + i * {nd};\n"
             f"            float d = sqrtf(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);\n"
             f"            nearest = d < nearest ? d : nearest;\n        }}\n"
-            f"        close_range = nearest < {_f(r)};\n    }}\n    if (close_range) {{\n")
+            f"        close_range = nearest < {_f(r)}{column};\n    }}\n    if (close_range) {{\n")
         start = em.macs
         network("near.", actor.near.encoder, actor.near.mean)
         near_macs = em.macs - start
@@ -421,7 +423,9 @@ def generate_c(
         em.body.append("    }\n")
         em.macs = start + max(near_macs, em.macs - start - near_macs) + 4 * lay.num_neighbors
         em.ram.append("static int close_range;\n")
-        kind = f"{kind} + close-range {type(actor.near.encoder).__name__} (gate: nearest neighbour within {r:g} m)"
+        gate = f"nearest neighbour within {r:g} m" + (
+            "" if actor.column_range is None else f" or a column within {actor.column_range:g} m")
+        kind = f"{kind} + close-range {type(actor.near.encoder).__name__} (gate: {gate})"
     else:
         network("", enc, actor.mean)
     missing = set(quantized.layers) - set(em.emitted)

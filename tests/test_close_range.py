@@ -18,12 +18,15 @@ from marl.train_config import resolve_config
 
 K = 2
 S = 19  # self segment; neighbour j's relative position at S + 6 j
+SDF_CENTRE = S + 6 * K + 4
 
 
 def _obs(n: int, near: bool, seed: int = 0) -> torch.Tensor:
-    """n x 4 random observations whose nearest neighbour is 0.1 m (near) or >= 1 m away (far)."""
+    """n x 4 random observations whose nearest neighbour is 0.1 m (near) or >= 1 m away (far); the SDF's
+    centre (the nearest column's surface) 1 m away."""
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(n, 4, obs_spec(K).dim, generator=g)
+    obs[..., SDF_CENTRE] = 1.0
     for j in range(K):
         direction = torch.nn.functional.normalize(torch.randn(n, 4, 3, generator=g), dim=-1)
         dist = 0.1 if (near and j == 1) else 1.0 + j
@@ -31,9 +34,9 @@ def _obs(n: int, near: bool, seed: int = 0) -> torch.Tensor:
     return obs
 
 
-def _policy(close_range: float = 0.29, name: str = "attention"):
+def _policy(close_range: float = 0.29, name: str = "attention", column_range: float | None = None):
     torch.manual_seed(0)
-    return make_policy(name, obs_spec(K), 4, close_range=close_range)
+    return make_policy(name, obs_spec(K), 4, close_range=close_range, column_range=column_range)
 
 
 def test_gate_picks_the_near_network_next_to_a_neighbour_and_the_far_one_elsewhere():
@@ -57,6 +60,17 @@ def test_gate_picks_the_near_network_next_to_a_neighbour_and_the_far_one_elsewhe
     assert action.shape == (5, 4, 4) and log_prob.shape == value.shape == (5, 4)
     assert sum(p.numel() for p in actor.near.parameters()) == sum(
         p.numel() for p in (*actor.encoder.parameters(), *actor.mean.parameters()))
+
+
+def test_column_range_also_gates_the_drones_next_to_a_column():
+    actor = _policy(column_range=0.15).actor
+    far = _obs(3, near=False)
+    assert not actor.is_close(far).any()
+    far[:, 1, SDF_CENTRE] = 0.1  # drone 1 of each swarm 0.1 m from a column's surface
+    assert actor.is_close(far)[:, 1].all() and not actor.is_close(far)[:, [0, 2, 3]].any()
+    assert not _policy().actor.is_close(far).any()  # without column_range the columns do not count
+    with pytest.raises(ValueError, match="set close_range too"):
+        make_policy("attention", obs_spec(K), 4, column_range=0.1)
 
 
 def test_config_refuses_close_range_where_it_cannot_apply():
@@ -101,19 +115,20 @@ def test_init_from_a_one_network_policy_starts_the_near_network_as_its_copy(tmp_
         load_weights(_policy(), str(tmp_path / "src.pt"))  # without refit_near the near network must be there
 
 
-@pytest.mark.parametrize("name", ["attention", "mlp"])
-def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name):
+@pytest.mark.parametrize("name,column_range", [("attention", None), ("mlp", None), ("attention", 0.15)])
+def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, column_range):
     """The generated C (float32 weights) on the host against torch, on states on both sides of the gate."""
     from deploy import verify
     from deploy.export_c import generate_c
     from deploy.quantize import quantize_actor
 
     assert shutil.which("gcc") is not None, "gcc is needed to build the host binary (make setup installs it)"
-    actor = _policy(name=name).actor.eval()
+    actor = _policy(name=name, column_range=column_range).actor.eval()
     with torch.no_grad():  # a near network unlike the far one, so a wrong branch shows
         for p in actor.near.parameters():
             p.add_(0.3 * torch.randn_like(p))
     test = torch.cat([_obs(50, True, seed=1), _obs(50, False, seed=2)]).reshape(-1, obs_spec(K).dim)
+    test[::7, SDF_CENTRE] = 0.1  # some next to a column: close only with column_range
     close = actor.is_close(test)
     assert 0 < int(close.sum()) < len(test)
     q = quantize_actor(actor, "float32", None)
@@ -123,6 +138,7 @@ def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name):
     assert (ref - far_only)[close].abs().max() > 1e-2  # the near network's actions differ from the far one's
     files, stats = generate_c(actor, q, test[:3], ref[:3], fallback_action=0.0)
     assert "close-range" in files["policy.h"] and "if (close_range)" in files["policy.c"]
+    assert ("a column within" in files["policy.h"]) == (column_range is not None)
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
     host, status = verify.run_host(tmp_path, test.numpy())

@@ -15,7 +15,7 @@ from marl.cli import main
 from marl.evaluate import evaluate
 from marl.zoo import KEEP, add_to_zoo, list_zoo
 
-SHIPPED = ("quickstart", "swarm8_obstacles")  # zoo:swarm_dense is the lead's, shipped later
+SHIPPED = ("quickstart", "swarm8_obstacles", "swarm_dense", "swarm_dense_close")
 
 
 def test_shipped_entries_are_complete_small_and_weights_only():
@@ -40,6 +40,21 @@ def test_zoo_swarm8_obstacles_flies_the_column_field_precisely():
     """The shipped obstacle policy, on held-out maps: every drone-episode but a few reaches its goal, within cm."""
     report = evaluate("zoo:swarm8_obstacles", episodes=4, seed=1000, density=0.2)
     assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
+
+
+def test_zoo_swarm_dense_close_flies_two_networks_and_exports_them_as_one(tmp_path, capsys):
+    """The shipped close-range policy: its near network flies the drones next to a neighbour, it flies the
+    dense column field on held-out maps, and `marl export` turns both networks and the gate into C."""
+    policy = load_policy("zoo:swarm_dense_close")
+    assert type(policy.actor).__name__ == "CloseRangeActor" and policy.actor.close_range == pytest.approx(0.29)
+    report = evaluate("zoo:swarm_dense_close", episodes=4, seed=1000, density=0.6)
+    assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
+    out = tmp_path / "export"
+    assert main(["export", "zoo:swarm_dense_close", "--method", "int8", "--calib", "none", "--out", str(out),
+                 "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert "if (close_range)" in (out / "policy.c").read_text()
+    assert exported["c_vs_torch_max_abs_diff"] < 1e-5
 
 
 def test_zoo_names_resolve_at_the_one_place_and_unknown_names_list_the_allowed():
