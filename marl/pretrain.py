@@ -1,8 +1,9 @@
 """Warm start: the ``pretrain:`` section, run once on a fresh run's policy before reinforcement learning.
 
 DAgger of a built-in controller (``pid_avoid`` by default) into the policy's action means
-(``marl.imitation.dagger``), or the weights of a trained policy (``init_from``: fine-tuning one); the
-learner then trains only the critic for ``critic_warmup_updates``. The rollouts it flies count towards
+(``marl.imitation.dagger``), or the weights of a trained policy (``init_from``: fine-tuning one); then, for a
+close-range actor (``agent.close_range``), the fit of its near network (``close_range``). The learner then
+trains only the critic for ``critic_warmup_updates``. The rollouts it flies count towards
 the run's agent steps and wall time, so a run's time to success includes its warm start.
 """
 
@@ -19,7 +20,8 @@ from marl.train_config import PretrainConfig
 
 
 def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: int = 0) -> dict[str, Any]:
-    """Imitate ``cfg.teacher`` into ``policy`` in place; returns what it cost and how well the fit went."""
+    """Imitate ``cfg.teacher`` into ``policy`` in place (or load ``cfg.init_from``), then fit its close-range
+    network when ``cfg.close_range`` asks; returns what it cost and how well the fits went."""
     t0 = time.perf_counter()
     device = next(policy.parameters()).device
     episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
