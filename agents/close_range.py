@@ -1,8 +1,8 @@
 """A Gaussian actor with a second, close-range network: ``agent.close_range`` (hand-written; no library has it).
 
-    mean(obs) = near(obs)   if the nearest observed neighbour's centre is within ``close_range`` m
-                            (or, with ``column_range``, the nearest column's surface within that of the centre)
-                far(obs)    otherwise            (far: the usual encoder + linear mean; near: a copy of them)
+    mean(obs) = near(obs)     if the nearest observed neighbour's centre is within ``close_range`` m
+                column(obs)   else, with ``column_range``, if the nearest column's surface is within that
+                far(obs)      otherwise          (far: the usual encoder + linear mean; near, column: copies)
 
 Why: the students imitated from ``pid_avoid`` fly well until the last ~0.2 m to a neighbour, where the
 teacher brakes hard and their actions are far from its (mean squared error 0.13 against ~0.006 elsewhere).
@@ -40,8 +40,9 @@ class ActionHead(nn.Module):
 
 class CloseRangeActor(GaussianActor):
     """``GaussianActor`` whose mean comes from ``near`` (an ``ActionHead``) for the agents within
-    ``close_range`` m (centre distance) of an observed neighbour, or with ``column_range`` whose obstacle
-    SDF reads less than it at the centre (the nearest column's surface); the log-std is shared."""
+    ``close_range`` m (centre distance) of an observed neighbour and, with ``column_range``, from ``column``
+    (another) for the other agents whose obstacle SDF reads less than it at the centre (the nearest
+    column's surface); the far network flies the rest. The log-std is shared."""
 
     def __init__(
         self,
@@ -53,6 +54,7 @@ class CloseRangeActor(GaussianActor):
         log_std_bounds: tuple[float, float],
         act_dim: int,
         column_range: float | None = None,
+        column_encoder: Encoder | None = None,
     ):
         super().__init__(encoder, init_log_std, log_std_bounds, act_dim)
         if layout.num_neighbors < 1:
@@ -66,24 +68,39 @@ class CloseRangeActor(GaussianActor):
         self.close_range = float(close_range)
         self.column_range = None if column_range is None else float(column_range)
         self.near = ActionHead(near_encoder, act_dim)
+        self.column = None if column_encoder is None else ActionHead(column_encoder, act_dim)
+        if (self.column is None) != (self.column_range is None):
+            raise ValueError("column_range and column_encoder come together")
 
     @classmethod
     def around(cls, actor: GaussianActor, near_encoder: Encoder, layout: ObsLayout, close_range: float,
-               column_range: float | None = None) -> CloseRangeActor:
+               column_range: float | None = None, column_encoder: Encoder | None = None) -> CloseRangeActor:
         """The close-range actor whose far network is ``actor``'s encoder (its mean layer is drawn anew)."""
         return cls(actor.encoder, near_encoder, layout, close_range, float(actor.log_std.detach()[0]),
-                   actor.log_std_bounds, actor.mean.out_features, column_range)
+                   actor.log_std_bounds, actor.mean.out_features, column_range, column_encoder)
 
-    def is_close(self, obs: torch.Tensor) -> torch.Tensor:
-        """Bool [...]: the nearest observed neighbour's centre lies within ``close_range`` m (or the SDF's
-        centre value is below ``column_range``)."""
+    def heads(self) -> dict[str, ActionHead]:
+        """The gated networks by name (``near``, and ``column`` with ``column_range``)."""
+        return {"near": self.near} if self.column is None else {"near": self.near, "column": self.column}
+
+    def gates(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Bool [...] per gated network: the agents it flies (``near`` first; ``column`` only where not near)."""
         flat = obs.reshape(-1, obs.shape[-1])
         _, neighbours, sdf = split_obs(flat, self.layout)  # [N, K, 6]: relative position first; [N, 9]
-        close = neighbours[..., :3].norm(dim=-1).amin(-1) < self.close_range
+        near = neighbours[..., :3].norm(dim=-1).amin(-1) < self.close_range
+        out = {"near": near.view(obs.shape[:-1])}
         if self.column_range is not None:
-            close = close | (sdf[:, 4] < self.column_range)
-        return close.view(obs.shape[:-1])
+            out["column"] = ((sdf[:, 4] < self.column_range) & ~near).view(obs.shape[:-1])
+        return out
+
+    def is_close(self, obs: torch.Tensor) -> torch.Tensor:
+        """Bool [...]: a gated network (not the far one) flies the agent."""
+        gates = list(self.gates(obs).values())
+        return gates[0] if len(gates) == 1 else gates[0] | gates[1]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs [..., D] -> action mean [..., act_dim]: the near network's where close, the far one's elsewhere."""
-        return torch.where(self.is_close(obs).unsqueeze(-1), self.near(obs), super().forward(obs))
+        """obs [..., D] -> action mean [..., act_dim]: each agent's from the network its gate picks."""
+        mean = super().forward(obs)
+        for name, gate in self.gates(obs).items():
+            mean = torch.where(gate.unsqueeze(-1), self.heads()[name](obs), mean)
+        return mean

@@ -94,8 +94,8 @@ class PolicyConfig(BaseModel):
         "Crazyflie); None: one network",
     )
     column_range: float | None = Field(
-        None, gt=0, description="with close_range: the near network also flies the agents whose obstacle SDF reads "
-        "less than this at the centre (m from the centre to the nearest column's surface)",
+        None, gt=0, description="with close_range: a third network flies the agents (not near a neighbour) whose "
+        "obstacle SDF reads less than this at the centre (m from the centre to the nearest column's surface)",
     )
     critic: Literal["local", "central"] = Field(
         "local", description="local: value of own obs; central: own + mean over the env's agents (MAPPO)"
@@ -126,7 +126,7 @@ class PolicyConfig(BaseModel):
                     f"{field} does not apply to policy {self.name!r} (its encoder fields: {', '.join(allowed)})"
                 )
         if self.column_range is not None and self.close_range is None:
-            raise ValueError("column_range widens the gate of the close-range network: set close_range too")
+            raise ValueError("column_range adds a network beside the close-range one: set close_range too")
         if self.close_range is not None and (self.name == "commformer" or self.num_actions is not None):
             raise ValueError(f"close_range applies to a Gaussian attention / mlp / deepsets actor, not "
                              f"{'a categorical one' if self.num_actions is not None else self.name!r}")

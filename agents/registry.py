@@ -59,8 +59,10 @@ def make_policy_from_config(
         **cfg.encoder_kwargs(),
     )
     if cfg.close_range is not None:
-        near = _POLICY_CLASSES[cfg.name].encoder_cls.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
-        policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range, cfg.column_range)
+        encoder = _POLICY_CLASSES[cfg.name].encoder_cls
+        near = encoder.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
+        column = None if cfg.column_range is None else encoder.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
+        policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range, cfg.column_range, column)
     policy.config = cfg
     return policy
 

@@ -393,7 +393,8 @@ def generate_c(
     out = em.buffer(ACT_DIM, "mean")
 
     def network(prefix: str, encoder: nn.Module, mean: nn.Linear) -> None:
-        """One encoder + action mean, the actor's modules under ``prefix`` ("" or "near."), writing ``out``."""
+        """One encoder + action mean, the actor's modules under ``prefix`` ("", "near.", "column."), writing
+        ``out``."""
         if isinstance(encoder, SwarmAttentionEncoder):
             feat, _ = _emit_attention_encoder(em, encoder, "obs", f"{prefix}encoder")
         elif isinstance(encoder, MLPEncoder):
@@ -404,28 +405,32 @@ def generate_c(
 
     kind = type(enc).__name__
     if isinstance(actor, CloseRangeActor):
-        # The gate as a branch: each call runs one of the two networks (MACs: the larger branch).
+        # The gates as branches: each call runs one network (MACs: the largest branch, plus the gate).
         lay = actor.layout
         s0, nd, r = lay.self_dim, lay.neighbour_dim, actor.close_range
-        sdf_centre = s0 + lay.num_neighbors * nd + 4
-        column = "" if actor.column_range is None else f" || obs[{sdf_centre}] < {_f(actor.column_range)}"
         em.body.append(
             f"    {{\n        float nearest = INFINITY;\n        for (i = 0; i < {lay.num_neighbors}; i++) {{\n"
             f"            const float *p = obs + {s0} + i * {nd};\n"
             f"            float d = sqrtf(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);\n"
             f"            nearest = d < nearest ? d : nearest;\n        }}\n"
-            f"        close_range = nearest < {_f(r)}{column};\n    }}\n    if (close_range) {{\n")
-        start = em.macs
+            f"        close_range = nearest < {_f(r)};\n    }}\n    if (close_range) {{\n")
+        em.ram.append("static int close_range;\n")
+        start, branches = em.macs, []
         network("near.", actor.near.encoder, actor.near.mean)
-        near_macs = em.macs - start
+        branches.append(em.macs - start)
+        gate = f"nearest neighbour within {r:g} m"
+        if actor.column is not None:
+            sdf_centre = s0 + lay.num_neighbors * nd + 4
+            em.body.append(f"    }} else if (obs[{sdf_centre}] < {_f(actor.column_range)}) {{\n")
+            network("column.", actor.column.encoder, actor.column.mean)
+            branches.append(em.macs - start - sum(branches))
+            gate += f", else a column within {actor.column_range:g} m"
         em.body.append("    } else {\n")
         network("", enc, actor.mean)
+        branches.append(em.macs - start - sum(branches))
         em.body.append("    }\n")
-        em.macs = start + max(near_macs, em.macs - start - near_macs) + 4 * lay.num_neighbors
-        em.ram.append("static int close_range;\n")
-        gate = f"nearest neighbour within {r:g} m" + (
-            "" if actor.column_range is None else f" or a column within {actor.column_range:g} m")
-        kind = f"{kind} + close-range {type(actor.near.encoder).__name__} (gate: {gate})"
+        em.macs = start + max(branches) + 4 * lay.num_neighbors
+        kind = f"{kind} + close-range networks (gates: {gate})"
     else:
         network("", enc, actor.mean)
     missing = set(quantized.layers) - set(em.emitted)

@@ -62,11 +62,12 @@ def imitate(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: in
 def load_weights(policy: ActorCritic, source: str, refit_near: bool = False) -> None:
     """Copy the weights of the trained policy at ``source`` into ``policy`` in place, except the action
     log-std (the run's ``agent.init_log_std`` sets its exploration). ValueError when the two differ in shape.
-    ``refit_near``: the near network of a close-range actor may be missing from ``source``; it then starts as a
-    copy of the far one (the policy flies as ``source`` did until the near network is fitted)."""
+    ``refit_near``: the gated networks of a close-range actor may be missing from ``source``; each then starts
+    as a copy of the far one (the policy flies as ``source`` did until they are fitted)."""
     trained = load_policy(source, device=next(policy.parameters()).device)
     own = policy.state_dict()
-    keep = {k for k in own if k.endswith("log_std") or (refit_near and k.startswith("actor.near."))}
+    gated = ("actor.near.", "actor.column.")
+    keep = {k for k in own if k.endswith("log_std") or (refit_near and k.startswith(gated))}
     state = {k: v for k, v in trained.state_dict().items() if k not in keep}
     try:
         missing, unexpected = policy.load_state_dict(state, strict=False)
@@ -76,6 +77,9 @@ def load_weights(policy: ActorCritic, source: str, refit_near: bool = False) -> 
         raise ValueError(f"pretrain.init_from={source!r} is a {type(trained).__name__} whose weights do not fit "
                          f"agent ({type(policy).__name__}): missing {sorted(set(missing) - keep)}, "
                          f"unexpected {sorted(unexpected)}")
-    if refit_near and any(k.startswith("actor.near.") for k in missing):
+    if refit_near:
         actor = policy.actor
-        actor.near.load_state_dict({k: v for k, v in actor.state_dict().items() if k.startswith(("encoder.", "mean."))})
+        far = {k: v for k, v in actor.state_dict().items() if k.startswith(("encoder.", "mean."))}
+        for name, head in actor.heads().items():
+            if any(k.startswith(f"actor.{name}.") for k in missing):
+                head.load_state_dict(far)

@@ -62,13 +62,20 @@ def test_gate_picks_the_near_network_next_to_a_neighbour_and_the_far_one_elsewhe
         p.numel() for p in (*actor.encoder.parameters(), *actor.mean.parameters()))
 
 
-def test_column_range_also_gates_the_drones_next_to_a_column():
+def test_column_range_adds_a_third_network_for_the_drones_next_to_a_column():
     actor = _policy(column_range=0.15).actor
-    far = _obs(3, near=False)
-    assert not actor.is_close(far).any()
-    far[:, 1, SDF_CENTRE] = 0.1  # drone 1 of each swarm 0.1 m from a column's surface
-    assert actor.is_close(far)[:, 1].all() and not actor.is_close(far)[:, [0, 2, 3]].any()
-    assert not _policy().actor.is_close(far).any()  # without column_range the columns do not count
+    obs = _obs(3, near=False)
+    assert not actor.is_close(obs).any()
+    obs[:, 1, SDF_CENTRE] = 0.1  # drone 1 of each swarm 0.1 m from a column's surface
+    obs[:, 2, SDF_CENTRE] = 0.1  # drone 2 too, and next to a neighbour: the near network has precedence
+    obs[:, 2, S : S + 3] = torch.tensor([0.1, 0.0, 0.0])
+    gates = actor.gates(obs)
+    assert gates["column"][:, 1].all() and not gates["column"][:, [0, 2, 3]].any()
+    assert gates["near"][:, 2].all() and not gates["near"][:, [0, 1, 3]].any()
+    with torch.no_grad():
+        torch.testing.assert_close(actor(obs)[:, 1], actor.column(obs)[:, 1])
+        torch.testing.assert_close(actor(obs)[:, 2], actor.near(obs)[:, 2])
+    assert set(_policy().actor.gates(obs)) == {"near"}  # without column_range the columns do not count
     with pytest.raises(ValueError, match="set close_range too"):
         make_policy("attention", obs_spec(K), 4, column_range=0.1)
 
@@ -91,9 +98,9 @@ def test_fit_close_range_fits_only_the_near_network_on_close_drones():
     policy = make_policy("attention", obs_spec(K), 4, close_range=1.0)  # 1 m: every swarm has close drones
     far_before = {k: v.clone() for k, v in policy.actor.state_dict().items() if not k.startswith("near.")}
     rounds = fit_close_range(policy, env, "pid_avoid", swarms=4, rounds=2, fit_steps=150, batch=32, seed=0)["rounds"]
-    assert 100 < rounds[0]["close_drone_steps"] < rounds[1]["close_drone_steps"]  # the second round adds data
-    assert rounds[0]["close_mse"] < 0.5 * rounds[0]["close_mse_before"], rounds
-    assert rounds[1]["close_mse"] < rounds[1]["close_mse_before"], rounds
+    first, second = rounds[0]["near"], rounds[1]["near"]
+    assert 100 < first["drone_steps"] < second["drone_steps"]  # the second round adds data
+    assert first["mse"] < 0.5 * first["mse_before"] and second["mse"] < second["mse_before"], rounds
     after = policy.actor.state_dict()
     assert all(torch.equal(after[k], v) for k, v in far_before.items())  # the far network did not move
     with pytest.raises(ValueError, match="close-range actor"):
@@ -124,9 +131,10 @@ def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, 
 
     assert shutil.which("gcc") is not None, "gcc is needed to build the host binary (make setup installs it)"
     actor = _policy(name=name, column_range=column_range).actor.eval()
-    with torch.no_grad():  # a near network unlike the far one, so a wrong branch shows
-        for p in actor.near.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    with torch.no_grad():  # gated networks unlike the far one, so a wrong branch shows
+        for head in actor.heads().values():
+            for p in head.parameters():
+                p.add_(0.3 * torch.randn_like(p))
     test = torch.cat([_obs(50, True, seed=1), _obs(50, False, seed=2)]).reshape(-1, obs_spec(K).dim)
     test[::7, SDF_CENTRE] = 0.1  # some next to a column: close only with column_range
     close = actor.is_close(test)
@@ -139,6 +147,7 @@ def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, 
     files, stats = generate_c(actor, q, test[:3], ref[:3], fallback_action=0.0)
     assert "close-range" in files["policy.h"] and "if (close_range)" in files["policy.c"]
     assert ("a column within" in files["policy.h"]) == (column_range is not None)
+    assert ("} else if (obs[" in files["policy.c"]) == (column_range is not None)
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
     host, status = verify.run_host(tmp_path, test.numpy())
@@ -147,4 +156,15 @@ def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, 
     assert diff.max() < 2e-6, f"max |C - torch| = {diff.max():.2e}"
     single_actor = make_policy(name, obs_spec(K), 4).actor
     _, single = generate_c(single_actor, quantize_actor(single_actor, "float32", None), test[:3], ref[:3])
-    assert single["macs"] < stats["macs"] < 1.1 * single["macs"]  # one network runs per call, plus the gate
+    assert single["macs"] < stats["macs"] < 1.1 * single["macs"]  # one network runs per call, plus the gates
+
+
+def test_fit_close_range_fits_each_gated_network_on_its_own_drones():
+    env = SwarmConfig(num_drones=4, num_neighbors=K, scenario="o_random", episode_seconds=2.0)
+    policy = make_policy("attention", obs_spec(K), 4, close_range=0.8, column_range=1.0)
+    column_before = {k: v.clone() for k, v in policy.actor.column.state_dict().items()}
+    round_ = fit_close_range(policy, env, "pid_avoid", swarms=4, fit_steps=100, batch=32, seed=0)["rounds"][0]
+    assert set(round_) == {"near", "column"}
+    for name, fitted in round_.items():
+        assert fitted["drone_steps"] > 50 and fitted["mse"] < fitted["mse_before"], (name, fitted)
+    assert any(not torch.equal(v, policy.actor.column.state_dict()[k]) for k, v in column_before.items())

@@ -77,7 +77,7 @@ def test_swarm_dense_close_fits_the_near_network_of_the_zoo_policy_and_ships_bot
     warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
     rounds = warm["close_range"]["rounds"]
     assert warm["init_from"] == "zoo:swarm_dense" and len(rounds) == 2
-    assert 0 < rounds[0]["close_drone_steps"] < rounds[1]["close_drone_steps"]
+    assert 0 < rounds[0]["near"]["drone_steps"] < rounds[1]["near"]["drone_steps"]
     assert warm["agent_steps"] == 2 * 3 * 200 * 4  # 2 rounds x 3 swarms x 2 s at 100 Hz x 4 drones
     assert summary["agent_steps"] == warm["agent_steps"] + 1024
     policy = load_policy(tmp_path / "run")

@@ -315,40 +315,46 @@ def fit_close_range(
     lr: float = 1e-3,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Fit the near network of ``policy``'s ``agents.close_range.CloseRangeActor`` in place, in ``rounds``
-    DAgger rounds of the near network alone: ``swarms`` swarms flown by the policy (one episode, seed
-    ``seed + 500 + round``), every step where a drone is within the actor's ``close_range`` of a neighbour
-    recorded and labelled by ``teacher`` and added to the data, then Adam on the squared error of the close
-    drones only. Returns per round the close drone-steps in the data and their mean squared error before
-    and after the fit."""
+    """Fit the gated networks (near, and column with ``column_range``) of ``policy``'s
+    ``agents.close_range.CloseRangeActor`` in place, in ``rounds`` DAgger rounds of their own: ``swarms``
+    swarms flown by the policy (one episode, seed ``seed + 500 + round``), every step where a gate holds for
+    some drone recorded and labelled by ``teacher`` and added to the data, then for each network Adam on the
+    squared error of the drones its gate picks. Returns per round and network the drone-steps it was fitted
+    on and their mean squared error before and after."""
     actor = getattr(policy, "actor", None)
-    if not hasattr(actor, "near") or not hasattr(actor, "is_close"):
+    if not hasattr(actor, "heads") or not hasattr(actor, "gates"):
         raise ValueError(f"fit_close_range needs a policy with a close-range actor (agent.close_range), got "
                          f"{type(actor).__name__}")
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
     device = next(policy.parameters()).device
-    close = lambda obs: actor.is_close(obs).any(-1)  # noqa: E731
+    gated = lambda obs: actor.is_close(obs).any(-1)  # noqa: E731
     teacher = make_teacher(teacher, env_cfg, device)
     data: ImitationData | None = None
     history = []
     for r in range(rounds):
         new = rollout(env_cfg, teacher, policy, beta=0.0, num_envs=swarms, record_every=1, seed=seed + 500 + r,
-                      device=device, record_if=close).data
+                      device=device, record_if=gated).data
         data = new if data is None else data.extend(new)
-        near = actor.is_close(data.obs)
-        if not bool(near.any()):
-            raise ValueError(f"no drone came within close_range={actor.close_range} m of a neighbour in {swarms} "
-                             "swarms: raise pretrain.close_range.swarms or agent.close_range")
-        before = _close_mse(actor, data, near)
-        fit(actor.near, data, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, eval_every=fit_steps,
-            seed=seed + 500 + r, sample_weight=lambda obs: actor.is_close(obs).float())
-        history.append({"close_drone_steps": int(near.sum()), "close_mse_before": before,
-                        "close_mse": _close_mse(actor, data, near)})
+        gates = actor.gates(data.obs)
+        row = {}
+        for name, head in actor.heads().items():
+            picked = gates[name]
+            rows = picked.any(-1)
+            if not bool(rows.any()):
+                raise ValueError(f"no drone came within the {name} gate of the close-range actor in {swarms} "
+                                 "swarms: raise pretrain.close_range.swarms or the gate's range")
+            part = ImitationData(data.obs[rows], data.actions[rows])
+            before = _gated_mse(head, part, picked[rows])
+            fit(head, part, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, eval_every=fit_steps,
+                seed=seed + 500 + r, sample_weight=lambda obs, name=name: actor.gates(obs)[name].float())
+            row[name] = {"drone_steps": int(picked.sum()), "mse_before": before,
+                         "mse": _gated_mse(head, part, picked[rows])}
+        history.append(row)
     return {"rounds": history}
 
 
 @torch.no_grad()
-def _close_mse(actor: nn.Module, data: ImitationData, near: torch.Tensor) -> float:
-    """The near network's mean squared error over the close drones ``near`` [N, M] of ``data``."""
-    return float((actor.near(data.obs) - data.actions).square().mean(-1)[near].mean())
+def _gated_mse(head: nn.Module, data: ImitationData, picked: torch.Tensor) -> float:
+    """``head``'s mean squared error over the drones ``picked`` [N, M] of ``data``."""
+    return float((head(data.obs) - data.actions).square().mean(-1)[picked].mean())
