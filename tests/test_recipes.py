@@ -69,7 +69,7 @@ def test_pretrain_init_from_starts_from_a_trained_policy_with_the_runs_explorati
         train(other, tmp_path / "other")
 
 
-def test_swarm_dense_close_fits_the_near_network_of_the_zoo_policy_and_ships_both(tmp_path):
+def test_swarm_dense_close_fits_the_gated_networks_of_the_zoo_policy_and_ships_them(tmp_path):
     cfg = resolve_config("swarm_dense_close", [*TINY, *SHORT, "train.total_agent_steps=1024", "env.num_drones=4",
                                                "pretrain.close_range.swarms=3", "pretrain.close_range.fit_steps=20",
                                                "agent.close_range=1.0", "pretrain.critic_warmup_updates=2"])
@@ -77,16 +77,19 @@ def test_swarm_dense_close_fits_the_near_network_of_the_zoo_policy_and_ships_bot
     warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
     rounds = warm["close_range"]["rounds"]
     assert warm["init_from"] == "zoo:swarm_dense" and len(rounds) == 2
-    assert 0 < rounds[0]["near"]["drone_steps"] < rounds[1]["near"]["drone_steps"]
+    for name in ("near", "column"):
+        assert 0 < rounds[0][name]["drone_steps"] < rounds[1][name]["drone_steps"], name
     assert warm["agent_steps"] == 2 * 3 * 200 * 4  # 2 rounds x 3 swarms x 2 s at 100 Hz x 4 drones
     assert summary["agent_steps"] == warm["agent_steps"] + 1024
     policy = load_policy(tmp_path / "run")
     assert type(policy.actor).__name__ == "CloseRangeActor" and policy.actor.close_range == 1.0
+    assert policy.actor.column_range == 0.15
     zoo = load_policy("zoo:swarm_dense").actor.state_dict()
     actor = policy.actor.state_dict()
-    # the far network is the zoo policy's; the near one was fitted away from its copy
+    # the far network is the zoo policy's; the gated ones were fitted away from their copies
     assert all(torch.equal(actor[k], v) for k, v in zoo.items() if not k.endswith("log_std"))
     assert not torch.equal(actor["near.mean.weight"], zoo["mean.weight"])
+    assert not torch.equal(actor["column.mean.weight"], zoo["mean.weight"])
 
 
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
