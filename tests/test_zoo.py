@@ -12,7 +12,8 @@ import agents.zoo as zoo
 from agents import load_policy
 from agents.checkpoint import CheckpointError, checkpoint_path, is_checkpoint_source
 from marl.cli import main
-from marl.evaluate import evaluate
+from marl.evaluate import eval_config, evaluate
+from marl.train_config import resolve_config
 from marl.zoo import KEEP, add_to_zoo, list_zoo
 
 SHIPPED = ("quickstart", "swarm8_obstacles", "swarm_dense", "swarm_dense_close")
@@ -42,12 +43,14 @@ def test_zoo_swarm8_obstacles_flies_the_column_field_precisely():
     assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
 
 
-def test_zoo_swarm_dense_close_flies_two_networks_and_exports_them_as_one(tmp_path, capsys):
-    """The shipped close-range policy: its near network flies the drones next to a neighbour, it flies the
-    dense column field on held-out maps, and `marl export` turns both networks and the gate into C."""
+def test_zoo_swarm_dense_close_flies_three_networks_and_exports_them_as_one(tmp_path, capsys):
+    """The shipped close-range policy: its gated networks fly the drones next to a neighbour or a column, it
+    flies the dense column field on held-out maps, and `marl export` turns the networks and gates into C."""
     policy = load_policy("zoo:swarm_dense_close")
     assert type(policy.actor).__name__ == "CloseRangeActor" and policy.actor.close_range == pytest.approx(0.29)
-    report = evaluate("zoo:swarm_dense_close", episodes=4, seed=1000, density=0.6)
+    assert policy.actor.column_range == pytest.approx(0.15)
+    env = eval_config(None, drones=8, density=0.6, base=resolve_config("swarm_dense_close").env, obstacle_size=0.6)
+    report = evaluate("zoo:swarm_dense_close", episodes=4, seed=1000, env_config=env)  # 0.6 m columns, as README
     assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
     out = tmp_path / "export"
     assert main(["export", "zoo:swarm_dense_close", "--method", "int8", "--calib", "none", "--out", str(out),
