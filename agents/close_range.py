@@ -1,18 +1,19 @@
-"""A Gaussian actor with a second, close-range network: ``agent.close_range`` (hand-written; no library has it).
+"""A Gaussian actor with close-range networks: ``agent.close_range`` / ``agent.column_range`` (hand-written;
+no library has it).
 
     mean(obs) = near(obs)     if the nearest observed neighbour's centre is within ``close_range`` m
                 column(obs)   else, with ``column_range``, if the nearest column's surface is within that
                 far(obs)      otherwise          (far: the usual encoder + linear mean; near, column: copies)
 
-Why: the students imitated from ``pid_avoid`` fly well until the last ~0.2 m to a neighbour, where the
-teacher brakes hard and their actions are far from its (mean squared error 0.13 against ~0.006 elsewhere).
-A network of the same size fitted only to those states does fit them, and flown in the fallback's place it
-removes most neighbour contacts (docs/training.md, "Where the neighbour collisions come from"). Here that
-expert is part of the policy: both networks are learned, the gate is fixed (a distance test on the
-observation), the whole actor is checkpointed, compressed and exported to C as one (deploy/export_c.py
-emits the gate as a branch, so a drone runs one network per step). Gradients reach each network only
-through the states it flies, so DAgger trains both on their own share of the data; the warm start then
-fits the near network on many more close states (``pretrain.close_range``).
+Why: the students imitated from ``pid_avoid`` fly well until the last ~0.2 m to a neighbour (or a column),
+where the teacher brakes hard and their actions are far from its (mean squared error 0.13 against ~0.006
+elsewhere, next to neighbours). A network of the same size fitted only to those states does fit them, and
+flown in the fallback's place it removes most contacts (docs/training.md, "Where the neighbour collisions
+come from"). Here those experts are part of the policy: every network is learned, the gates are fixed
+(distance tests on the observation), the whole actor is checkpointed, compressed and exported to C as one
+(deploy/export_c.py emits the gates as branches, so a drone runs one network per step). Gradients reach
+each network only through the states it flies, so DAgger trains each on its own share of the data; the
+warm start then fits the gated networks on many more of their states (``pretrain.close_range``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from agents.layers import ACTION_GAIN, Encoder, GaussianActor, init_linear, spli
 
 
 class ActionHead(nn.Module):
-    """An encoder and a linear action mean: obs [..., D] -> mean [..., act_dim] (the near network)."""
+    """An encoder and a linear action mean: obs [..., D] -> mean [..., act_dim] (a gated network)."""
 
     def __init__(self, encoder: Encoder, act_dim: int):
         super().__init__()
