@@ -101,6 +101,10 @@ class CloseRangeActor(GaussianActor):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., D] -> action mean [..., act_dim]: each agent's from the network its gate picks."""
+        # Every network runs on every agent (3x the actor's work) rather than on the gated rows alone: a
+        # matmul over a subset rounds differently (measured: not bitwise equal), and torch.where keeps each
+        # agent's action independent of how many others a gate picks, so runs and shipped figures reproduce.
+        # The C export branches instead and runs one network per call.
         mean = super().forward(obs)
         for name, gate in self.gates(obs).items():
             mean = torch.where(gate.unsqueeze(-1), self.heads()[name](obs), mean)
