@@ -16,7 +16,12 @@
 4. Input features (``features``): on the same close states, fresh deployable students whose neighbour tokens
    also get polar features (unit direction, distance, 1 / distance, closing speed: ``polar``), whose head
    also reads the nearest neighbour's token past the attention (``skip``), or both, against the plain one.
-``--parts`` picks among shield, fit, expert and features. Prints one JSON line per result; ``--json`` writes them all.
+5. Contacts (``contacts``): fly ``--policy`` and ``pid_avoid`` (``--envs`` swarms, tuning seed 500, every
+   density of ``--eval-densities``) and describe each drone's first neighbour or column contact after the
+   grace period: the speed at which it closed in over the last 0.1 s, and, for a close-range actor, which
+   network flew the drone then and for how many steps a gated one had flown it before the contact.
+``--parts`` picks among shield, fit, expert, features and contacts. Prints one JSON line per result; ``--json``
+writes them all.
 Figures: docs/training.md, "Where the neighbour collisions come from".
 """
 
@@ -35,6 +40,7 @@ from agents.shield import Shield, nearest_gap
 from agents.swarm_attention import SwarmAttentionEncoder
 from envs.config import SwarmConfig
 from envs.evaluation import as_controller, evaluate_swarm
+from envs.swarm import QuadSwarmVecEnv
 from marl.evaluate import eval_config
 from marl.imitation import ImitationData, fit, make_student, rollout, student_actions
 from marl.train_config import resolve_config
@@ -114,6 +120,49 @@ def feature_student(cfg: SwarmConfig, variant: str) -> torch.nn.Module:
     return student
 
 
+@torch.no_grad()
+def contact_rows(flown, cfg: SwarmConfig, envs: int, seed: int, actor=None) -> list[dict]:
+    """Each drone's first neighbour / column contact after the grace period when ``flown`` flies ``envs``
+    swarms of ``cfg``: kind, closing speed over the last 10 steps (m/s: the drop of the centre distance to
+    the nearest drone, or of the column clearance), and with a close-range ``actor`` the network that flew
+    the drone at the contact and the steps a gated one had flown it without a break before."""
+    env = QuadSwarmVecEnv(cfg, num_envs=envs)
+    obs = env.reset(seed=seed)
+    ctrl = as_controller(flown)
+    lag, dt = 10, cfg.dynamics.control_dt
+    gap_hist: list[torch.Tensor] = []
+    clear_hist: list[torch.Tensor] = []
+    gated_for = torch.zeros(envs, cfg.num_drones, dtype=torch.long)
+    which = torch.zeros(envs, cfg.num_drones, dtype=torch.long)  # 0 far, 1 near, 2 column
+    seen = {"neighbour": torch.zeros(envs, cfg.num_drones, dtype=torch.bool)}
+    seen["column"] = seen["neighbour"].clone()
+    rows = []
+    while True:
+        pos = env.live.pos.permute(2, 1, 0)  # [E, M, 3]
+        centre = (pos.unsqueeze(2) - pos.unsqueeze(1)).norm(dim=-1)
+        centre += torch.eye(cfg.num_drones) * 1e3
+        gap_hist = [*gap_hist, centre.amin(-1)][-lag:]
+        clear_hist = [*clear_hist, obs[..., -5]][-lag:]  # the 3 x 3 SDF's centre: the nearest column's surface
+        if actor is not None:
+            gates = actor.gates(obs)
+            which = torch.zeros_like(which)
+            for code, name in enumerate(gates, start=1):
+                which[gates[name]] = code
+            gated_for = torch.where(which > 0, gated_for + 1, torch.zeros_like(gated_for))
+        obs, _, _, _, info = env.step(ctrl(obs))
+        if "episode" in info:
+            return rows
+        live = env.live
+        for kind, flags, hist in (("neighbour", live.col_nbr.T, gap_hist), ("column", live.col_obs.T, clear_hist)):
+            for e, m in (flags & ~seen[kind]).nonzero().tolist():
+                closing = float(hist[0][e, m] - hist[-1][e, m]) / ((len(hist) - 1) * dt)
+                row = {"kind": kind, "closing_speed": round(closing, 2)}
+                if actor is not None:
+                    row.update(network=("far", *gates)[int(which[e, m])], gated_steps=int(gated_for[e, m]))
+                rows.append(row)
+            seen[kind] |= flags
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="zoo:swarm8_obstacles")
@@ -178,6 +227,13 @@ def main() -> None:
                         "distance_to_goal_1s")
                 emit({"probe": "expert", "flown": name, "density": density, "seed": args.eval_seed,
                       **{k: round(report[k], 4) for k in keys}})
+    for density in (float(d) for d in args.eval_densities.split(",")) if "contacts" in parts else ():
+        actor = getattr(policy, "actor", None)
+        for name, flown, gated in ((args.policy, policy, actor if hasattr(actor, "gates") else None),
+                                   ("pid_avoid", make_controller("pid_avoid", cfg.dynamics), None)):
+            rows = contact_rows(flown, env_config(density), args.envs, 500, gated)
+            emit({"probe": "contacts", "flown": name, "density": density, "seed": 500, "swarms": args.envs,
+                  "contacts": rows})
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
