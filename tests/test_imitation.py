@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from agents import make_policy
 from agents.pid import PIDConfig, PIDController
+from envs.observations import obs_spec
 from envs.swarm import QuadSwarmVecEnv
 from marl.bench.optim import run_suite
 from marl.bench.studies.distill import distill_bp, distill_tpsgd
@@ -135,6 +137,21 @@ def test_teacher_gains_reach_the_controller(env_cfg) -> None:
         make_teacher("pid_avoid", env_cfg, gains={"range": 0.8})
     with pytest.raises(ValueError, match="gains are for a controller teacher"):
         make_teacher("zoo:quickstart", env_cfg, gains={"kp_xy": 3.0})
+
+
+@pytest.mark.parametrize("close_range", [None, 0.6])
+def test_student_actions_are_the_policy_mode_without_the_critic(env_cfg, close_range) -> None:
+    """The imitation flies the actor's means alone; they must be the actions the policy's mode flies."""
+    torch.manual_seed(0)
+    policy = make_policy("attention", obs_spec(env_cfg.num_neighbors), env_cfg.num_drones, close_range=close_range)
+    obs = QuadSwarmVecEnv(env_cfg, num_envs=3).reset(seed=2)
+    obs[0, 0, 19:22] = torch.tensor([0.1, 0.0, 0.0])  # a neighbour inside the near gate, where one is built
+    calls = []
+    policy.critic.register_forward_hook(lambda *_: calls.append(1))
+    got = student_actions(policy, obs)
+    assert not calls
+    assert torch.equal(got, policy.act(obs, deterministic=True)[0].clamp(-1.0, 1.0)) and calls
+    assert got.shape == (3, env_cfg.num_drones, 4)
 
 
 def test_rollout_records_the_states_the_student_visits(env_cfg) -> None:
