@@ -22,7 +22,7 @@
    network flew the drone then and for how many steps a gated one had flown it before the contact.
 ``--parts`` picks among shield, fit, expert, features and contacts. Prints one JSON line per result; ``--json``
 writes them all.
-Figures: docs/training.md, "Where the neighbour collisions come from".
+Figures: docs/training.md, "Where the neighbour collisions come from" and "The near gate's width".
 """
 
 from __future__ import annotations
