@@ -1,7 +1,8 @@
 """A Gaussian actor with close-range networks: ``agent.close_range`` / ``agent.column_range`` (hand-written;
 no library has it).
 
-    mean(obs) = near(obs)     if the nearest observed neighbour's centre is within ``close_range`` m
+    mean(obs) = near(obs)     if an observed neighbour's centre is within ``close_range`` m (with ``close_time``:
+                              or would be within it in that many s at the pair's closing speed)
                 column(obs)   else, with ``column_range``, if the nearest column's surface is within that
                 far(obs)      otherwise          (far: the usual encoder + linear mean; near, column: copies)
 
@@ -56,17 +57,21 @@ class CloseRangeActor(GaussianActor):
         act_dim: int,
         column_range: float | None = None,
         column_encoder: Encoder | None = None,
+        close_time: float | None = None,
     ):
         super().__init__(encoder, init_log_std, log_std_bounds, act_dim)
         if layout.num_neighbors < 1:
             raise ValueError("close_range needs an observation with neighbours (num_neighbors >= 1)")
         if not close_range > 0:
             raise ValueError(f"close_range={close_range} must be > 0 (m, centre distance)")
+        if close_time is not None and not close_time > 0:
+            raise ValueError(f"close_time={close_time} must be > 0 (s of closing at the current speed)")
         if column_range is not None and (not column_range > 0 or layout.obstacle_dim != 9):
             raise ValueError(f"column_range={column_range} needs to be > 0 and a 3 x 3 obstacle SDF in the "
                              f"observation (obstacle_dim {layout.obstacle_dim})")
         self.layout = layout
         self.close_range = float(close_range)
+        self.close_time = None if close_time is None else float(close_time)
         self.column_range = None if column_range is None else float(column_range)
         self.near = ActionHead(near_encoder, act_dim)
         self.column = None if column_encoder is None else ActionHead(column_encoder, act_dim)
@@ -75,10 +80,11 @@ class CloseRangeActor(GaussianActor):
 
     @classmethod
     def around(cls, actor: GaussianActor, near_encoder: Encoder, layout: ObsLayout, close_range: float,
-               column_range: float | None = None, column_encoder: Encoder | None = None) -> CloseRangeActor:
+               column_range: float | None = None, column_encoder: Encoder | None = None,
+               close_time: float | None = None) -> CloseRangeActor:
         """The close-range actor whose far network is ``actor``'s encoder (its mean layer is drawn anew)."""
         return cls(actor.encoder, near_encoder, layout, close_range, float(actor.log_std.detach()[0]),
-                   actor.log_std_bounds, actor.mean.out_features, column_range, column_encoder)
+                   actor.log_std_bounds, actor.mean.out_features, column_range, column_encoder, close_time)
 
     def heads(self) -> dict[str, ActionHead]:
         """The gated networks by name (``near``, and ``column`` with ``column_range``)."""
@@ -87,8 +93,12 @@ class CloseRangeActor(GaussianActor):
     def gates(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Bool [...] per gated network: the agents it flies (``near`` first; ``column`` only where not near)."""
         flat = obs.reshape(-1, obs.shape[-1])
-        _, neighbours, sdf = split_obs(flat, self.layout)  # [N, K, 6]: relative position first; [N, 9]
-        near = neighbours[..., :3].norm(dim=-1).amin(-1) < self.close_range
+        _, neighbours, sdf = split_obs(flat, self.layout)  # [N, K, 6]: p_j - p, v_j - v; [N, 9]
+        dist = neighbours[..., :3].norm(dim=-1)  # [N, K]
+        if self.close_time is not None:  # the distance close_time s ahead at the closing speed -d(dist)/dt
+            closing = -(neighbours[..., :3] * neighbours[..., 3:6]).sum(-1) / dist.clamp_min(1e-6)
+            dist = dist - self.close_time * closing.clamp_min(0.0)
+        near = dist.amin(-1) < self.close_range
         out = {"near": near.view(obs.shape[:-1])}
         if self.column_range is not None:
             out["column"] = ((sdf[:, 4] < self.column_range) & ~near).view(obs.shape[:-1])

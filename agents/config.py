@@ -93,6 +93,11 @@ class PolicyConfig(BaseModel):
         "observed neighbour's centre is within this many m (agents.close_range; 0.29 = 0.2 m body gap for a "
         "Crazyflie); None: one network",
     )
+    close_time: float | None = Field(
+        None, gt=0, description="with close_range: the near network also flies an agent that would be within "
+        "close_range of an observed neighbour in this many s at their closing speed (d - close_time x closing "
+        "speed < close_range); None: by distance alone",
+    )
     column_range: float | None = Field(
         None, gt=0, description="with close_range: a third network flies the agents (not near a neighbour) whose "
         "obstacle SDF reads less than this at the centre (m from the centre to the nearest column's surface)",
@@ -127,6 +132,8 @@ class PolicyConfig(BaseModel):
                 )
         if self.column_range is not None and self.close_range is None:
             raise ValueError("column_range adds a network beside the close-range one: set close_range too")
+        if self.close_time is not None and self.close_range is None:
+            raise ValueError("close_time widens the close-range network's gate: set close_range too")
         if self.close_range is not None and (self.name == "commformer" or self.num_actions is not None):
             raise ValueError(f"close_range applies to a Gaussian attention / mlp / deepsets actor, not "
                              f"{'a categorical one' if self.num_actions is not None else self.name!r}")

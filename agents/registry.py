@@ -62,7 +62,8 @@ def make_policy_from_config(
         encoder = _POLICY_CLASSES[cfg.name].encoder_cls
         near = encoder.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
         column = None if cfg.column_range is None else encoder.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
-        policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range, cfg.column_range, column)
+        policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range, cfg.column_range, column,
+                                              cfg.close_time)
     policy.config = cfg
     return policy
 

@@ -408,17 +408,21 @@ def generate_c(
         # The gates as branches: each call runs one network (MACs: the largest branch, plus the gate).
         lay = actor.layout
         s0, nd, r = lay.self_dim, lay.neighbour_dim, actor.close_range
+        t = actor.close_time
+        ahead = ("" if t is None else  # the distance close_time s ahead at the closing speed
+                 f"            float closing = -(p[0] * p[3] + p[1] * p[4] + p[2] * p[5]) / (d > 1e-6f ? d : 1e-6f);\n"
+                 f"            d -= {_f(t)} * (closing > 0.0f ? closing : 0.0f);\n")
         em.body.append(
             f"    {{\n        float nearest = INFINITY;\n        for (i = 0; i < {lay.num_neighbors}; i++) {{\n"
             f"            const float *p = obs + {s0} + i * {nd};\n"
-            f"            float d = sqrtf(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);\n"
+            f"            float d = sqrtf(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);\n{ahead}"
             f"            nearest = d < nearest ? d : nearest;\n        }}\n"
             f"        close_range = nearest < {_f(r)};\n    }}\n    if (close_range) {{\n")
         em.ram.append("static int close_range;\n")
         start, branches = em.macs, []
         network("near.", actor.near.encoder, actor.near.mean)
         branches.append(em.macs - start)
-        gate = f"nearest neighbour within {r:g} m"
+        gate = f"nearest neighbour within {r:g} m" + ("" if t is None else f" or within it in {t:g} s")
         if actor.column is not None:
             sdf_centre = s0 + lay.num_neighbors * nd + 4
             em.body.append(f"    }} else if (obs[{sdf_centre}] < {_f(actor.column_range)}) {{\n")

@@ -34,9 +34,11 @@ def _obs(n: int, near: bool, seed: int = 0) -> torch.Tensor:
     return obs
 
 
-def _policy(close_range: float = 0.29, name: str = "attention", column_range: float | None = None):
+def _policy(close_range: float = 0.29, name: str = "attention", column_range: float | None = None,
+            close_time: float | None = None):
     torch.manual_seed(0)
-    return make_policy(name, obs_spec(K), 4, close_range=close_range, column_range=column_range)
+    return make_policy(name, obs_spec(K), 4, close_range=close_range, column_range=column_range,
+                       close_time=close_time)
 
 
 def test_gate_picks_the_near_network_next_to_a_neighbour_and_the_far_one_elsewhere():
@@ -60,6 +62,20 @@ def test_gate_picks_the_near_network_next_to_a_neighbour_and_the_far_one_elsewhe
     assert action.shape == (5, 4, 4) and log_prob.shape == value.shape == (5, 4)
     assert sum(p.numel() for p in actor.near.parameters()) == sum(
         p.numel() for p in (*actor.encoder.parameters(), *actor.mean.parameters()))
+
+
+def test_close_time_hands_fast_approaches_to_the_near_network_earlier():
+    """A neighbour 0.6 m away is near for close_range 0.45 m and close_time 0.1 s when it closes in faster than
+    1.5 m/s, never when it moves away, and never without close_time."""
+    obs = _obs(3, near=False)
+    obs[:, 0, S : S + 3] = torch.tensor([0.6, 0.0, 0.0])
+    obs[:, 0, S + 3 : S + 6] = torch.tensor([[-2.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    timed = _policy(close_range=0.45, close_time=0.1).actor
+    assert timed.gates(obs)["near"][:, 0].tolist() == [True, False, False]
+    assert not timed.gates(obs)["near"][:, 1:].any()  # the others' neighbours are >= 1 m away
+    assert not _policy(close_range=0.45).actor.gates(obs)["near"].any()
+    with pytest.raises(ValueError, match="close_time widens"):
+        make_policy("attention", obs_spec(K), 4, close_time=0.1)
 
 
 def test_column_range_adds_a_third_network_for_the_drones_next_to_a_column():
@@ -122,15 +138,16 @@ def test_init_from_a_one_network_policy_starts_the_near_network_as_its_copy(tmp_
         load_weights(_policy(), str(tmp_path / "src.pt"))  # without refit_near the near network must be there
 
 
-@pytest.mark.parametrize("name,column_range", [("attention", None), ("mlp", None), ("attention", 0.15)])
-def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, column_range):
+@pytest.mark.parametrize("name,column_range,close_time",
+                         [("attention", None, None), ("mlp", None, None), ("attention", 0.15, 0.3)])
+def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, column_range, close_time):
     """The generated C (float32 weights) on the host against torch, on states on both sides of the gate."""
     from deploy import verify
     from deploy.export_c import generate_c
     from deploy.quantize import quantize_actor
 
     assert shutil.which("gcc") is not None, "gcc is needed to build the host binary (make setup installs it)"
-    actor = _policy(name=name, column_range=column_range).actor.eval()
+    actor = _policy(name=name, column_range=column_range, close_time=close_time).actor.eval()
     with torch.no_grad():  # gated networks unlike the far one, so a wrong branch shows
         for head in actor.heads().values():
             for p in head.parameters():
@@ -148,6 +165,7 @@ def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, 
     assert "close-range" in files["policy.h"] and "if (close_range)" in files["policy.c"]
     assert ("a column within" in files["policy.h"]) == (column_range is not None)
     assert ("} else if (obs[" in files["policy.c"]) == (column_range is not None)
+    assert ("closing" in files["policy.c"]) == (close_time is not None)
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
     host, status = verify.run_host(tmp_path, test.numpy())
