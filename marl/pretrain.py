@@ -34,7 +34,8 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
         teacher = make_teacher(cfg.teacher, env, device=device, gains=cfg.teacher_gains)
         c = cfg.close_range
         out["close_range"] = fit_close_range(policy, env, teacher, swarms=c.swarms, rounds=c.rounds,
-                                             fit_steps=c.fit_steps, batch=c.batch, lr=c.lr, seed=seed)
+                                             fit_steps=c.fit_steps, batch=c.batch, lr=c.lr, seed=seed,
+                                             closing_weight=c.closing_weight)
         out["agent_steps"] += c.rounds * c.swarms * episode_steps * env.num_drones
     return {**out, "wall_s": time.perf_counter() - t0}
 

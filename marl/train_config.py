@@ -156,6 +156,8 @@ class CloseRangeFitConfig(_Strict):
     fit_steps: int = Field(6000, ge=1, description="Adam minibatches of the near network's regression")
     batch: int = Field(128, ge=1, description="rows (env steps with a close drone) per minibatch")
     lr: float = Field(1e-3, gt=0)
+    closing_weight: float = Field(0.0, ge=0, description="each gated sample's weight is 1 + this x the speed "
+                                  "(m/s) at which it closes in on its gate's hazard (0: all equal)")
 
 
 class BCTermConfig(_Strict):

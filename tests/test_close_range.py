@@ -13,6 +13,7 @@ from agents.close_range import CloseRangeActor
 from envs.config import SwarmConfig
 from envs.observations import obs_spec
 from marl.imitation import fit_close_range
+from marl.imitation.fit import closing_speeds
 from marl.pretrain import load_weights
 from marl.train_config import resolve_config
 
@@ -121,6 +122,27 @@ def test_fit_close_range_fits_only_the_near_network_on_close_drones():
     assert all(torch.equal(after[k], v) for k, v in far_before.items())  # the far network did not move
     with pytest.raises(ValueError, match="close-range actor"):
         fit_close_range(make_policy("attention", obs_spec(K), 4), env, swarms=1, fit_steps=1)
+
+
+def test_closing_speeds_measure_the_approach_to_each_gates_hazard():
+    """Towards the nearest neighbour and towards the column the SDF shows, never away (0 then)."""
+    actor = _policy(column_range=0.15).actor
+    obs = torch.zeros(2, 1, obs_spec(K).dim)
+    obs[:, 0, S : S + 3] = torch.tensor([0.3, 0.0, 0.0])  # nearest neighbour 0.3 m along +x
+    obs[:, 0, S + 6 : S + 9] = torch.tensor([0.0, 1.0, 0.0])  # a farther one along +y, closing fast
+    obs[:, 0, S + 9 : S + 12] = torch.tensor([0.0, -5.0, 0.0])
+    obs[0, 0, S + 3 : S + 6] = torch.tensor([-1.5, 0.0, 0.0])  # the nearest comes towards us at 1.5 m/s
+    obs[1, 0, S + 3 : S + 6] = torch.tensor([1.5, 0.0, 0.0])  # ... or moves away
+    sdf = SDF_CENTRE - 4
+    for i in (-1, 0, 1):  # a column towards -y: the SDF grows with the y offset j (index (i + 1) 3 + (j + 1))
+        for j in (-1, 0, 1):
+            obs[:, 0, sdf + (i + 1) * 3 + (j + 1)] = 0.1 + 0.1 * j
+    obs[0, 0, 3:6] = torch.tensor([0.4, -0.7, 0.0])  # own velocity: towards the column at 0.7 m/s
+    obs[1, 0, 3:6] = torch.tensor([0.4, 0.7, 0.0])  # ... away from it
+    speeds = closing_speeds(actor, obs)
+    torch.testing.assert_close(speeds["near"][:, 0], torch.tensor([1.5, 0.0]))
+    torch.testing.assert_close(speeds["column"][:, 0], torch.tensor([0.7, 0.0]))
+    assert set(closing_speeds(_policy().actor, obs)) == {"near"}
 
 
 def test_init_from_a_one_network_policy_starts_the_near_network_as_its_copy(tmp_path):

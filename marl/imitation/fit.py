@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.layers import split_obs
 from envs.config import SwarmConfig
 from marl.imitation.data import (
     ACT_DIM,
@@ -314,19 +315,24 @@ def fit_close_range(
     batch: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
+    closing_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Fit the gated networks (near, and column with ``column_range``) of ``policy``'s
     ``agents.close_range.CloseRangeActor`` in place, in ``rounds`` DAgger rounds of their own: ``swarms``
     swarms flown by the policy (one episode, seed ``seed + 500 + round``), every step where a gate holds for
     some drone recorded and labelled by ``teacher`` and added to the data, then for each network Adam on the
-    squared error of the drones its gate picks. Returns per round and network the drone-steps it was fitted
-    on and their mean squared error before and after."""
+    squared error of the drones its gate picks, each weighted by 1 + ``closing_weight`` x the speed (m/s) at
+    which it closes in on its gate's hazard (``closing_speeds``: the approaches, where the teacher brakes).
+    Returns per round and network the drone-steps it was fitted on and their mean squared error before and
+    after."""
     actor = getattr(policy, "actor", None)
     if not hasattr(actor, "heads") or not hasattr(actor, "gates"):
         raise ValueError(f"fit_close_range needs a policy with a close-range actor (agent.close_range), got "
                          f"{type(actor).__name__}")
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be >= 1")
+    if closing_weight < 0:
+        raise ValueError(f"closing_weight={closing_weight} must be >= 0")
     device = next(policy.parameters()).device
     gated = lambda obs: actor.is_close(obs).any(-1)  # noqa: E731
     teacher = make_teacher(teacher, env_cfg, device)
@@ -347,11 +353,35 @@ def fit_close_range(
             part = ImitationData(data.obs[rows], data.actions[rows])
             before = _gated_mse(head, part, picked[rows])
             fit(head, part, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, eval_every=fit_steps,
-                seed=seed + 500 + r, sample_weight=lambda obs, name=name: actor.gates(obs)[name].float())
+                seed=seed + 500 + r,
+                sample_weight=lambda obs, name=name: _gate_weight(actor, obs, name, closing_weight))
             row[name] = {"drone_steps": int(picked.sum()), "mse_before": before,
                          "mse": _gated_mse(head, part, picked[rows])}
         history.append(row)
     return {"rounds": history}
+
+
+def closing_speeds(actor: nn.Module, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per gated network of a close-range actor, the speed [...] (m/s, >= 0) at which each agent of obs [..., D]
+    closes in on that gate's hazard: its nearest observed neighbour (``near``), the column its SDF shows
+    (``column``; the normal is the SDF's central-difference gradient, as ``pid_avoid`` takes it)."""
+    flat = obs.reshape(-1, obs.shape[-1])
+    own, nbs, sdf = split_obs(flat, actor.layout)
+    nearest = nbs[..., :3].norm(dim=-1).argmin(-1)  # [N]
+    nb = nbs[torch.arange(len(flat)), nearest]  # [N, 6]: p_j - p_i, v_j - v_i
+    away = -nb[:, :3] / nb[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    out = {"near": (nb[:, 3:] * away).sum(-1).clamp_min(0.0).view(obs.shape[:-1])}
+    if "column" in actor.heads():
+        grad = torch.stack([sdf[:, 7] - sdf[:, 1], sdf[:, 5] - sdf[:, 3]], -1)
+        normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)  # away from the column
+        out["column"] = (-(own[:, 3:5] * normal).sum(-1)).clamp_min(0.0).view(obs.shape[:-1])
+    return out
+
+
+def _gate_weight(actor: nn.Module, obs: torch.Tensor, name: str, closing_weight: float) -> torch.Tensor:
+    """Sample weights [B, M] of gated network ``name``: 0 outside its gate, 1 + closing_weight x closing speed in it."""
+    weight = actor.gates(obs)[name].float()
+    return weight if closing_weight == 0 else weight * (1.0 + closing_weight * closing_speeds(actor, obs)[name])
 
 
 @torch.no_grad()
