@@ -20,8 +20,12 @@
    density of ``--eval-densities``) and describe each drone's first neighbour or column contact after the
    grace period: the speed at which it closed in over the last 0.1 s, and, for a close-range actor, which
    network flew the drone then and for how many steps a gated one had flown it before the contact.
-``--parts`` picks among shield, fit, expert, features and contacts. Prints one JSON line per result; ``--json``
-writes them all.
+6. Capacity (``capacity``): for a close-range ``--policy``, the states its near gate picks in ``--train-swarms``'s
+   last number of swarms flown by it in the recipe's own env (``swarm_dense_close``: densities 0.2-0.8,
+   0.6-0.8 m columns; seed 600, 64 more held out at seed 700), labelled by ``pid_avoid``: the near network's
+   error on them, and that of fresh near networks of three widths fitted to them alone (``--fit-steps``).
+``--parts`` picks among shield, fit, expert, features, contacts and capacity. Prints one JSON line per result;
+``--json`` writes them all.
 Figures: docs/training.md, "Where the neighbour collisions come from" and "The near gate's width".
 """
 
@@ -34,6 +38,7 @@ from pathlib import Path
 import torch
 
 from agents.checkpoint import load_policy
+from agents.close_range import ActionHead
 from agents.controllers import make_controller
 from agents.layers import mlp, split_obs
 from agents.shield import Shield, nearest_gap
@@ -118,6 +123,39 @@ def feature_student(cfg: SwarmConfig, variant: str) -> torch.nn.Module:
         if enc.use_skip:
             enc.head = mlp(3 * width, (32,))
     return student
+
+
+CAPACITY_WIDTHS = {"deployable": {}, "embed 32, head 64": {"embed_dim": 32, "hidden_sizes": (64,)},
+                   "embed 64, head 128": {"embed_dim": 64, "hidden_sizes": (128,)}}
+
+
+def capacity_rows(policy, swarms: int, fit_steps: int) -> list[dict]:
+    """The near network's error on its own gated states against fresh near networks of ``CAPACITY_WIDTHS``."""
+    actor = policy.actor
+    cfg = resolve_config("swarm_dense_close").env
+    near = lambda obs: actor.gates(obs)["near"]  # noqa: E731
+
+    def gated(seed: int, n: int) -> tuple[ImitationData, torch.Tensor]:
+        data = rollout(cfg, "pid_avoid", policy, beta=0.0, num_envs=n, record_every=1, seed=seed,
+                       record_if=lambda obs: near(obs).any(-1)).data
+        return data, near(data.obs)
+
+    @torch.no_grad()
+    def error(head, data: ImitationData, mask: torch.Tensor) -> float:
+        return round(float((head(data.obs) - data.actions).square().mean(-1)[mask].mean()), 4)
+
+    (train, m_train), (test, m_test) = gated(600, swarms), gated(700, 64)
+    rows = [{"probe": "capacity", "network": "the policy's near network", "train": error(actor.near, train, m_train),
+             "held_out": error(actor.near, test, m_test), "drone_steps": int(m_train.sum())}]
+    for name, kwargs in CAPACITY_WIDTHS.items():
+        torch.manual_seed(0)
+        head = ActionHead(SwarmAttentionEncoder.from_preset(actor.layout, "deployable", **kwargs), 4)
+        fit(head, train, optimizer="adam", steps=fit_steps, batch=128, lr=1e-3, eval_every=fit_steps, seed=0,
+            sample_weight=lambda obs: near(obs).float())
+        params = sum(p.numel() for p in head.parameters())
+        rows.append({"probe": "capacity", "network": f"fresh, {name}", "parameters": params,
+                     "train": error(head, train, m_train), "held_out": error(head, test, m_test)})
+    return rows
 
 
 @torch.no_grad()
@@ -234,6 +272,9 @@ def main() -> None:
             rows = contact_rows(flown, env_config(density), args.envs, 500, gated)
             emit({"probe": "contacts", "flown": name, "density": density, "seed": 500, "swarms": args.envs,
                   "contacts": rows})
+    if "capacity" in parts:
+        for row in capacity_rows(policy, int(args.train_swarms.split(",")[-1]), args.fit_steps):
+            emit(row)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
