@@ -199,12 +199,16 @@ def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, 
     assert single["macs"] < stats["macs"] < 1.1 * single["macs"]  # one network runs per call, plus the gates
 
 
-def test_fit_close_range_fits_each_gated_network_on_its_own_drones():
+@pytest.mark.parametrize("closing_weight", [0.0, 4.0])
+def test_fit_close_range_fits_each_gated_network_on_its_own_drones(closing_weight):
     env = SwarmConfig(num_drones=4, num_neighbors=K, scenario="o_random", episode_seconds=2.0)
     policy = make_policy("attention", obs_spec(K), 4, close_range=0.8, column_range=1.0)
     column_before = {k: v.clone() for k, v in policy.actor.column.state_dict().items()}
-    round_ = fit_close_range(policy, env, "pid_avoid", swarms=4, fit_steps=100, batch=32, seed=0)["rounds"][0]
+    round_ = fit_close_range(policy, env, "pid_avoid", swarms=4, fit_steps=100, batch=32, seed=0,
+                             closing_weight=closing_weight)["rounds"][0]
     assert set(round_) == {"near", "column"}
     for name, fitted in round_.items():
         assert fitted["drone_steps"] > 50 and fitted["mse"] < fitted["mse_before"], (name, fitted)
     assert any(not torch.equal(v, policy.actor.column.state_dict()[k]) for k, v in column_before.items())
+    with pytest.raises(ValueError, match="closing_weight"):
+        fit_close_range(policy, env, swarms=1, fit_steps=1, closing_weight=-1.0)
