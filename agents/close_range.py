@@ -26,6 +26,12 @@ from agents.base import ObsLayout
 from agents.layers import ACTION_GAIN, Encoder, GaussianActor, init_linear, split_obs
 
 
+def closing_speeds(neighbours: torch.Tensor) -> torch.Tensor:
+    """Closing speed -d(dist)/dt (m/s, >= 0) [..., K] of each neighbour [..., K, 6] (p_j - p, v_j - v)."""
+    dist = neighbours[..., :3].norm(dim=-1)
+    return (-(neighbours[..., :3] * neighbours[..., 3:6]).sum(-1) / dist.clamp_min(1e-6)).clamp_min(0.0)
+
+
 class ActionHead(nn.Module):
     """An encoder and a linear action mean: obs [..., D] -> mean [..., act_dim] (a gated network)."""
 
@@ -95,9 +101,8 @@ class CloseRangeActor(GaussianActor):
         flat = obs.reshape(-1, obs.shape[-1])
         _, neighbours, sdf = split_obs(flat, self.layout)  # [N, K, 6]: p_j - p, v_j - v; [N, 9]
         dist = neighbours[..., :3].norm(dim=-1)  # [N, K]
-        if self.close_time is not None:  # the distance close_time s ahead at the closing speed -d(dist)/dt
-            closing = -(neighbours[..., :3] * neighbours[..., 3:6]).sum(-1) / dist.clamp_min(1e-6)
-            dist = dist - self.close_time * closing.clamp_min(0.0)
+        if self.close_time is not None:  # the distance close_time s ahead at the closing speed
+            dist = dist - self.close_time * closing_speeds(neighbours)
         near = dist.amin(-1) < self.close_range
         out = {"near": near.view(obs.shape[:-1])}
         if self.column_range is not None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.close_range import closing_speeds as neighbour_closing_speeds
 from agents.layers import split_obs
 from envs.config import SwarmConfig
 from marl.imitation.data import (
@@ -367,10 +368,8 @@ def closing_speeds(actor: nn.Module, obs: torch.Tensor) -> dict[str, torch.Tenso
     (``column``; the normal is the SDF's central-difference gradient, as ``pid_avoid`` takes it)."""
     flat = obs.reshape(-1, obs.shape[-1])
     own, nbs, sdf = split_obs(flat, actor.layout)
-    nearest = nbs[..., :3].norm(dim=-1).argmin(-1)  # [N]
-    nb = nbs[torch.arange(len(flat)), nearest]  # [N, 6]: p_j - p_i, v_j - v_i
-    away = -nb[:, :3] / nb[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    out = {"near": (nb[:, 3:] * away).sum(-1).clamp_min(0.0).view(obs.shape[:-1])}
+    nearest = nbs[..., :3].norm(dim=-1).argmin(-1, keepdim=True)  # [N, 1]
+    out = {"near": neighbour_closing_speeds(nbs).gather(-1, nearest).view(obs.shape[:-1])}
     if "column" in actor.heads():
         grad = torch.stack([sdf[:, 7] - sdf[:, 1], sdf[:, 5] - sdf[:, 3]], -1)
         normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)  # away from the column
