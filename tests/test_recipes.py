@@ -76,14 +76,14 @@ def test_swarm_dense_close_fits_the_gated_networks_of_the_zoo_policy_and_ships_t
     summary = train(cfg, tmp_path / "run")
     warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
     rounds = warm["close_range"]["rounds"]
-    assert warm["init_from"] == "zoo:swarm_dense" and len(rounds) == 2
+    assert warm["init_from"] == "zoo:swarm_dense" and len(rounds) == 3
     for name in ("near", "column"):
-        assert 0 < rounds[0][name]["drone_steps"] < rounds[1][name]["drone_steps"], name
-    assert warm["agent_steps"] == 2 * 3 * 200 * 4  # 2 rounds x 3 swarms x 2 s at 100 Hz x 4 drones
+        assert 0 < rounds[0][name]["drone_steps"] < rounds[1][name]["drone_steps"] < rounds[2][name]["drone_steps"]
+    assert warm["agent_steps"] == 3 * 3 * 200 * 4  # 3 rounds x 3 swarms x 2 s at 100 Hz x 4 drones
     assert summary["agent_steps"] == warm["agent_steps"] + 1024
     policy = load_policy(tmp_path / "run")
     assert type(policy.actor).__name__ == "CloseRangeActor" and policy.actor.close_range == 1.0
-    assert policy.actor.column_range == 0.15
+    assert policy.actor.column_range == 0.15 and policy.actor.close_time == 0.1
     zoo = load_policy("zoo:swarm_dense").actor.state_dict()
     actor = policy.actor.state_dict()
     # the far network is the zoo policy's; the gated ones were fitted away from their copies
