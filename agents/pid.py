@@ -23,6 +23,13 @@ import torch
 from quadspec import CONTROL_DT, CRAZYFLIE, NEIGHBOUR_DIM, OBSTACLE_DIM, PROP_CCW, PROP_SIGNS_XY, SELF_DIM
 
 
+def column_normal_xy(sdf: torch.Tensor) -> torch.Tensor:
+    """Unit xy normal [..., 2] away from the nearest column, from the observed 3 x 3 SDF patch [..., 9] (index
+    (i + 1) * 3 + (j + 1), x offset slowest): its central-difference gradient; zero where the SDF is flat."""
+    grad = torch.stack([sdf[..., 7] - sdf[..., 1], sdf[..., 5] - sdf[..., 3]], -1)
+    return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+
+
 @dataclass
 class PIDConfig:
     """Gains, limits and vehicle constants of :class:`PIDController`.
@@ -257,8 +264,7 @@ class PIDController:
             raise ValueError(f"obs width {d} is not 19 + 6 K + 9 for K = {k}")
 
         sdf = obs[..., d - OBSTACLE_DIM :]  # [E, M, 9]; index (i + 1) * 3 + (j + 1)
-        grad = torch.stack([sdf[..., 7] - sdf[..., 1], sdf[..., 5] - sdf[..., 3]], -1)
-        n_xy = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)  # zero far away (flat, clipped SDF)
+        n_xy = column_normal_xy(sdf)
         normal = torch.cat([n_xy, torch.zeros_like(n_xy[..., :1])], -1)
         clear = sdf[..., 4] - c.arm
         v_des = self._deflect(v_des, normal, clear, c.obstacle_range, c.obstacle_safe, perp_from_v=False)

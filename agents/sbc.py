@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.pid import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM, PIDConfig, PIDController
+from agents.pid import NEIGHBOUR_DIM, OBSTACLE_DIM, SELF_DIM, PIDConfig, PIDController, column_normal_xy
 
 
 @dataclass
@@ -165,8 +165,7 @@ class SBCController(PIDController):
 
         # Nearest column: clearance and outward normal from the SDF (x offset varying slowest).
         sdf = obs[..., d - OBSTACLE_DIM :]
-        grad = torch.stack([sdf[..., 7] - sdf[..., 1], sdf[..., 5] - sdf[..., 3]], -1)
-        n_xy = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)  # zero where the SDF is flat (no column)
+        n_xy = column_normal_xy(sdf)
         normal = torch.cat([n_xy, torch.zeros_like(n_xy[..., :1])], -1)  # [E, M, 3]
         room = (sdf[..., 4] - (c.arm + s.obstacle_margin)).clamp_min(1e-2)
         nv = (normal * vel).sum(-1)

@@ -16,6 +16,7 @@ from torch import nn
 
 from agents.close_range import closing_speeds as neighbour_closing_speeds
 from agents.layers import split_obs
+from agents.pid import column_normal_xy
 from envs.config import SwarmConfig
 from marl.imitation.data import (
     ACT_DIM,
@@ -371,8 +372,7 @@ def closing_speeds(actor: nn.Module, obs: torch.Tensor) -> dict[str, torch.Tenso
     nearest = nbs[..., :3].norm(dim=-1).argmin(-1, keepdim=True)  # [N, 1]
     out = {"near": neighbour_closing_speeds(nbs).gather(-1, nearest).view(obs.shape[:-1])}
     if "column" in actor.heads():
-        grad = torch.stack([sdf[:, 7] - sdf[:, 1], sdf[:, 5] - sdf[:, 3]], -1)
-        normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)  # away from the column
+        normal = column_normal_xy(sdf)
         out["column"] = (-(own[:, 3:5] * normal).sum(-1)).clamp_min(0.0).view(obs.shape[:-1])
     return out
 
