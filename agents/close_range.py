@@ -4,6 +4,7 @@ no library has it).
     mean(obs) = near(obs)     if an observed neighbour's centre is within ``close_range`` m (with ``close_time``:
                               or would be within it in that many s at the pair's closing speed)
                 column(obs)   else, with ``column_range``, if the nearest column's surface is within that
+                              (with ``column_time``: or would be in that many s at the drone's closing speed)
                 far(obs)      otherwise          (far: the usual encoder + linear mean; near, column: copies)
 
 Why: the students imitated from ``pid_avoid`` fly well until the last ~0.2 m to a neighbour (or a column),
@@ -24,12 +25,19 @@ from torch import nn
 
 from agents.base import ObsLayout
 from agents.layers import ACTION_GAIN, Encoder, GaussianActor, init_linear, split_obs
+from agents.pid import column_normal_xy
 
 
 def closing_speeds(neighbours: torch.Tensor) -> torch.Tensor:
     """Closing speed -d(dist)/dt (m/s, >= 0) [..., K] of each neighbour [..., K, 6] (p_j - p, v_j - v)."""
     dist = neighbours[..., :3].norm(dim=-1)
     return (-(neighbours[..., :3] * neighbours[..., 3:6]).sum(-1) / dist.clamp_min(1e-6)).clamp_min(0.0)
+
+
+def column_closing_speed(own: torch.Tensor, sdf: torch.Tensor) -> torch.Tensor:
+    """Speed (m/s, >= 0) [...] at which a drone (own state [..., >= 6], velocity at 3:6) closes in on the column
+    its SDF patch [..., 9] shows, along the patch's normal (``agents.pid.column_normal_xy``, as pid_avoid)."""
+    return (-(own[..., 3:5] * column_normal_xy(sdf)).sum(-1)).clamp_min(0.0)
 
 
 class ActionHead(nn.Module):
@@ -64,6 +72,7 @@ class CloseRangeActor(GaussianActor):
         column_range: float | None = None,
         column_encoder: Encoder | None = None,
         close_time: float | None = None,
+        column_time: float | None = None,
     ):
         super().__init__(encoder, init_log_std, log_std_bounds, act_dim)
         if layout.num_neighbors < 1:
@@ -72,6 +81,8 @@ class CloseRangeActor(GaussianActor):
             raise ValueError(f"close_range={close_range} must be > 0 (m, centre distance)")
         if close_time is not None and not close_time > 0:
             raise ValueError(f"close_time={close_time} must be > 0 (s of closing at the current speed)")
+        if column_time is not None and (column_range is None or not column_time > 0):
+            raise ValueError(f"column_time={column_time} must be > 0 (s of closing) and needs column_range")
         if column_range is not None and (not column_range > 0 or layout.obstacle_dim != 9):
             raise ValueError(f"column_range={column_range} needs to be > 0 and a 3 x 3 obstacle SDF in the "
                              f"observation (obstacle_dim {layout.obstacle_dim})")
@@ -79,6 +90,7 @@ class CloseRangeActor(GaussianActor):
         self.close_range = float(close_range)
         self.close_time = None if close_time is None else float(close_time)
         self.column_range = None if column_range is None else float(column_range)
+        self.column_time = None if column_time is None else float(column_time)
         self.near = ActionHead(near_encoder, act_dim)
         self.column = None if column_encoder is None else ActionHead(column_encoder, act_dim)
         if (self.column is None) != (self.column_range is None):
@@ -87,10 +99,11 @@ class CloseRangeActor(GaussianActor):
     @classmethod
     def around(cls, actor: GaussianActor, near_encoder: Encoder, layout: ObsLayout, close_range: float,
                column_range: float | None = None, column_encoder: Encoder | None = None,
-               close_time: float | None = None) -> CloseRangeActor:
+               close_time: float | None = None, column_time: float | None = None) -> CloseRangeActor:
         """The close-range actor whose far network is ``actor``'s encoder (its mean layer is drawn anew)."""
         return cls(actor.encoder, near_encoder, layout, close_range, float(actor.log_std.detach()[0]),
-                   actor.log_std_bounds, actor.mean.out_features, column_range, column_encoder, close_time)
+                   actor.log_std_bounds, actor.mean.out_features, column_range, column_encoder, close_time,
+                   column_time)
 
     def heads(self) -> dict[str, ActionHead]:
         """The gated networks by name (``near``, and ``column`` with ``column_range``)."""
@@ -99,14 +112,17 @@ class CloseRangeActor(GaussianActor):
     def gates(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Bool [...] per gated network: the agents it flies (``near`` first; ``column`` only where not near)."""
         flat = obs.reshape(-1, obs.shape[-1])
-        _, neighbours, sdf = split_obs(flat, self.layout)  # [N, K, 6]: p_j - p, v_j - v; [N, 9]
+        own, neighbours, sdf = split_obs(flat, self.layout)  # [N, K, 6]: p_j - p, v_j - v; [N, 9]
         dist = neighbours[..., :3].norm(dim=-1)  # [N, K]
         if self.close_time is not None:  # the distance close_time s ahead at the closing speed
             dist = dist - self.close_time * closing_speeds(neighbours)
         near = dist.amin(-1) < self.close_range
         out = {"near": near.view(obs.shape[:-1])}
         if self.column_range is not None:
-            out["column"] = ((sdf[:, 4] < self.column_range) & ~near).view(obs.shape[:-1])
+            clear = sdf[:, 4]
+            if self.column_time is not None:  # the surface distance column_time s ahead at the closing speed
+                clear = clear - self.column_time * column_closing_speed(own, sdf)
+            out["column"] = ((clear < self.column_range) & ~near).view(obs.shape[:-1])
         return out
 
     def is_close(self, obs: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,11 @@ class PolicyConfig(BaseModel):
         None, gt=0, description="with close_range: a third network flies the agents (not near a neighbour) whose "
         "obstacle SDF reads less than this at the centre (m from the centre to the nearest column's surface)",
     )
+    column_time: float | None = Field(
+        None, gt=0, description="with column_range: the column network also flies an agent whose SDF would read "
+        "less than column_range in this many s at its closing speed on the column (sdf - column_time x closing "
+        "speed < column_range); None: by distance alone",
+    )
     critic: Literal["local", "central"] = Field(
         "local", description="local: value of own obs; central: own + mean over the env's agents (MAPPO)"
     )
@@ -134,6 +139,8 @@ class PolicyConfig(BaseModel):
             raise ValueError("column_range adds a network beside the close-range one: set close_range too")
         if self.close_time is not None and self.close_range is None:
             raise ValueError("close_time widens the close-range network's gate: set close_range too")
+        if self.column_time is not None and self.column_range is None:
+            raise ValueError("column_time widens the column network's gate: set column_range too")
         if self.close_range is not None and (self.name == "commformer" or self.num_actions is not None):
             raise ValueError(f"close_range applies to a Gaussian attention / mlp / deepsets actor, not "
                              f"{'a categorical one' if self.num_actions is not None else self.name!r}")

@@ -63,7 +63,7 @@ def make_policy_from_config(
         near = encoder.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
         column = None if cfg.column_range is None else encoder.from_preset(layout, cfg.preset, **cfg.encoder_kwargs())
         policy.actor = CloseRangeActor.around(policy.actor, near, layout, cfg.close_range, cfg.column_range, column,
-                                              cfg.close_time)
+                                              cfg.close_time, cfg.column_time)
     policy.config = cfg
     return policy
 

@@ -412,23 +412,32 @@ def generate_c(
         ahead = ("" if t is None else  # the distance close_time s ahead at the closing speed
                  f"            float closing = -(p[0] * p[3] + p[1] * p[4] + p[2] * p[5]) / (d > 1e-6f ? d : 1e-6f);\n"
                  f"            d -= {_f(t)} * (closing > 0.0f ? closing : 0.0f);\n")
+        sdf = s0 + lay.num_neighbors * nd  # the 3 x 3 SDF patch, x offset slowest; its centre at sdf + 4
+        tc = actor.column_time
+        column_clear = f"obs[{sdf + 4}]" if tc is None else "column_clear"
+        column_ahead = ("" if tc is None else  # the surface distance column_time s ahead at the closing speed
+                        f"        float gx = obs[{sdf + 7}] - obs[{sdf + 1}], gy = obs[{sdf + 5}] - obs[{sdf + 3}];\n"
+                        f"        float gn = sqrtf(gx * gx + gy * gy);\n"
+                        f"        float approach = -(obs[3] * gx + obs[4] * gy) / (gn > 1e-9f ? gn : 1e-9f);\n"
+                        f"        column_clear = obs[{sdf + 4}] - {_f(tc)} * (approach > 0.0f ? approach : 0.0f);\n")
+        if tc is not None:
+            em.ram.append("static float column_clear;\n")
         em.body.append(
             f"    {{\n        float nearest = INFINITY;\n        for (i = 0; i < {lay.num_neighbors}; i++) {{\n"
             f"            const float *p = obs + {s0} + i * {nd};\n"
             f"            float d = sqrtf(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);\n{ahead}"
             f"            nearest = d < nearest ? d : nearest;\n        }}\n"
-            f"        close_range = nearest < {_f(r)};\n    }}\n    if (close_range) {{\n")
+            f"        close_range = nearest < {_f(r)};\n{column_ahead}    }}\n    if (close_range) {{\n")
         em.ram.append("static int close_range;\n")
         start, branches = em.macs, []
         network("near.", actor.near.encoder, actor.near.mean)
         branches.append(em.macs - start)
         gate = f"nearest neighbour within {r:g} m" + ("" if t is None else f" or within it in {t:g} s")
         if actor.column is not None:
-            sdf_centre = s0 + lay.num_neighbors * nd + 4
-            em.body.append(f"    }} else if (obs[{sdf_centre}] < {_f(actor.column_range)}) {{\n")
+            em.body.append(f"    }} else if ({column_clear} < {_f(actor.column_range)}) {{\n")
             network("column.", actor.column.encoder, actor.column.mean)
             branches.append(em.macs - start - sum(branches))
-            gate += f", else a column within {actor.column_range:g} m"
+            gate += f", else a column within {actor.column_range:g} m" + ("" if tc is None else f" or in {tc:g} s")
         em.body.append("    } else {\n")
         network("", enc, actor.mean)
         branches.append(em.macs - start - sum(branches))

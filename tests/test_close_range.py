@@ -36,10 +36,10 @@ def _obs(n: int, near: bool, seed: int = 0) -> torch.Tensor:
 
 
 def _policy(close_range: float = 0.29, name: str = "attention", column_range: float | None = None,
-            close_time: float | None = None):
+            close_time: float | None = None, column_time: float | None = None):
     torch.manual_seed(0)
     return make_policy(name, obs_spec(K), 4, close_range=close_range, column_range=column_range,
-                       close_time=close_time)
+                       close_time=close_time, column_time=column_time)
 
 
 def test_gate_picks_the_near_network_next_to_a_neighbour_and_the_far_one_elsewhere():
@@ -95,6 +95,24 @@ def test_column_range_adds_a_third_network_for_the_drones_next_to_a_column():
     assert set(_policy().actor.gates(obs)) == {"near"}  # without column_range the columns do not count
     with pytest.raises(ValueError, match="set close_range too"):
         make_policy("attention", obs_spec(K), 4, column_range=0.1)
+
+
+def test_column_time_hands_fast_approaches_to_a_column_to_the_column_network_earlier():
+    """A column surface 0.25 m away along +x (SDF rising towards -x) is in the gate of column_range 0.15 m and
+    column_time 0.1 s for a drone flying at it faster than 1 m/s, not for one flying away or along it, and
+    never without column_time."""
+    obs = _obs(4, near=False)
+    sdf = obs[:, :, SDF_CENTRE - 4 : SDF_CENTRE + 5]
+    x_offset = torch.tensor([-1.0, 0.0, 1.0]).repeat_interleave(3)  # index (i + 1) * 3 + (j + 1), x slowest
+    sdf[:] = 0.25 - 0.1 * x_offset  # the column lies towards +x: the SDF falls with x
+    obs[:, :, 3:6] = 0.0
+    obs[:, 0, 3:6] = torch.tensor([[1.5, 0.0, 0.0], [0.5, 0.0, 0.0], [-1.5, 0.0, 0.0], [0.0, 1.5, 0.0]])
+    timed = _policy(column_range=0.15, column_time=0.1).actor
+    assert timed.gates(obs)["column"][:, 0].tolist() == [True, False, False, False]
+    assert not timed.gates(obs)["column"][:, 1:].any()  # at rest
+    assert not _policy(column_range=0.15).actor.gates(obs)["column"].any()
+    with pytest.raises(ValueError, match="column_time widens"):
+        make_policy("attention", obs_spec(K), 4, close_range=0.29, column_time=0.1)
 
 
 def test_config_refuses_close_range_where_it_cannot_apply():
@@ -160,16 +178,18 @@ def test_init_from_a_one_network_policy_starts_the_near_network_as_its_copy(tmp_
         load_weights(_policy(), str(tmp_path / "src.pt"))  # without refit_near the near network must be there
 
 
-@pytest.mark.parametrize("name,column_range,close_time",
-                         [("attention", None, None), ("mlp", None, None), ("attention", 0.15, 0.3)])
-def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, column_range, close_time):
+@pytest.mark.parametrize("name,column_range,close_time,column_time",
+                         [("attention", None, None, None), ("mlp", None, None, None), ("attention", 0.15, 0.3, None),
+                          ("attention", 0.15, None, 0.3)])
+def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, column_range, close_time,
+                                                                column_time):
     """The generated C (float32 weights) on the host against torch, on states on both sides of the gate."""
     from deploy import verify
     from deploy.export_c import generate_c
     from deploy.quantize import quantize_actor
 
     assert shutil.which("gcc") is not None, "gcc is needed to build the host binary (make setup installs it)"
-    actor = _policy(name=name, column_range=column_range, close_time=close_time).actor.eval()
+    actor = _policy(name=name, column_range=column_range, close_time=close_time, column_time=column_time).actor.eval()
     with torch.no_grad():  # gated networks unlike the far one, so a wrong branch shows
         for head in actor.heads().values():
             for p in head.parameters():
@@ -186,8 +206,9 @@ def test_c_export_runs_the_gate_and_both_networks_as_torch_does(tmp_path, name, 
     files, stats = generate_c(actor, q, test[:3], ref[:3], fallback_action=0.0)
     assert "close-range" in files["policy.h"] and "if (close_range)" in files["policy.c"]
     assert ("a column within" in files["policy.h"]) == (column_range is not None)
-    assert ("} else if (obs[" in files["policy.c"]) == (column_range is not None)
+    assert ("} else if (obs[" in files["policy.c"]) == (column_range is not None and column_time is None)
     assert ("closing" in files["policy.c"]) == (close_time is not None)
+    assert ("column_clear" in files["policy.c"]) == (column_time is not None)
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
     host, status = verify.run_host(tmp_path, test.numpy())

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.close_range import closing_speeds as neighbour_closing_speeds
+from agents.close_range import column_closing_speed
 from agents.layers import split_obs
-from agents.pid import column_normal_xy
 from envs.config import SwarmConfig
 from marl.imitation.data import (
     ACT_DIM,
@@ -366,14 +366,13 @@ def fit_close_range(
 def closing_speeds(actor: nn.Module, obs: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per gated network of a close-range actor, the speed [...] (m/s, >= 0) at which each agent of obs [..., D]
     closes in on that gate's hazard: its nearest observed neighbour (``near``), the column its SDF shows
-    (``column``; the normal is the SDF's central-difference gradient, as ``pid_avoid`` takes it)."""
+    (``column``: ``agents.close_range.column_closing_speed``)."""
     flat = obs.reshape(-1, obs.shape[-1])
     own, nbs, sdf = split_obs(flat, actor.layout)
     nearest = nbs[..., :3].norm(dim=-1).argmin(-1, keepdim=True)  # [N, 1]
     out = {"near": neighbour_closing_speeds(nbs).gather(-1, nearest).view(obs.shape[:-1])}
     if "column" in actor.heads():
-        normal = column_normal_xy(sdf)
-        out["column"] = (-(own[:, 3:5] * normal).sum(-1)).clamp_min(0.0).view(obs.shape[:-1])
+        out["column"] = column_closing_speed(own, sdf).view(obs.shape[:-1])
     return out
 
 
