@@ -21,9 +21,26 @@ from marl.ppo import Optimizers, ValueNorm, ppo_update
 from marl.train_config import RunConfig
 
 
+def actor_part_parameters(policy: ActorCritic, parts: list[str]) -> list[torch.nn.Parameter]:
+    """The actor's parameters under ``parts`` (top-level names of ``policy.actor``: its submodules and own
+    parameters). ValueError names an unknown part and lists the actor's parts."""
+    children = dict(policy.actor.named_children()) | dict(policy.actor.named_parameters(recurse=False))
+    unknown = [p for p in parts if p not in children]
+    if unknown:
+        raise ValueError(f"train.actor_parts: {unknown} not in the actor ({type(policy.actor).__name__}); "
+                         f"its parts are {sorted(children)}")
+    out: list[torch.nn.Parameter] = []
+    for part in parts:
+        child = children[part]
+        out.extend([child] if isinstance(child, torch.nn.Parameter) else child.parameters())
+    return out
+
+
 def make_optimizers(cfg: RunConfig, policy: ActorCritic) -> Optimizers:
     """The policy optimiser and, for a policy with edge parameters and ``optim.edge.every`` > 0, the
-    edge optimiser of the bi-level schedule."""
+    edge optimiser of the bi-level schedule. With ``train.actor_parts`` the optimiser steps only those parts
+    of the actor and the critic; the rest of the actor stays as it is (its gradients are computed and dropped:
+``requires_grad`` is left alone, since the warm start's imitation fits every part)."""
     oc, tc = cfg.optim, cfg.train
     if oc.name.lower() == "sso":  # functional mirror ascent on the actor, a gradient optimiser for the critic
         return Optimizers(None, fma=oc.fma,
@@ -31,6 +48,10 @@ def make_optimizers(cfg: RunConfig, policy: ActorCritic) -> Optimizers:
     edges = policy.edge_parameters()
     bilevel = bool(edges) and oc.edge.every > 0
     params = policy.policy_parameters() if bilevel else list(policy.parameters())
+    if tc.actor_parts is not None:
+        trained = {id(p) for p in actor_part_parameters(policy, tc.actor_parts)}
+        trained |= {id(p) for p in policy.critic.parameters()}
+        params = [p for p in params if id(p) in trained]
     opts = Optimizers(make_optimizer(oc.name, params, lr=tc.lr, **oc.kwargs()),
                       second_order=is_second_order(oc.name))
     if bilevel:

@@ -107,6 +107,10 @@ class TrainConfig(_Strict):
     norm_adv: bool = True
     norm_value: bool = Field(True, description="the critic predicts running-normalised returns")
     target_kl: float | None = Field(None, gt=0, description="stop the epochs of an update early above this KL")
+    actor_parts: list[str] | None = Field(
+        None, min_length=1, description="the actor's parts (top-level module or parameter names, e.g. [near, column] "
+        "of a close-range actor) that PPO updates; the others stay as they are, the critic always trains (None: all)"
+    )
     anneal: AnnealConfig = AnnealConfig()
     replay: ReplayConfig = ReplayConfig()
     eval_every: int = Field(0, ge=0, description="updates between evaluations (0 = only at the end, if available)")
@@ -459,6 +463,10 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
     if "pretrain" in out and not isinstance(out["env"], SwarmConfig):
         raise ValueError(f"{source}: pretrain imitates a quadrotor controller and needs the simulator env; "
                          "remove the pretrain section for a PettingZoo env")
+    parts = out["train"].actor_parts
+    if parts is not None and (out["optim"].name.lower() == "sso" or out["agent"].name == "commformer"):
+        raise ValueError(f"{source}: train.actor_parts={parts} restricts the clipped PPO update; "
+                         "optim.name='sso' and agent.name='commformer' have updates of their own: remove it")
     bc = out["pretrain"].bc if "pretrain" in out else None
     if bc is not None and bc.coef > 0:
         if out["optim"].name.lower() == "sso":

@@ -233,3 +233,22 @@ def test_fit_close_range_fits_each_gated_network_on_its_own_drones(closing_weigh
     assert any(not torch.equal(v, policy.actor.column.state_dict()[k]) for k, v in column_before.items())
     with pytest.raises(ValueError, match="closing_weight"):
         fit_close_range(policy, env, swarms=1, fit_steps=1, closing_weight=-1.0)
+
+
+def test_actor_parts_lets_ppo_train_only_the_gated_networks(tmp_path):
+    from marl.trainer import Trainer
+
+    tiny = ["train.num_envs=8", "train.rollout_steps=16", "train.minibatches=2", "train.epochs=2",
+            "logging.tensorboard=false", "logging.progress=false", "pretrain.critic_warmup_updates=0",
+            "agent.close_range=3.0", "agent.column_range=2.0"]  # wide gates: both networks fly drones at once
+    trainer = Trainer(resolve_config("swarm_dense_close", [*tiny, "train.actor_parts=[near, column]"]), tmp_path)
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    trainer.train_step()
+    moved = {k for k, v in trainer.policy.state_dict().items() if not torch.equal(before[k], v)}
+    assert {k.split(".")[1] for k in moved if k.startswith("actor.")} == {"near", "column"}
+    assert any(k.startswith("critic.") for k in moved)
+    with pytest.raises(ValueError, match=r"actor_parts: \['nearby'\] not in the actor .* \['column', 'encoder', "
+                                         r"'log_std', 'mean', 'near'\]"):
+        Trainer(resolve_config("swarm_dense_close", [*tiny, "train.actor_parts=[nearby]"]), tmp_path / "bad")
+    with pytest.raises(ValueError, match="actor_parts.*sso"):
+        resolve_config("swarm_dense_close", [*tiny, "train.actor_parts=[near]", "optim.name=sso"])
