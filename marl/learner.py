@@ -40,7 +40,7 @@ def make_optimizers(cfg: RunConfig, policy: ActorCritic) -> Optimizers:
     """The policy optimiser and, for a policy with edge parameters and ``optim.edge.every`` > 0, the
     edge optimiser of the bi-level schedule. With ``train.actor_parts`` the optimiser steps only those parts
     of the actor and the critic; the rest of the actor stays as it is (its gradients are computed and dropped:
-``requires_grad`` is left alone, since the warm start's imitation fits every part)."""
+    ``requires_grad`` is left alone, since the warm start's imitation fits every part)."""
     oc, tc = cfg.optim, cfg.train
     if oc.name.lower() == "sso":  # functional mirror ascent on the actor, a gradient optimiser for the critic
         return Optimizers(None, fma=oc.fma,

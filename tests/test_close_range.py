@@ -240,13 +240,19 @@ def test_actor_parts_lets_ppo_train_only_the_gated_networks(tmp_path):
 
     tiny = ["train.num_envs=8", "train.rollout_steps=16", "train.minibatches=2", "train.epochs=2",
             "logging.tensorboard=false", "logging.progress=false", "pretrain.critic_warmup_updates=0",
-            "agent.close_range=3.0", "agent.column_range=2.0"]  # wide gates: both networks fly drones at once
-    trainer = Trainer(resolve_config("swarm_dense_close", [*tiny, "train.actor_parts=[near, column]"]), tmp_path)
-    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
-    trainer.train_step()
-    moved = {k for k, v in trainer.policy.state_dict().items() if not torch.equal(before[k], v)}
-    assert {k.split(".")[1] for k in moved if k.startswith("actor.")} == {"near", "column"}
-    assert any(k.startswith("critic.") for k in moved)
+            "agent.close_range=0.8", "agent.column_range=1.5"]  # wide gates: all three networks fly drones
+
+    def moved_parts(overrides: list[str], run: str) -> set[str]:
+        trainer = Trainer(resolve_config("swarm_dense_close", [*tiny, *overrides]), tmp_path / run)
+        before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+        trainer.train_step()
+        after = trainer.policy.state_dict()
+        return {".".join(k.split(".")[:2]) for k, v in after.items() if not torch.equal(before[k], v)}
+
+    every = moved_parts([], "all")
+    assert {"actor.encoder", "actor.near", "actor.column"} <= every and any(k.startswith("critic.") for k in every)
+    assert moved_parts(["train.actor_parts=[near, column]"], "gated") == {
+        k for k in every if not k.startswith("actor.") or k in ("actor.near", "actor.column")}
     with pytest.raises(ValueError, match=r"actor_parts: \['nearby'\] not in the actor .* \['column', 'encoder', "
                                          r"'log_std', 'mean', 'near'\]"):
         Trainer(resolve_config("swarm_dense_close", [*tiny, "train.actor_parts=[nearby]"]), tmp_path / "bad")
