@@ -24,7 +24,15 @@
    last number of swarms flown by it in the recipe's own env (``swarm_dense_close``: densities 0.2-0.8,
    0.6-0.8 m columns; seed 600, 64 more held out at seed 700), labelled by ``pid_avoid``: the near network's
    error on them, and that of fresh near networks of three widths fitted to them alone (``--fit-steps``).
-``--parts`` picks among shield, fit, expert, features, contacts and capacity. Prints one JSON line per result;
+7. Anatomy (``anatomy``): fly ``--policy`` and ``pid_avoid`` (``--envs`` swarms, tuning seed 500, every density of
+   ``--eval-densities``) and describe each drone's flight by its outcome (arrived; touched a neighbour; a
+   column; stalled: neither arrived nor touched): how far its goal lay, its progress towards it (m/s: the
+   distance it closed over the time to arrival, or over the whole flight when it did not arrive), and for a
+   close-range actor the steps each network flew it and how often its gate switched (for ``pid_avoid``: the
+   steps it spent within each of the policy's gates). ``--column-blend lo,hi`` also flies
+   the policy with its column gate made a linear blend (the column network's action below lo m of SDF, the far
+   network's above hi, mixed between; no refit).
+``--parts`` picks among shield, fit, expert, features, contacts, capacity and anatomy. Prints one JSON line per result;
 ``--json`` writes them all.
 Figures: docs/training.md, "Where the neighbour collisions come from" and "The near gate's width".
 """
@@ -201,6 +209,79 @@ def contact_rows(flown, cfg: SwarmConfig, envs: int, seed: int, actor=None) -> l
             seen[kind] |= flags
 
 
+def blended(policy, lo: float, hi: float):
+    """``policy`` (a close-range actor's, deterministic) with its column gate a blend: obs [E, M, D] -> actions."""
+    actor = policy.actor
+    far_forward = super(type(actor), actor).forward  # the far network alone (GaussianActor.forward)
+
+    @torch.no_grad()
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        far = far_forward(obs)
+        w = ((hi - obs[..., -5]) / (hi - lo)).clamp(0.0, 1.0).unsqueeze(-1)  # SDF centre: the column's surface
+        mean = far + w * (actor.column(obs) - far)
+        mean = torch.where(actor.gates(obs)["near"].unsqueeze(-1), actor.near(obs), mean)
+        return mean
+
+    return act
+
+
+@torch.no_grad()
+def anatomy_rows(flown, cfg: SwarmConfig, envs: int, seed: int, actor=None) -> list[dict]:
+    """One row per outcome (arrived, neighbour, column, stalled) of the drones ``flown`` flies in ``envs`` swarms
+    of ``cfg``: drones, mean start-to-goal distance (m), progress towards the goal (m/s, to arrival or over the whole
+    flight), and with a close-range ``actor`` the mean steps its gates picked each network (the one that flew them,
+    when ``flown`` is that actor's policy) and gate switches per drone."""
+    env = QuadSwarmVecEnv(cfg, num_envs=envs)
+    obs = env.reset(seed=seed)
+    ctrl = as_controller(flown)
+    m = cfg.num_drones
+    first = env.get_state(list(range(envs)))
+    trip = (first.pos - first.goals).norm(dim=-1)  # [E, M]
+    grace = round(cfg.grace_seconds / cfg.dynamics.control_dt)
+    touched = {k: torch.zeros(envs, m, dtype=torch.bool) for k in ("neighbour", "column")}
+    steps = torch.zeros(envs, m, 3)  # far, near, column
+    switches = torch.zeros(envs, m)
+    arrival = torch.zeros(envs, m)  # steps to the first arrival (0: not yet)
+    which = None
+    t = 0
+    while True:
+        if actor is not None:
+            gates = actor.gates(obs)
+            now = torch.zeros(envs, m, dtype=torch.long)
+            for code, name in enumerate(gates, start=1):
+                now[gates[name]] = code
+            steps.scatter_add_(2, now.unsqueeze(-1), torch.ones(envs, m, 1))
+            switches += 0 if which is None else (now != which).float()
+            which = now
+        obs, _, _, _, info = env.step(ctrl(obs))
+        if "episode" in info:
+            break
+        t += 1
+        live = env.live
+        if t > grace:
+            touched["neighbour"] |= live.col_nbr.T
+            touched["column"] |= live.col_obs.T
+        state = env.get_state(list(range(envs)))
+        reached = state.reached
+        arrival = torch.where(reached & (arrival == 0), torch.full_like(arrival, t), arrival)
+    dt = cfg.dynamics.control_dt
+    left = (state.pos - state.goals).norm(dim=-1)
+    progress = torch.where(reached, trip / (arrival * dt).clamp_min(dt), (trip - left) / (t * dt))
+    outcome = {"arrived": reached & ~touched["neighbour"] & ~touched["column"], "neighbour": touched["neighbour"],
+               "column": touched["column"] & ~touched["neighbour"],
+               "stalled": ~reached & ~touched["neighbour"] & ~touched["column"]}
+    rows = []
+    for name, mask in outcome.items():
+        row = {"outcome": name, "drones": int(mask.sum())}
+        if mask.any():
+            row.update(trip_m=round(float(trip[mask].mean()), 2), progress_m_s=round(float(progress[mask].mean()), 3))
+            if actor is not None:
+                row.update(steps_far_near_column=[round(float(v), 1) for v in steps[mask].mean(0)],
+                           gate_switches=round(float(switches[mask].mean()), 1))
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="zoo:swarm8_obstacles")
@@ -213,6 +294,7 @@ def main() -> None:
     parser.add_argument("--parts", default="shield,fit,expert")
     parser.add_argument("--eval-seed", type=int, default=1000)
     parser.add_argument("--eval-densities", default="0.2,0.4,0.6,0.8")
+    parser.add_argument("--column-blend", help="lo,hi (m): anatomy also flies the policy with a blended column gate")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -272,6 +354,17 @@ def main() -> None:
             rows = contact_rows(flown, env_config(density), args.envs, 500, gated)
             emit({"probe": "contacts", "flown": name, "density": density, "seed": 500, "swarms": args.envs,
                   "contacts": rows})
+    for density in (float(d) for d in args.eval_densities.split(",")) if "anatomy" in parts else ():
+        actor = getattr(policy, "actor", None)
+        gated = actor if hasattr(actor, "gates") else None  # its gates also count pid_avoid's steps near hazards
+        flights = [(args.policy, policy, gated), ("pid_avoid", make_controller("pid_avoid", cfg.dynamics), gated)]
+        if args.column_blend:
+            lo, hi = (float(v) for v in args.column_blend.split(","))
+            flights.append((f"{args.policy} column blend {lo:g}-{hi:g} m", blended(policy, lo, hi), gated))
+        for name, flown, gated in flights:
+            emit({"probe": "anatomy", "flown": name, "density": density, "seed": 500, "swarms": args.envs,
+                  "rows": anatomy_rows(flown, eval_config(args.policy, drones=8, density=density,
+                                                          obstacle_size=0.6), args.envs, 500, gated)})
     if "capacity" in parts:
         for row in capacity_rows(policy, int(args.train_swarms.split(",")[-1]), args.fit_steps):
             emit(row)
