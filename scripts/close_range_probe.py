@@ -24,17 +24,18 @@
    last number of swarms flown by it in the recipe's own env (``swarm_dense_close``: densities 0.2-0.8,
    0.6-0.8 m columns; seed 600, 64 more held out at seed 700), labelled by ``pid_avoid``: the near network's
    error on them, and that of fresh near networks of three widths fitted to them alone (``--fit-steps``).
-7. Anatomy (``anatomy``): fly ``--policy`` and ``pid_avoid`` (``--envs`` swarms, tuning seed 500, every density of
-   ``--eval-densities``) and describe each drone's flight by its outcome (arrived; touched a neighbour; a
-   column; stalled: neither arrived nor touched): how far its goal lay, its progress towards it (m/s: the
-   distance it closed over the time to arrival, or over the whole flight when it did not arrive), and for a
-   close-range actor the steps each network flew it and how often its gate switched (for ``pid_avoid``: the
-   steps it spent within each of the policy's gates). ``--column-blend lo,hi`` also flies
-   the policy with its column gate made a linear blend (the column network's action below lo m of SDF, the far
-   network's above hi, mixed between; no refit).
+7. Anatomy (``anatomy``): fly ``--policy`` and ``pid_avoid`` (``--envs`` swarms at every density of
+   ``--eval-densities``, episode seed ``--anatomy-seed``: the tuning seed 500 unless given) and describe each
+   drone's flight by its outcome (arrived; touched a neighbour; a column; stalled: neither arrived nor
+   touched): how far its goal lay, its progress towards it (m/s: the distance it closed over the time to
+   arrival, or over the whole flight when it did not arrive), and for a close-range actor the steps each
+   network flew it and how often its gate switched (for ``pid_avoid``: the steps it spent within each of the
+   policy's gates). ``--column-blend lo,hi`` also flies the policy with its column gate made a linear blend
+   (the column network's action below lo m of SDF, the far network's above hi, mixed between; no refit).
 ``--parts`` picks among shield, fit, expert, features, contacts, capacity and anatomy. Prints one JSON line per result;
 ``--json`` writes them all.
-Figures: docs/training.md, "Where the neighbour collisions come from" and "The near gate's width".
+Figures: docs/training.md, "Where the neighbour collisions come from", "The near gate's width" and "Where the
+remaining failures happen".
 """
 
 from __future__ import annotations
@@ -294,6 +295,7 @@ def main() -> None:
     parser.add_argument("--parts", default="shield,fit,expert")
     parser.add_argument("--eval-seed", type=int, default=1000)
     parser.add_argument("--eval-densities", default="0.2,0.4,0.6,0.8")
+    parser.add_argument("--anatomy-seed", type=int, default=500, help="episode seed of the anatomy part")
     parser.add_argument("--column-blend", help="lo,hi (m): anatomy also flies the policy with a blended column gate")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -362,9 +364,9 @@ def main() -> None:
             lo, hi = (float(v) for v in args.column_blend.split(","))
             flights.append((f"{args.policy} column blend {lo:g}-{hi:g} m", blended(policy, lo, hi), gated))
         for name, flown, gated in flights:
-            emit({"probe": "anatomy", "flown": name, "density": density, "seed": 500, "swarms": args.envs,
-                  "rows": anatomy_rows(flown, eval_config(args.policy, drones=8, density=density,
-                                                          obstacle_size=0.6), args.envs, 500, gated)})
+            cell = eval_config(args.policy, drones=8, density=density, obstacle_size=0.6)
+            emit({"probe": "anatomy", "flown": name, "density": density, "seed": args.anatomy_seed,
+                  "swarms": args.envs, "rows": anatomy_rows(flown, cell, args.envs, args.anatomy_seed, gated)})
     if "capacity" in parts:
         for row in capacity_rows(policy, int(args.train_swarms.split(",")[-1]), args.fit_steps):
             emit(row)
