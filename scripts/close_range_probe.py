@@ -359,11 +359,14 @@ def main() -> None:
     for density in (float(d) for d in args.eval_densities.split(",")) if "anatomy" in parts else ():
         actor = getattr(policy, "actor", None)
         gated = actor if hasattr(actor, "gates") else None  # its gates also count pid_avoid's steps near hazards
-        flights = [(args.policy, policy, gated), ("pid_avoid", make_controller("pid_avoid", cfg.dynamics), gated)]
+        flights = [(args.policy, policy), ("pid_avoid", make_controller("pid_avoid", cfg.dynamics))]
         if args.column_blend:
+            if getattr(actor, "column", None) is None:
+                raise SystemExit(f"--column-blend needs a policy with a column network (agent.column_range): "
+                                 f"{args.policy} has none")
             lo, hi = (float(v) for v in args.column_blend.split(","))
-            flights.append((f"{args.policy} column blend {lo:g}-{hi:g} m", blended(policy, lo, hi), gated))
-        for name, flown, gated in flights:
+            flights.append((f"{args.policy} column blend {lo:g}-{hi:g} m", blended(policy, lo, hi)))
+        for name, flown in flights:
             cell = eval_config(args.policy, drones=8, density=density, obstacle_size=0.6)
             emit({"probe": "anatomy", "flown": name, "density": density, "seed": args.anatomy_seed,
                   "swarms": args.envs, "rows": anatomy_rows(flown, cell, args.envs, args.anatomy_seed, gated)})
