@@ -167,6 +167,15 @@ def capacity_rows(policy, swarms: int, fit_steps: int) -> list[dict]:
     return rows
 
 
+def gate_codes(gates: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The network a close-range actor's ``gates`` pick per agent, [E, M] int64: 0 far, then 1, 2 in gate order
+    (near, column)."""
+    which = torch.zeros(next(iter(gates.values())).shape, dtype=torch.long)
+    for code, name in enumerate(gates, start=1):
+        which[gates[name]] = code
+    return which
+
+
 @torch.no_grad()
 def contact_rows(flown, cfg: SwarmConfig, envs: int, seed: int, actor=None) -> list[dict]:
     """Each drone's first neighbour / column contact after the grace period when ``flown`` flies ``envs``
@@ -192,9 +201,7 @@ def contact_rows(flown, cfg: SwarmConfig, envs: int, seed: int, actor=None) -> l
         clear_hist = [*clear_hist, obs[..., -5]][-lag:]  # the 3 x 3 SDF's centre: the nearest column's surface
         if actor is not None:
             gates = actor.gates(obs)
-            which = torch.zeros_like(which)
-            for code, name in enumerate(gates, start=1):
-                which[gates[name]] = code
+            which = gate_codes(gates)
             gated_for = torch.where(which > 0, gated_for + 1, torch.zeros_like(gated_for))
         obs, _, _, _, info = env.step(ctrl(obs))
         if "episode" in info:
@@ -247,10 +254,7 @@ def anatomy_rows(flown, cfg: SwarmConfig, envs: int, seed: int, actor=None) -> l
     t = 0
     while True:
         if actor is not None:
-            gates = actor.gates(obs)
-            now = torch.zeros(envs, m, dtype=torch.long)
-            for code, name in enumerate(gates, start=1):
-                now[gates[name]] = code
+            now = gate_codes(actor.gates(obs))
             steps.scatter_add_(2, now.unsqueeze(-1), torch.ones(envs, m, 1))
             switches += 0 if which is None else (now != which).float()
             which = now
