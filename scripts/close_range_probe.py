@@ -266,11 +266,11 @@ def anatomy_rows(flown, cfg: SwarmConfig, envs: int, seed: int, actor=None) -> l
         if t > grace:
             touched["neighbour"] |= live.col_nbr.T
             touched["column"] |= live.col_obs.T
-        state = env.get_state(list(range(envs)))
-        reached = state.reached
+        # The live state (env axis last), read in place: the last step auto-resets, so keep what it ended with.
+        reached = live.reached.T.clone()
+        left = (live.pos - live.goals).norm(dim=0).T
         arrival = torch.where(reached & (arrival == 0), torch.full_like(arrival, t), arrival)
     dt = cfg.dynamics.control_dt
-    left = (state.pos - state.goals).norm(dim=-1)
     progress = torch.where(reached, trip / (arrival * dt).clamp_min(dt), (trip - left) / (t * dt))
     outcome = {"arrived": reached & ~touched["neighbour"] & ~touched["column"], "neighbour": touched["neighbour"],
                "column": touched["column"] & ~touched["neighbour"],
