@@ -70,9 +70,13 @@ def test_pretrain_init_from_starts_from_a_trained_policy_with_the_runs_explorati
 
 
 def test_swarm_dense_close_fits_the_gated_networks_of_the_zoo_policy_and_ships_them(tmp_path):
+    recipe = resolve_config("swarm_dense_close").agent
+    assert (recipe.close_range, recipe.close_time, recipe.column_range) == (0.45, 0.1, 0.1)
+    # Wider gates than the recipe's, so that three tiny swarms give every round new gated states.
     cfg = resolve_config("swarm_dense_close", [*TINY, *SHORT, "train.total_agent_steps=1024", "env.num_drones=4",
                                                "pretrain.close_range.swarms=3", "pretrain.close_range.fit_steps=20",
-                                               "agent.close_range=1.0", "pretrain.critic_warmup_updates=2"])
+                                               "agent.close_range=1.0", "agent.column_range=0.3",
+                                               "pretrain.critic_warmup_updates=2"])
     summary = train(cfg, tmp_path / "run")
     warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
     rounds = warm["close_range"]["rounds"]
@@ -83,7 +87,7 @@ def test_swarm_dense_close_fits_the_gated_networks_of_the_zoo_policy_and_ships_t
     assert summary["agent_steps"] == warm["agent_steps"] + 1024
     policy = load_policy(tmp_path / "run")
     assert type(policy.actor).__name__ == "CloseRangeActor" and policy.actor.close_range == 1.0
-    assert policy.actor.column_range == 0.15 and policy.actor.close_time == 0.1
+    assert policy.actor.column_range == 0.3 and policy.actor.close_time == 0.1
     zoo = load_policy("zoo:swarm_dense").actor.state_dict()
     actor = policy.actor.state_dict()
     # the far network is the zoo policy's; the gated ones were fitted away from their copies

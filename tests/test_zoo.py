@@ -48,7 +48,7 @@ def test_zoo_swarm_dense_close_flies_three_networks_and_exports_them_as_one(tmp_
     flies the dense column field on held-out maps, and `marl export` turns the networks and gates into C."""
     policy = load_policy("zoo:swarm_dense_close")
     assert type(policy.actor).__name__ == "CloseRangeActor" and policy.actor.close_range == pytest.approx(0.45)
-    assert policy.actor.column_range == pytest.approx(0.15) and policy.actor.close_time == pytest.approx(0.1)
+    assert policy.actor.column_range == pytest.approx(0.1) and policy.actor.close_time == pytest.approx(0.1)
     env = eval_config(None, drones=8, density=0.6, base=resolve_config("swarm_dense_close").env, obstacle_size=0.6)
     report = evaluate("zoo:swarm_dense_close", episodes=4, seed=1000, env_config=env)  # 0.6 m columns, as README
     assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
