@@ -150,6 +150,11 @@ def evaluate(
     report.update(policy=policy if isinstance(policy, str) else type(policy).__name__, backend=backend,
                   scenario=cfg.scenario, drones=cfg.num_drones, episodes=episodes, density=cfg.density,
                   episode_seconds=cfg.episode_seconds, seed=seed, wall_s=flown["wall_s"])
+    # A run trained over ranges is flown over them unless a density or size was asked for: say so, or the
+    # base density above reads as the one flown.
+    for key in ("density_range", "size_range"):
+        if getattr(cfg.randomization, key) is not None:
+            report[key] = list(getattr(cfg.randomization, key))
     if plot is not None:
         report["plot"] = _plot(plot, cfg, record, report)
     if video is not None:

@@ -122,3 +122,8 @@ def test_eval_config_flies_the_density_asked_for_not_the_runs_range():
     assert cfg.randomization.density_range is None and cfg.randomization.size_range is None
     kept = eval_config("pid", base=base)  # nothing asked for: the run's own range stays
     assert kept.randomization.density_range == (0.2, 0.8)
+    # and the report says what was flown: the range, not the base density alone
+    drawn = evaluate("pid", episodes=2, env_config=base, episode_seconds=0.5)
+    assert drawn["density_range"] == [0.2, 0.8] and drawn["size_range"] == [0.6, 0.8]
+    fixed = evaluate("pid", episodes=2, env_config=base, episode_seconds=0.5, density=0.4)
+    assert fixed["density"] == 0.4 and "density_range" not in fixed and fixed["size_range"] == [0.6, 0.8]
