@@ -1,9 +1,11 @@
 """Does a zoo policy survive JLCM compression? Fly float32 and JLCM 3-bit on the same held-out episodes.
 
     python scripts/zoo_compressed.py zoo:swarm8_obstacles --densities 0.2,0.4 --episodes 32
+    python scripts/zoo_compressed.py zoo:swarm_dense_close --densities 0.4,0.6 --episodes 1024 --seed 3000 \
+        --backends sim --methods float32,int8,jlcm:3,jlcm:4 --calib rollout
 
-Prints one JSON object: per density, deploy.closed_loop's rows (bytes, action errors, success per
-backend) for float32, JLCM 3 and pid_avoid's success on the same maps and seeds for reference.
+Prints one JSON object: per density, deploy.closed_loop's rows (bytes, action errors, success and collision
+rate per backend) for each method and pid_avoid's on the same maps and seeds for reference.
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import torch
 
 from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, record_states
 from deploy.closed_loop import closed_loop_report
-from marl.evaluate import evaluate
-
-BACKENDS = ("sim", "pybullet")
+from marl.evaluate import eval_config, evaluate
 
 
 def main() -> None:
@@ -27,21 +27,32 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=32, help="episodes per density and backend")
     p.add_argument("--seed", type=int, default=1000, help="episodes (held out)")
     p.add_argument("--calib-seed", type=int, default=5000)
+    p.add_argument("--calib", choices=("pid", "rollout"), default="pid",
+                   help="states flown by the PID controller, or by the policy itself (marl export's default)")
+    p.add_argument("--backends", default="sim,pybullet")
+    p.add_argument("--methods", default="float32,jlcm:3", help="method[:bits], comma-separated")
+    p.add_argument("--obstacle-size", type=float, default=0.6, help="column diameter (m) of the episodes")
     args = p.parse_args()
     torch.set_num_threads(1)
+    backends = tuple(args.backends.split(","))
+    methods = [(m.partition(":")[0], int(m.partition(":")[2]) if m.partition(":")[2] else None)
+               for m in args.methods.split(",")]
     actor, env = load_actor(args.policy)
-    calib = record_states(env, NUM_CALIB_STATES, seed=args.calib_seed)
-    test = record_states(env, NUM_TEST_STATES, seed=args.calib_seed + 1)
-    out = {"policy": args.policy, "seed": args.seed, "densities": {}}
+    flyer = actor if args.calib == "rollout" else None
+    calib = record_states(env, NUM_CALIB_STATES, seed=args.calib_seed, policy=flyer)
+    test = record_states(env, NUM_TEST_STATES, seed=args.calib_seed + 1, policy=flyer)
+    out = {"policy": args.policy, "seed": args.seed, "calib": args.calib, "densities": {}}
+    names = [m for m, _ in methods]
     for d in (float(x) for x in args.densities.split(",")):
-        cfg = env.model_copy(update={"density": d, "randomization": env.randomization.model_copy(
-            update={"density_range": None})})
-        rows = {r["method"]: r for r in closed_loop_report(
-            actor, cfg, methods=[("float32", 32), ("jlcm", 3)], episodes=args.episodes, backends=BACKENDS,
-            calib=calib, test=test, seed=args.seed)}
-        rows["pid_avoid"] = {f"success_{b}": evaluate("pid_avoid", backend=b, scenario=cfg.scenario,
-                                                      drones=cfg.num_drones, episodes=args.episodes, seed=args.seed,
-                                                      density=d)["success_rate"] for b in BACKENDS}
+        cfg = eval_config(args.policy, drones=env.num_drones, density=d, obstacle_size=args.obstacle_size)
+        rows = {r["method"] if names.count(r["method"]) == 1 else f"{r['method']}:{r['bits']}": r
+                for r in closed_loop_report(actor, cfg, methods=methods, episodes=args.episodes, backends=backends,
+                                            calib=calib, test=test, seed=args.seed)}
+        rows["pid_avoid"] = {}
+        for b in backends:
+            ref = evaluate("pid_avoid", backend=b, episodes=args.episodes, seed=args.seed, env_config=cfg)
+            rows["pid_avoid"].update({f"success_{b}": ref["success_rate"],
+                                      f"collision_rate_{b}": ref["collision_rate"]})
         out["densities"][str(d)] = rows
     print(json.dumps(out, indent=1))
 
