@@ -43,10 +43,10 @@ def column_closing_speed(own: torch.Tensor, sdf: torch.Tensor) -> torch.Tensor:
 class ActionHead(nn.Module):
     """An encoder and a linear action mean: obs [..., D] -> mean [..., act_dim] (a gated network)."""
 
-    def __init__(self, encoder: Encoder, act_dim: int):
+    def __init__(self, encoder: Encoder, act_dim: int, mean: nn.Linear | None = None):
         super().__init__()
         self.encoder = encoder
-        self.mean = init_linear(nn.Linear(encoder.out_dim, act_dim), ACTION_GAIN)
+        self.mean = init_linear(nn.Linear(encoder.out_dim, act_dim), ACTION_GAIN) if mean is None else mean
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., D] -> action mean [..., act_dim]."""
@@ -108,6 +108,12 @@ class CloseRangeActor(GaussianActor):
     def heads(self) -> dict[str, ActionHead]:
         """The gated networks by name (``near``, and ``column`` with ``column_range``)."""
         return {"near": self.near} if self.column is None else {"near": self.near, "column": self.column}
+
+    def networks(self) -> dict[str, ActionHead]:
+        """Every network by the prefix of its parameters: ``""`` the far one (a view sharing this actor's
+        encoder and mean), then ``"near."`` (and ``"column."``)."""
+        far = ActionHead(self.encoder, self.mean.out_features, mean=self.mean)
+        return {"": far, **{f"{name}.": head for name, head in self.heads().items()}}
 
     def gates(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Bool [...] per gated network: the agents it flies (``near`` first; ``column`` only where not near)."""

@@ -13,6 +13,7 @@ actor they are recorded for (a trained run's, from its checkpoint alone, or an u
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ from torch import nn
 from agents import load_policy_checkpoint, make_policy
 from agents.checkpoint import is_checkpoint_source
 from agents.pid import PIDConfig, PIDController
+from deploy.formats import QuantizedActor
+from deploy.quantize import quantize_actor
 from envs.config import SwarmConfig, make_config
 from envs.swarm import QuadSwarmVecEnv
 from quadspec import obs_layout
@@ -28,6 +31,8 @@ from quadspec import obs_layout
 PRESETS = ("deployable",)  # untrained policies an export can start from (no run needed)
 NUM_CALIB_STATES = 2048
 NUM_TEST_STATES = 1000
+GATED_ROUNDS = 4  # closed-loop calibration rounds of a gated actor's export (docs/deploy.md)
+GATED_STATES = 2048  # states of each gated network recorded for its calibration (record_states(gated=...))
 
 
 def default_env_config(num_neighbors: int = 2, scenario: str = "o_random") -> SwarmConfig:
@@ -67,11 +72,14 @@ def record_states(
     num_envs: int = 16,
     steps: int = 300,
     every: int = 2,
+    gated: int = 0,
 ) -> torch.Tensor:
     """``num_states`` observations [N, D] sampled from ``num_envs`` episodes of ``steps`` control steps.
 
     ``policy``: an actor (obs [..., D] -> action means [..., 4]); None flies the built-in PID controller.
-    Every ``every``-th step is kept; a random subset (from ``seed``) of the pool is returned.
+    Every ``every``-th step is kept; a random subset (from ``seed``) of the pool is returned. ``gated``: for a
+    policy with gated networks (agents.close_range), up to that many more states of each gated network
+    (from the rest of the pool) follow the sample, for deploy.quantize.quantize_networks.
     """
     env = QuadSwarmVecEnv(cfg, num_envs=num_envs)
     obs = env.reset(seed=seed)
@@ -88,8 +96,13 @@ def record_states(
     states = torch.cat(pool)
     if num_states > states.shape[0]:
         raise ValueError(f"num_states={num_states} exceeds the {states.shape[0]} states recorded; raise steps")
-    pick = torch.randperm(states.shape[0], generator=torch.Generator().manual_seed(seed))[:num_states]
-    return states[pick].contiguous()
+    order = torch.randperm(states.shape[0], generator=torch.Generator().manual_seed(seed))
+    out = [states[order[:num_states]]]
+    if gated > 0 and hasattr(policy, "gates"):
+        rest = states[order[num_states:]]
+        with torch.no_grad():
+            out += [rest[mask][:gated] for mask in policy.gates(rest).values()]
+    return torch.cat(out).contiguous()
 
 
 def load_states(path: str | Path, obs_dim: int) -> torch.Tensor:
@@ -102,3 +115,36 @@ def load_states(path: str | Path, obs_dim: int) -> torch.Tensor:
     if states.dim() < 2 or states.shape[-1] != obs_dim or states.numel() == 0:
         raise ValueError(f"calibration file {path} holds shape {list(states.shape)}; expected [N, {obs_dim}]")
     return states.reshape(-1, obs_dim)
+
+
+def calibrate_in_closed_loop(
+    actor: nn.Module,
+    cfg: SwarmConfig,
+    method: str,
+    bits: int,
+    calib: torch.Tensor,
+    rounds: int,
+    seed: int = 0,
+    **settings: Any,
+) -> tuple[QuantizedActor, torch.Tensor]:
+    """(compressed actor, calibration states) after ``rounds`` rounds of DAgger for compression: compress
+    ``actor`` on ``calib``, fly the compressed actor, add the states it visits and compress again (from the
+    float actor, whose actions stay the targets).
+
+    Why: the states the float policy flies are not the ones its compressed copy gets into; its errors take
+    it closer to columns and neighbours, where the next errors cost most. Each round records as many states
+    as ``calib`` began with (seed ``seed + r``; a gated actor's rounds add 2,048 states of each gated
+    network from 64 swarms). ``settings`` go to deploy.quantize.quantize_actor.
+    """
+    if rounds < 0:
+        raise ValueError(f"rounds={rounds} must be >= 0 (rounds of closed-loop calibration)")
+    q = quantize_actor(actor, method, bits, calib=calib, **settings)
+    gated = hasattr(actor, "gates")
+    n = min(calib.shape[0], NUM_CALIB_STATES)
+    for r in range(1, rounds + 1):
+        flown = q.dequantized(actor).eval()
+        new = record_states(cfg, n, seed=seed + r, policy=flown, num_envs=64 if gated else 16,
+                            gated=GATED_STATES if gated else 0)
+        calib = torch.cat([calib, new])
+        q = quantize_actor(actor, method, bits, calib=calib, **settings)
+    return q, calib

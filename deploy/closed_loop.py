@@ -106,8 +106,9 @@ def compressed_row(
     for backend in backends:
         res, _ = evaluate_swarm(ActorPolicy(deq), env_cfg, episodes, seed, backend, **eval_kwargs)
         row[f"success_{backend}"] = float(res["success_rate"])
-        if "collision_rate" in res:
-            row[f"collision_rate_{backend}"] = float(res["collision_rate"])
+        for key in ("collision_rate", "neighbour_collision_rate", "obstacle_collision_rate", "distance_to_goal_1s"):
+            if key in res:
+                row[f"{key}_{backend}"] = float(res[key])
     return row
 
 

@@ -24,7 +24,16 @@ import numpy as np
 import torch
 
 from deploy import verify
-from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, load_states, record_states
+from deploy.calibration import (
+    GATED_ROUNDS,
+    GATED_STATES,
+    NUM_CALIB_STATES,
+    NUM_TEST_STATES,
+    calibrate_in_closed_loop,
+    load_actor,
+    load_states,
+    record_states,
+)
 from deploy.closed_loop import DEFAULT_METHODS, closed_loop_markdown, closed_loop_report
 from deploy.crazyflie import CONTROLLER_C
 from deploy.export_c import check_supported, generate_c
@@ -81,6 +90,7 @@ def export_policy(
     seed: int = 0,
     onnx: bool = False,
     calib: str | None = "rollout",
+    calib_rounds: int | None = None,
     jlcm_kwargs: dict[str, Any] | None = None,
     closed_loop: int = 0,
     closed_loop_backends: tuple[str, ...] = ("sim", "pybullet"),
@@ -91,7 +101,10 @@ def export_policy(
     calib: ``rollout`` (record states from the policy's own closed-loop rollouts: the float actor's
     clamped mean actions, the distribution the deployed policy sees), ``pid`` (rollouts of the built-in
     PID controller, as before), a .npy / .pt file of states [N, D], or ``none`` (jlcm, gptq and kmeans_w then
-    refuse). jlcm_kwargs: settings of jlcm (deploy.jlcm.JLCMConfig) or, for the other methods,
+    refuse). calib_rounds: rounds of closed-loop calibration (deploy.calibration.calibrate_in_closed_loop: the
+    compressed actor's own flights added to the calibration states; None: 4 for an actor with gated networks
+    under a calibrated method, where one round of its float flights leaves its compressed copy touching
+    columns (docs/deploy.md), else 0). jlcm_kwargs: settings of jlcm (deploy.jlcm.JLCMConfig) or, for the other methods,
     deploy.gptq.CalibratedConfig (e.g. ``allocate`` / ``tune_float`` for gptq).
     The test states of the fidelity figures are recorded from other episodes of the policy's own
     rollouts (of the PID controller with ``pid``). closed_loop: episodes per method and backend of the closed-loop check
@@ -108,16 +121,26 @@ def export_policy(
     check_supported(actor)
     obs_dim = actor.encoder.layout.dim if hasattr(actor.encoder, "layout") else None
     flyer = None if calib == "pid" else actor  # who flies the rollouts the states are recorded from
+    gated = hasattr(actor, "gates") and method in CALIBRATED
+    if calib_rounds is None:
+        calib_rounds = GATED_ROUNDS if gated else 0
+    if calib_rounds < 0:
+        raise ValueError(f"calib_rounds={calib_rounds} must be >= 0 (rounds of closed-loop calibration)")
     if calib in (None, "none"):
         calib_states = None
     elif calib in ("rollout", "pid"):
-        calib_states = record_states(cfg, NUM_CALIB_STATES, seed=1000 + seed, policy=flyer)
+        calib_states = record_states(cfg, NUM_CALIB_STATES, seed=1000 + seed, policy=flyer,
+                                     num_envs=64 if gated else 16, gated=GATED_STATES if gated else 0)
     else:
         calib_states = load_states(calib, obs_dim)
     if method in CALIBRATED and calib_states is None:
         raise ValueError(f"method {method!r} needs calibration states: use --calib rollout or --calib FILE, not none")
     test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed, policy=flyer)
-    q = quantize_actor(actor, method, bits, calib=calib_states, **(jlcm_kwargs or {}))
+    if calib_rounds > 0 and method in CALIBRATED:
+        q, calib_states = calibrate_in_closed_loop(actor, cfg, method, bits, calib_states, calib_rounds,
+                                                   seed=1100 + seed, **(jlcm_kwargs or {}))
+    else:
+        q = quantize_actor(actor, method, bits, calib=calib_states, **(jlcm_kwargs or {}))
     deq = q.dequantized(actor)
     with torch.no_grad():
         ref_float = actor(test).clamp(-1, 1)
@@ -147,7 +170,7 @@ def export_policy(
         "c_vs_torch_max_abs_diff": float(np.abs(host_out - ref_q.numpy()).max()),
         "self_test": "pass" if host_st == 0 else f"fail ({host_st})",
         "macs": stats["macs"], "test_states": len(test),
-        "calib_states": None if calib_states is None else len(calib_states),
+        "calib_states": None if calib_states is None else len(calib_states), "calib_rounds": calib_rounds,
         "states_from": "PID rollouts" if flyer is None else "policy rollouts",
     }
     try:

@@ -16,6 +16,7 @@ Design note (the storage formats, what is counted): docs/design/quantize.md.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ __all__ = [
     "CALIBRATED", "DEFAULT_BITS", "METHODS", "PALETTE_BITS", "SUPPORTED_BITS", "QuantizedActor", "QuantizedLinear",
     "check_method_bits", "count_other_params", "decode_palette", "kmeans_1d", "linear_layers", "nearest",
     "pack_bits", "packed_bytes", "palette_storage", "quantize_actor", "quantize_float32", "quantize_kmeans",
-    "quantize_uniform", "to_f16", "unpack_bits",
+    "quantize_networks", "quantize_uniform", "to_f16", "unpack_bits",
 ]
 
 METHODS: tuple[str, ...] = ("float32", "int8", "int4", "kmeans", "kmeans_w", "gptq", "jlcm")
@@ -61,6 +62,7 @@ SUPPORTED_BITS: dict[str, tuple[int, ...]] = {
 }
 DEFAULT_BITS: dict[str, int] = {"float32": 32, "int8": 8, "int4": 4, "kmeans": 3, "kmeans_w": 3, "gptq": 3, "jlcm": 3}
 CALIBRATED: tuple[str, ...] = ("kmeans_w", "gptq", "jlcm")  # methods that need calibration states
+MIN_NETWORK_STATES = 64  # fewest calibration states a gated network is compressed on
 
 
 def check_method_bits(method: str, bits: int | None) -> int:
@@ -116,6 +118,7 @@ def quantize_actor(
     method: str,
     bits: int | None = None,
     calib: torch.Tensor | None = None,
+    per_network: bool = True,
     **settings: Any,
 ) -> QuantizedActor:
     """Compress every Linear weight of ``actor`` with ``method`` at ``bits`` (None = the method's default).
@@ -123,9 +126,13 @@ def quantize_actor(
     ``calib``: observation states [N, D] the calibrated methods fit to (required for jlcm, gptq and
     kmeans_w, and for ``tune_float=True``; ignored otherwise). ``settings`` go to
     :class:`deploy.jlcm.JLCMConfig` for jlcm and to :class:`deploy.gptq.CalibratedConfig` for the others
-    (``tune_float``, and for gptq ``allocate``; see deploy/gptq.py).
+    (``tune_float``, and for gptq ``allocate``; see deploy/gptq.py). ``per_network``: an actor with gated
+    networks (agents.close_range) is compressed one network at a time by the calibrated methods
+    (:func:`quantize_networks`); False compresses it as one actor.
     """
     bits = check_method_bits(method, bits)
+    if per_network and method in CALIBRATED and hasattr(actor, "networks"):
+        return quantize_networks(actor, method, bits, calib, **settings)
     layers = linear_layers(actor)
     if not layers:
         raise ValueError("the actor has no nn.Linear layer to compress")
@@ -162,3 +169,41 @@ def quantize_actor(
     if method in CALIBRATED or cfg.tune_float:
         info["config"] = cfg.model_dump()
     return QuantizedActor(method, bits, q_layers, count_other_params(actor), info, overrides)
+
+
+def quantize_networks(actor: nn.Module, method: str, bits: int, calib: torch.Tensor | None,
+                      **settings: Any) -> QuantizedActor:
+    """A gated actor (agents.close_range.CloseRangeActor) compressed network by network, each within its own
+    ``bits`` budget: the far network on every calibration state, each gated network on the states its gate
+    picks.
+
+    Why: compressed as one actor, the gated networks count in the calibration loss only on the few states
+    they fly (3-5 % of a policy's flight), so the width allocation gives their layers 1-3 bits and their
+    errors are what touches columns and neighbours (docs/deploy.md, "The close-range policy, compressed").
+    ``calib`` needs enough of each gated network's states: deploy.calibration.record_states(..., gated=N)
+    adds them. The layers, re-learned float parameters and logs keep the actor's parameter names.
+    """
+    if calib is None or calib.numel() == 0:
+        raise ValueError(f"method {method!r} needs a calibration set; none was given")
+    calib = calib.reshape(-1, calib.shape[-1])
+    with torch.no_grad():
+        gates = actor.gates(calib)
+    layers: dict[str, QuantizedLinear] = {}
+    overrides: dict[str, torch.Tensor] = {}
+    info: dict[str, Any] = {}
+    for prefix, net in actor.networks().items():
+        name = prefix[:-1] or "far"
+        states = calib if not prefix else calib[gates[name]]
+        if states.shape[0] < MIN_NETWORK_STATES:
+            raise ValueError(
+                f"the {name} network's gate picks {states.shape[0]} of the {calib.shape[0]} calibration states, "
+                f"fewer than {MIN_NETWORK_STATES}: record more of them (deploy.calibration.record_states(..., "
+                "gated=N)) or compress the actor as one (per_network=False)"
+            )
+        q = quantize_actor(net, method, bits, calib=states, per_network=False, **settings)
+        layers.update({prefix + n: dataclasses.replace(ql, name=prefix + n) for n, ql in q.layers.items()})
+        overrides.update({prefix + k: v for k, v in q.overrides.items()})
+        info[name] = {"calib_states": int(states.shape[0]), **q.info}
+    order = list(linear_layers(actor))  # the actor's own layer order (the C export walks it)
+    return QuantizedActor(method, bits, {n: layers[n] for n in order}, count_other_params(actor),
+                          {"networks": info}, overrides)

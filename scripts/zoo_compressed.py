@@ -3,6 +3,8 @@
     python scripts/zoo_compressed.py zoo:swarm8_obstacles --densities 0.2,0.4 --episodes 32
     python scripts/zoo_compressed.py zoo:swarm_dense_close --densities 0.4,0.6 --episodes 1024 --seed 3000 \
         --backends sim --methods float32,int8,jlcm:3,jlcm:4 --calib rollout
+    python scripts/zoo_compressed.py zoo:swarm_dense_close --densities 0.4,0.6 --episodes 1024 --seed 3000 \
+        --backends sim --methods float32,int8,jlcm:3 --calib rollout --calib-rounds 4
 
 Prints one JSON object: per density, deploy.closed_loop's rows (bytes, action errors, success and collision
 rate per backend) for each method and pid_avoid's on the same maps and seeds for reference.
@@ -12,11 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 
 import torch
 
-from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, record_states
+from deploy.calibration import (
+    GATED_STATES,
+    NUM_CALIB_STATES,
+    NUM_TEST_STATES,
+    calibrate_in_closed_loop,
+    load_actor,
+    record_states,
+)
 from deploy.closed_loop import closed_loop_report
+from deploy.quantize import CALIBRATED
 from marl.evaluate import eval_config, evaluate
 
 
@@ -29,6 +41,9 @@ def main() -> None:
     p.add_argument("--calib-seed", type=int, default=5000)
     p.add_argument("--calib", choices=("pid", "rollout"), default="pid",
                    help="states flown by the PID controller, or by the policy itself (marl export's default)")
+    p.add_argument("--calib-rounds", type=int, default=0,
+                   help="rounds of closed-loop calibration (the compressed actor's own flights added) per method")
+    p.add_argument("--joint", action="store_true", help="compress a gated actor as one, not network by network")
     p.add_argument("--backends", default="sim,pybullet")
     p.add_argument("--methods", default="float32,jlcm:3", help="method[:bits], comma-separated")
     p.add_argument("--obstacle-size", type=float, default=0.6, help="column diameter (m) of the episodes")
@@ -39,15 +54,26 @@ def main() -> None:
                for m in args.methods.split(",")]
     actor, env = load_actor(args.policy)
     flyer = actor if args.calib == "rollout" else None
-    calib = record_states(env, NUM_CALIB_STATES, seed=args.calib_seed, policy=flyer)
+    gated = hasattr(actor, "gates") and not args.joint
+    calib = record_states(env, NUM_CALIB_STATES, seed=args.calib_seed, policy=flyer, num_envs=64 if gated else 16,
+                          gated=GATED_STATES if gated else 0)
     test = record_states(env, NUM_TEST_STATES, seed=args.calib_seed + 1, policy=flyer)
-    out = {"policy": args.policy, "seed": args.seed, "calib": args.calib, "densities": {}}
+    precomputed = {}
+    for method, bits in methods:
+        if method in CALIBRATED:
+            t0 = time.perf_counter()
+            precomputed[(method, bits)], _ = calibrate_in_closed_loop(
+                actor, env, method, bits, calib, args.calib_rounds, seed=args.calib_seed + 100,
+                per_network=not args.joint)
+            print(f"{method}:{bits} compressed in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    out = {"policy": args.policy, "seed": args.seed, "calib": args.calib, "calib_rounds": args.calib_rounds,
+           "per_network": gated, "densities": {}}
     names = [m for m, _ in methods]
     for d in (float(x) for x in args.densities.split(",")):
         cfg = eval_config(args.policy, drones=env.num_drones, density=d, obstacle_size=args.obstacle_size)
         rows = {r["method"] if names.count(r["method"]) == 1 else f"{r['method']}:{r['bits']}": r
                 for r in closed_loop_report(actor, cfg, methods=methods, episodes=args.episodes, backends=backends,
-                                            calib=calib, test=test, seed=args.seed)}
+                                            calib=calib, test=test, seed=args.seed, precomputed=precomputed)}
         rows["pid_avoid"] = {}
         for b in backends:
             ref = evaluate("pid_avoid", backend=b, episodes=args.episodes, seed=args.seed, env_config=cfg)

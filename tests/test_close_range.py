@@ -258,3 +258,73 @@ def test_actor_parts_lets_ppo_train_only_the_gated_networks(tmp_path):
         Trainer(resolve_config("swarm_dense_close", [*tiny, "train.actor_parts=[nearby]"]), tmp_path / "bad")
     with pytest.raises(ValueError, match="actor_parts.*sso"):
         resolve_config("swarm_dense_close", [*tiny, "train.actor_parts=[near]", "optim.name=sso"])
+
+
+def test_per_network_compression_fits_each_network_on_the_states_its_gate_picks():
+    """deploy.quantize.quantize_networks: a gated network's compression sees only its own states (the others'
+    may change without changing it), the far one sees them all, and the layers keep the actor's names."""
+    from deploy.formats import linear_layers
+    from deploy.quantize import quantize_actor
+
+    actor = _policy(column_range=0.15).actor.eval()
+    near = _obs(40, True, seed=1).reshape(-1, obs_spec(K).dim)
+    far = _obs(80, False, seed=2).reshape(-1, obs_spec(K).dim)
+    far[::4, SDF_CENTRE] = 0.05  # a quarter of them next to a column
+    calib = torch.cat([near, far])
+    gates = actor.gates(calib)
+    q = quantize_actor(actor, "gptq", 3, calib=calib)
+    info = q.info["networks"]
+    assert {n: v["calib_states"] for n, v in info.items()} == {
+        "far": len(calib), "near": int(gates["near"].sum()), "column": int(gates["column"].sum())}
+    assert list(q.layers) == list(linear_layers(actor))
+    # other far states (own state moved, the gates' inputs not): the far network's layers change, the near one's not
+    moved = torch.cat([near, far])
+    moved[len(near):, :S] += 0.5 * torch.randn(len(far), S)
+    assert all(torch.equal(g, actor.gates(moved)[n]) for n, g in gates.items())
+    q2 = quantize_actor(actor, "gptq", 3, calib=moved)
+    assert all(torch.equal(q.layers[n].weight, q2.layers[n].weight) for n in q.layers if n.startswith("near."))
+    far_layers = [n for n in q.layers if not n.startswith(("near.", "column."))]
+    assert any(not torch.equal(q.layers[n].weight, q2.layers[n].weight) for n in far_layers)
+    joint = quantize_actor(actor, "gptq", 3, calib=calib, per_network=False)
+    assert "networks" not in joint.info and list(joint.layers) == list(q.layers)
+    with pytest.raises(ValueError, match="the column network's gate picks 0 of the 160 calibration states"):
+        quantize_actor(actor, "gptq", 3, calib=near)
+
+
+def test_record_states_adds_each_gated_network_s_states():
+    from deploy.calibration import default_env_config, record_states
+
+    cfg = default_env_config(K)
+    actor = _policy(close_range=0.5, column_range=1.0).actor.eval()
+    plain = record_states(cfg, 64, seed=3, policy=actor, steps=100)
+    more = record_states(cfg, 64, seed=3, policy=actor, steps=100, gated=32)
+    torch.testing.assert_close(more[:64], plain)  # the sample itself does not change
+    extra = more[64:]
+    gates = actor.gates(extra)
+    n_near = int(gates["near"].sum())
+    assert 0 < n_near <= 32 and 0 < int(gates["column"].sum()) <= 32
+    assert gates["near"][:n_near].all() and gates["column"][n_near:].all()
+
+
+def test_closed_loop_calibration_adds_the_compressed_actor_s_own_flights(monkeypatch):
+    from deploy import calibration
+
+    cfg = calibration.default_env_config(K)
+    actor = make_policy("attention", obs_spec(K), cfg.num_drones).actor.eval()
+    calib = calibration.record_states(cfg, 128, seed=0, policy=actor, steps=40)
+    flown = []
+    real = calibration.record_states
+
+    def spy(cfg, n, seed=0, policy=None, **kw):
+        flown.append(policy)
+        return real(cfg, n, seed=seed, policy=policy, steps=40, **{k: v for k, v in kw.items() if k != "steps"})
+
+    monkeypatch.setattr(calibration, "record_states", spy)
+    q, grown = calibration.calibrate_in_closed_loop(actor, cfg, "gptq", 3, calib, rounds=2, seed=5)
+    assert grown.shape[0] == 3 * 128 and torch.equal(grown[:128], calib)
+    assert len(flown) == 2 and all(p is not actor for p in flown)
+    # the first round flew the compression of the float flights: its weights are the decoded ones
+    first = calibration.quantize_actor(actor, "gptq", 3, calib=calib)
+    torch.testing.assert_close(flown[0].mean.weight, first.layers["mean"].weight)
+    with pytest.raises(ValueError, match="rounds=-1"):
+        calibration.calibrate_in_closed_loop(actor, cfg, "gptq", 3, calib, rounds=-1)

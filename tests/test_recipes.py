@@ -11,6 +11,7 @@ import torch
 import marl.pretrain as pretrain
 from agents import make_policy
 from agents.checkpoint import load_policy
+from deploy.export import export_policy
 from envs.config import RewardConfig
 from envs.observations import obs_spec
 from envs.rewards import swarm_reward
@@ -94,6 +95,10 @@ def test_swarm_dense_close_fits_the_gated_networks_of_the_zoo_policy_and_ships_t
     assert all(torch.equal(actor[k], v) for k, v in zoo.items() if not k.endswith("log_std"))
     assert not torch.equal(actor["near.mean.weight"], zoo["mean.weight"])
     assert not torch.equal(actor["column.mean.weight"], zoo["mean.weight"])
+    # its export compresses network by network, with a round of closed-loop calibration
+    report = export_policy(tmp_path / "export", method="gptq", bits=3, run=str(tmp_path / "run"), calib_rounds=1)
+    assert report["calib_rounds"] == 1 and set(report["quantizer"]["networks"]) == {"far", "near", "column"}
+    assert report["c_vs_torch_max_abs_diff"] < 1e-5 and report["self_test"] == "pass"
 
 
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():

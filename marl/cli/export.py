@@ -15,7 +15,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise ValueError("give a RUN directory / checkpoint or --policy deployable")
     report = export_policy(
         out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
-        preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, closed_loop=args.closed_loop,
+        preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, calib_rounds=args.calib_rounds,
+        closed_loop=args.closed_loop,
         closed_loop_backends=tuple(b for b in args.closed_loop_backends.split(",") if b),
     )
     if args.json:
@@ -46,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--calib", default="rollout",
                     help="calibration states: rollout (the policy's own flights), pid (the PID controller's), "
                     "a .npy/.pt file, or none")
+    ex.add_argument("--calib-rounds", type=int, default=None, metavar="N",
+                    help="rounds of closed-loop calibration: the compressed actor's own flights are added to the "
+                    "calibration states and it is compressed again (default: 4 for a policy with close-range "
+                    "networks under jlcm / gptq / kmeans_w, else 0)")
     ex.add_argument("--closed-loop", type=int, default=0, metavar="N",
                     help="also fly the dequantised actor of every method N episodes (report.json closed_loop)")
     ex.add_argument("--closed-loop-backends", default="sim,pybullet",
