@@ -117,6 +117,17 @@ def load_states(path: str | Path, obs_dim: int) -> torch.Tensor:
     return states.reshape(-1, obs_dim)
 
 
+def calibration_states(cfg: SwarmConfig, num_states: int = NUM_CALIB_STATES, seed: int = 0,
+                       policy: nn.Module | None = None) -> torch.Tensor:
+    """Calibration states for compressing ``policy``: :func:`record_states`' sample of its flights (of the PID
+    controller's with None) and, for a policy with gated networks, ``GATED_STATES`` more of each gated
+    network's from 64 swarms (deploy.quantize.quantize_networks compresses each on its gate's states; a
+    plain sample holds ~100 of them)."""
+    gated = hasattr(policy, "gates")
+    return record_states(cfg, num_states, seed=seed, policy=policy, num_envs=64 if gated else 16,
+                         gated=GATED_STATES if gated else 0)
+
+
 def calibrate_in_closed_loop(
     actor: nn.Module,
     cfg: SwarmConfig,
@@ -139,12 +150,8 @@ def calibrate_in_closed_loop(
     if rounds < 0:
         raise ValueError(f"rounds={rounds} must be >= 0 (rounds of closed-loop calibration)")
     q = quantize_actor(actor, method, bits, calib=calib, **settings)
-    gated = hasattr(actor, "gates")
     n = min(calib.shape[0], NUM_CALIB_STATES)
     for r in range(1, rounds + 1):
-        flown = q.dequantized(actor).eval()
-        new = record_states(cfg, n, seed=seed + r, policy=flown, num_envs=64 if gated else 16,
-                            gated=GATED_STATES if gated else 0)
-        calib = torch.cat([calib, new])
+        calib = torch.cat([calib, calibration_states(cfg, n, seed=seed + r, policy=q.dequantized(actor).eval())])
         q = quantize_actor(actor, method, bits, calib=calib, **settings)
     return q, calib

@@ -26,10 +26,10 @@ import torch
 from deploy import verify
 from deploy.calibration import (
     GATED_ROUNDS,
-    GATED_STATES,
     NUM_CALIB_STATES,
     NUM_TEST_STATES,
     calibrate_in_closed_loop,
+    calibration_states,
     load_actor,
     load_states,
     record_states,
@@ -121,16 +121,14 @@ def export_policy(
     check_supported(actor)
     obs_dim = actor.encoder.layout.dim if hasattr(actor.encoder, "layout") else None
     flyer = None if calib == "pid" else actor  # who flies the rollouts the states are recorded from
-    gated = hasattr(actor, "gates") and method in CALIBRATED
     if calib_rounds is None:
-        calib_rounds = GATED_ROUNDS if gated else 0
+        calib_rounds = GATED_ROUNDS if hasattr(actor, "gates") and method in CALIBRATED else 0
     if calib_rounds < 0:
         raise ValueError(f"calib_rounds={calib_rounds} must be >= 0 (rounds of closed-loop calibration)")
     if calib in (None, "none"):
         calib_states = None
     elif calib in ("rollout", "pid"):
-        calib_states = record_states(cfg, NUM_CALIB_STATES, seed=1000 + seed, policy=flyer,
-                                     num_envs=64 if gated else 16, gated=GATED_STATES if gated else 0)
+        calib_states = calibration_states(cfg, NUM_CALIB_STATES, seed=1000 + seed, policy=flyer)
     else:
         calib_states = load_states(calib, obs_dim)
     if method in CALIBRATED and calib_states is None:

@@ -20,10 +20,10 @@ import time
 import torch
 
 from deploy.calibration import (
-    GATED_STATES,
     NUM_CALIB_STATES,
     NUM_TEST_STATES,
     calibrate_in_closed_loop,
+    calibration_states,
     load_actor,
     record_states,
 )
@@ -54,9 +54,8 @@ def main() -> None:
                for m in args.methods.split(",")]
     actor, env = load_actor(args.policy)
     flyer = actor if args.calib == "rollout" else None
-    gated = hasattr(actor, "gates") and not args.joint
-    calib = record_states(env, NUM_CALIB_STATES, seed=args.calib_seed, policy=flyer, num_envs=64 if gated else 16,
-                          gated=GATED_STATES if gated else 0)
+    gather = record_states if args.joint else calibration_states  # the one-actor rows: a plain sample, as before
+    calib = gather(env, NUM_CALIB_STATES, seed=args.calib_seed, policy=flyer)
     test = record_states(env, NUM_TEST_STATES, seed=args.calib_seed + 1, policy=flyer)
     precomputed = {}
     for method, bits in methods:
@@ -67,7 +66,7 @@ def main() -> None:
                 per_network=not args.joint)
             print(f"{method}:{bits} compressed in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     out = {"policy": args.policy, "seed": args.seed, "calib": args.calib, "calib_rounds": args.calib_rounds,
-           "per_network": gated, "densities": {}}
+           "per_network": hasattr(actor, "gates") and not args.joint, "densities": {}}
     names = [m for m, _ in methods]
     for d in (float(x) for x in args.densities.split(",")):
         cfg = eval_config(args.policy, drones=env.num_drones, density=d, obstacle_size=args.obstacle_size)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deploy.calibration import load_actor, record_states
+from deploy.calibration import calibration_states, load_actor, record_states
 from deploy.closed_loop import compressed_row
 from deploy.jlcm import JLCMConfig, uniform_budget_bytes
 from deploy.quantize import CALIBRATED, quantize_actor
@@ -84,7 +84,7 @@ def bench_compress(
     """The comparison on the policy of ``run`` (see the module docstring); returns a JSON-able dict."""
     torch.set_num_threads(threads)
     actor, cfg = load_actor(run)
-    calib = record_states(cfg, calib_states, seed=calib_seed, policy=actor)
+    calib = calibration_states(cfg, calib_states, seed=calib_seed, policy=actor)
     test = record_states(cfg, test_states, seed=test_seed, policy=actor)
     out_rows = []
     for row in rows:
