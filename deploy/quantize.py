@@ -180,8 +180,8 @@ def quantize_networks(actor: nn.Module, method: str, bits: int, calib: torch.Ten
     Why: compressed as one actor, the gated networks count in the calibration loss only on the few states
     they fly (3-5 % of a policy's flight), so the width allocation gives their layers 1-3 bits and their
     errors are what touches columns and neighbours (docs/deploy.md, "The close-range policy, compressed").
-    ``calib`` needs enough of each gated network's states: deploy.calibration.record_states(..., gated=N)
-    adds them. The layers, re-learned float parameters and logs keep the actor's parameter names.
+    ``calib`` needs enough of each gated network's states (deploy.calibration.calibration_states adds them).
+    The layers, re-learned float parameters and logs keep the actor's parameter names.
     """
     if calib is None or calib.numel() == 0:
         raise ValueError(f"method {method!r} needs a calibration set; none was given")
@@ -197,8 +197,8 @@ def quantize_networks(actor: nn.Module, method: str, bits: int, calib: torch.Ten
         if states.shape[0] < MIN_NETWORK_STATES:
             raise ValueError(
                 f"the {name} network's gate picks {states.shape[0]} of the {calib.shape[0]} calibration states, "
-                f"fewer than {MIN_NETWORK_STATES}: record more of them (deploy.calibration.record_states(..., "
-                "gated=N)) or compress the actor as one (per_network=False)"
+                f"fewer than {MIN_NETWORK_STATES}: record more of them (deploy.calibration.calibration_states) or "
+                "compress the actor as one (per_network=False)"
             )
         q = quantize_actor(net, method, bits, calib=states, per_network=False, **settings)
         layers.update({prefix + n: dataclasses.replace(ql, name=prefix + n) for n, ql in q.layers.items()})

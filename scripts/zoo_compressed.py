@@ -2,7 +2,7 @@
 
     python scripts/zoo_compressed.py zoo:swarm8_obstacles --densities 0.2,0.4 --episodes 32
     python scripts/zoo_compressed.py zoo:swarm_dense_close --densities 0.4,0.6 --episodes 1024 --seed 3000 \
-        --backends sim --methods float32,int8,jlcm:3,jlcm:4 --calib rollout
+        --backends sim --methods float32,int8,jlcm:3,jlcm:4 --calib rollout --joint
     python scripts/zoo_compressed.py zoo:swarm_dense_close --densities 0.4,0.6 --episodes 1024 --seed 3000 \
         --backends sim --methods float32,int8,jlcm:3 --calib rollout --calib-rounds 4
 
