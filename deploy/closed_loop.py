@@ -126,11 +126,13 @@ def closed_loop_markdown(rows: list[dict[str, Any]], backends: Sequence[str] = (
     return "\n".join(lines) + "\n"
 
 
-def _parse_methods(text: str) -> list[tuple[str, int | None]]:
-    out: list[tuple[str, int | None]] = []
+def parse_methods(text: str) -> list[tuple[str, int]]:
+    """``"float32,jlcm:3,int8"`` -> [(method, bits)], each checked and its bits filled in (the method's default
+    where none is given), so they match the keys of closed_loop_report's ``precomputed``."""
+    out: list[tuple[str, int]] = []
     for item in text.split(","):
         name, _, bits = item.strip().partition(":")
-        out.append((name, int(bits) if bits else None))
+        out.append((name, check_method_bits(name, int(bits) if bits else None)))
     return out
 
 
@@ -155,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     calib = record_states(cfg, NUM_CALIB_STATES, seed=1000 + args.seed, policy=actor)
     test = record_states(cfg, NUM_TEST_STATES, seed=2000 + args.seed, policy=actor)
     backends = tuple(b for b in args.backends.split(",") if b)
-    rows = closed_loop_report(actor, cfg, _parse_methods(args.methods), episodes=args.episodes, backends=backends,
+    rows = closed_loop_report(actor, cfg, parse_methods(args.methods), episodes=args.episodes, backends=backends,
                               calib=calib, test=test, seed=args.seed)
     if args.json:
         with open(args.json, "w") as f:

@@ -27,7 +27,7 @@ from deploy.calibration import (
     load_actor,
     record_states,
 )
-from deploy.closed_loop import closed_loop_report
+from deploy.closed_loop import closed_loop_report, parse_methods
 from deploy.quantize import CALIBRATED
 from marl.evaluate import eval_config, evaluate
 
@@ -50,8 +50,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     backends = tuple(args.backends.split(","))
-    methods = [(m.partition(":")[0], int(m.partition(":")[2]) if m.partition(":")[2] else None)
-               for m in args.methods.split(",")]
+    methods = parse_methods(args.methods)
     actor, env = load_actor(args.policy)
     flyer = actor if args.calib == "rollout" else None
     gather = record_states if args.joint else calibration_states  # the one-actor rows: a plain sample, as before

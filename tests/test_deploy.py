@@ -331,3 +331,14 @@ def test_closed_loop_report_reuses_a_precomputed_compression():
                               episode_seconds=0.4)
     assert rows[0]["weight_bytes"] == int4.accounting()["weight_bytes"]
     assert rows[0]["weight_bytes"] < quantize_actor(actor, "int8", 8).accounting()["weight_bytes"]
+
+
+def test_parse_methods_fills_in_default_bits_and_refuses_unknown_ones():
+    from deploy.closed_loop import parse_methods
+
+    # the bits filled in are the keys closed_loop_report looks its precomputed compressions up by
+    assert parse_methods("float32, jlcm,gptq:4") == [("float32", 32), ("jlcm", 3), ("gptq", 4)]
+    with pytest.raises(ValueError, match="bits=7 is not supported by method 'jlcm'"):
+        parse_methods("jlcm:7")
+    with pytest.raises(ValueError, match="method='jlcmx' is unknown"):
+        parse_methods("jlcmx:3")
