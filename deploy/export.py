@@ -28,7 +28,6 @@ from deploy.calibration import (
     GATED_ROUNDS,
     NUM_CALIB_STATES,
     NUM_TEST_STATES,
-    calibrate_in_closed_loop,
     calibration_states,
     load_actor,
     load_states,
@@ -38,6 +37,8 @@ from deploy.closed_loop import DEFAULT_METHODS, closed_loop_markdown, closed_loo
 from deploy.crazyflie import CONTROLLER_C
 from deploy.export_c import check_supported, generate_c
 from deploy.quantize import CALIBRATED, check_method_bits, quantize_actor
+from deploy.selection import SELECT_EPISODES, choose_compression
+from envs.config import SwarmConfig
 
 TARGETS = ("host", "cortex-m4")
 GOLDEN = 4
@@ -91,6 +92,9 @@ def export_policy(
     onnx: bool = False,
     calib: str | None = "rollout",
     calib_rounds: int | None = None,
+    candidates: int = 1,
+    select_cfgs: list[SwarmConfig] | None = None,
+    select_episodes: int = SELECT_EPISODES,
     jlcm_kwargs: dict[str, Any] | None = None,
     closed_loop: int = 0,
     closed_loop_backends: tuple[str, ...] = ("sim", "pybullet"),
@@ -104,8 +108,12 @@ def export_policy(
     refuse). calib_rounds: rounds of closed-loop calibration (deploy.calibration.calibrate_in_closed_loop: the
     compressed actor's own flights added to the calibration states; None: 4 for an actor with gated networks
     under a calibrated method, where one round of its float flights leaves its compressed copy touching
-    columns (docs/deploy.md), else 0). jlcm_kwargs: settings of jlcm (deploy.jlcm.JLCMConfig) or, for the other methods,
-    deploy.gptq.CalibratedConfig (e.g. ``allocate`` / ``tune_float`` for gptq).
+    columns (docs/deploy.md), else 0). candidates: compressions from independent calibration draws to choose
+    among by their flights (deploy.selection.choose_compression: the fewest failed drones on selection maps
+    of each of ``select_cfgs``, with None of the policy's own environment, ``select_episodes`` episodes each;
+    1 = no selection, no flights);
+    report.json ``selection`` logs each. jlcm_kwargs: settings of jlcm (deploy.jlcm.JLCMConfig)
+    or, for the other methods, deploy.gptq.CalibratedConfig (e.g. ``allocate`` / ``tune_float`` for gptq).
     The test states of the fidelity figures are recorded from other episodes of the policy's own
     rollouts (of the PID controller with ``pid``). closed_loop: episodes per method and backend of the closed-loop check
     (deploy/closed_loop.py: float32, int8, int4, kmeans 3, jlcm 3 and the exported method, dequantised
@@ -125,6 +133,10 @@ def export_policy(
         calib_rounds = GATED_ROUNDS if hasattr(actor, "gates") and method in CALIBRATED else 0
     if calib_rounds < 0:
         raise ValueError(f"calib_rounds={calib_rounds} must be >= 0 (rounds of closed-loop calibration)")
+    if candidates < 1 or (candidates > 1 and (method not in CALIBRATED or calib not in ("rollout", "pid"))):
+        raise ValueError(f"candidates={candidates} must be 1, or > 1 with a calibrated method (jlcm, gptq, "
+                         f"kmeans_w) and --calib rollout or pid (each candidate draws its own states); got "
+                         f"method {method!r}, calib {calib!r}")
     if calib in (None, "none"):
         calib_states = None
     elif calib in ("rollout", "pid"):
@@ -134,9 +146,12 @@ def export_policy(
     if method in CALIBRATED and calib_states is None:
         raise ValueError(f"method {method!r} needs calibration states: use --calib rollout or --calib FILE, not none")
     test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed, policy=flyer)
-    if calib_rounds > 0 and method in CALIBRATED:
-        q, calib_states = calibrate_in_closed_loop(actor, cfg, method, bits, calib_states, calib_rounds,
-                                                   seed=1100 + seed, **(jlcm_kwargs or {}))
+    selection: dict[str, Any] = {}
+    if method in CALIBRATED:  # one candidate: calibrate_in_closed_loop's compression (quantize_actor's at 0 rounds)
+        q, calib_states, selection = choose_compression(
+            actor, cfg, method, bits, calib_states, candidates, calib_rounds, calib_seed=1000 + seed,
+            round_seed=1100 + seed, flyer=flyer, select_cfgs=select_cfgs, episodes=select_episodes,
+            **(jlcm_kwargs or {}))
     else:
         q = quantize_actor(actor, method, bits, calib=calib_states, **(jlcm_kwargs or {}))
     deq = q.dequantized(actor)
@@ -169,6 +184,7 @@ def export_policy(
         "self_test": "pass" if host_st == 0 else f"fail ({host_st})",
         "macs": stats["macs"], "test_states": len(test),
         "calib_states": None if calib_states is None else len(calib_states), "calib_rounds": calib_rounds,
+        "candidates": candidates, "selection": selection,
         "states_from": "PID rollouts" if flyer is None else "policy rollouts",
     }
     try:

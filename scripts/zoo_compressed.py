@@ -5,6 +5,8 @@
         --backends sim --methods float32,int8,jlcm:3,jlcm:4 --calib rollout --joint
     python scripts/zoo_compressed.py zoo:swarm_dense_close --densities 0.4,0.6 --episodes 1024 --seed 3000 \
         --backends sim --methods float32,int8,jlcm:3 --calib rollout --calib-rounds 4
+    python scripts/zoo_compressed.py zoo:swarm_dense_close --densities 0.4,0.6 --episodes 1024 --seed 3000 \
+        --backends sim --methods float32,jlcm:3 --calib rollout --calib-rounds 4 --candidates 4
 
 Prints one JSON object: per density, deploy.closed_loop's rows (bytes, action errors, success and collision
 rate per backend) for each method and pid_avoid's on the same maps and seeds for reference.
@@ -22,13 +24,13 @@ import torch
 from deploy.calibration import (
     NUM_CALIB_STATES,
     NUM_TEST_STATES,
-    calibrate_in_closed_loop,
     calibration_states,
     load_actor,
     record_states,
 )
 from deploy.closed_loop import closed_loop_report, parse_methods
 from deploy.quantize import CALIBRATED
+from deploy.selection import choose_compression
 from marl.evaluate import eval_config, evaluate
 
 
@@ -43,6 +45,9 @@ def main() -> None:
                    help="states flown by the PID controller, or by the policy itself (marl export's default)")
     p.add_argument("--calib-rounds", type=int, default=0,
                    help="rounds of closed-loop calibration (the compressed actor's own flights added) per method")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="compressions per method from independent calibration draws; the one that fails the fewest "
+                   "drones on selection maps (the evaluation's densities, another seed) is kept (deploy.selection)")
     p.add_argument("--joint", action="store_true", help="compress a gated actor as one, not network by network")
     p.add_argument("--backends", default="sim,pybullet")
     p.add_argument("--methods", default="float32,jlcm:3", help="method[:bits], comma-separated")
@@ -56,19 +61,25 @@ def main() -> None:
     gather = record_states if args.joint else calibration_states  # the one-actor rows: a plain sample, as before
     calib = gather(env, NUM_CALIB_STATES, seed=args.calib_seed, policy=flyer)
     test = record_states(env, NUM_TEST_STATES, seed=args.calib_seed + 1, policy=flyer)
-    precomputed = {}
+    densities = [float(x) for x in args.densities.split(",")]
+    cfgs = {d: eval_config(args.policy, drones=env.num_drones, density=d, obstacle_size=args.obstacle_size)
+            for d in densities}
+    if args.candidates > 1 and args.joint:
+        raise ValueError("--candidates draws each candidate's states as calibration_states does; not with --joint")
+    precomputed, selection = {}, {}
     for method, bits in methods:
         if method in CALIBRATED:
             t0 = time.perf_counter()
-            precomputed[(method, bits)], _ = calibrate_in_closed_loop(
-                actor, env, method, bits, calib, args.calib_rounds, seed=args.calib_seed + 100,
+            precomputed[(method, bits)], _, selection[f"{method}:{bits}"] = choose_compression(
+                actor, env, method, bits, calib, args.candidates, args.calib_rounds, calib_seed=args.calib_seed,
+                round_seed=args.calib_seed + 100, flyer=flyer, select_cfgs=list(cfgs.values()),
                 per_network=not args.joint)
             print(f"{method}:{bits} compressed in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     out = {"policy": args.policy, "seed": args.seed, "calib": args.calib, "calib_rounds": args.calib_rounds,
-           "per_network": hasattr(actor, "gates") and not args.joint, "densities": {}}
+           "per_network": hasattr(actor, "gates") and not args.joint, "candidates": args.candidates,
+           "selection": selection, "densities": {}}
     names = [m for m, _ in methods]
-    for d in (float(x) for x in args.densities.split(",")):
-        cfg = eval_config(args.policy, drones=env.num_drones, density=d, obstacle_size=args.obstacle_size)
+    for d, cfg in cfgs.items():
         rows = {r["method"] if names.count(r["method"]) == 1 else f"{r['method']}:{r['bits']}": r
                 for r in closed_loop_report(actor, cfg, methods=methods, episodes=args.episodes, backends=backends,
                                             calib=calib, test=test, seed=args.seed, precomputed=precomputed)}

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from deploy.export import export_policy
 from deploy.quantize import METHODS
+from deploy.selection import SELECT_EPISODES
+from marl.evaluate import eval_config
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -16,6 +18,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     report = export_policy(
         out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
         preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, calib_rounds=args.calib_rounds,
+        candidates=args.candidates, select_episodes=args.select_episodes,
+        select_cfgs=None if args.select_densities is None else
+        [eval_config(args.run or "pid", density=float(d)) for d in args.select_densities.split(",") if d],
         closed_loop=args.closed_loop,
         closed_loop_backends=tuple(b for b in args.closed_loop_backends.split(",") if b),
     )
@@ -51,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="rounds of closed-loop calibration: the compressed actor's own flights are added to the "
                     "calibration states and it is compressed again (default: 4 for a policy with close-range "
                     "networks under jlcm / gptq / kmeans_w, else 0)")
+    ex.add_argument("--candidates", type=int, default=1, metavar="K",
+                    help="compress K times from independent calibration draws and keep the one that fails the "
+                    "fewest drones on selection maps (default 1: no selection)")
+    ex.add_argument("--select-densities", default=None, metavar="D,...",
+                    help="densities the --candidates fly, each on its own with the policy's other settings "
+                    "(default: the policy's own environment)")
+    ex.add_argument("--select-episodes", type=int, default=SELECT_EPISODES, metavar="N",
+                    help=f"episodes per selection density (default {SELECT_EPISODES})")
     ex.add_argument("--closed-loop", type=int, default=0, metavar="N",
                     help="also fly the dequantised actor of every method N episodes (report.json closed_loop)")
     ex.add_argument("--closed-loop-backends", default="sim,pybullet",
