@@ -79,10 +79,10 @@ def test_cli_export_chooses_among_candidates(tmp_path):
 
     out = tmp_path / "exp"
     assert main(["export", "--policy", "deployable", "--method", "gptq", "--candidates", "2", "--select-densities",
-                 "0.2", "--select-episodes", "2", "--out", str(out), "--json"]) == 0
+                 "0.2,0.4", "--select-obstacle-size", "0.7", "--select-episodes", "2", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     sel = report["selection"]
     assert report["candidates"] == 2 and [c["candidate"] for c in sel["candidates"]] == [0, 1]
-    assert sel["flown"] == [{"density": 0.2, "obstacle_size": 0.6}] and sel["episodes"] == 2
+    assert sel["flown"] == [{"density": d, "obstacle_size": 0.7} for d in (0.2, 0.4)] and sel["episodes"] == 2
     totals = [c["total"] for c in sel["candidates"]]
     assert sel["chosen"] == totals.index(min(totals)) and report["c_vs_torch_max_abs_diff"] <= 1e-5

@@ -9,7 +9,19 @@ from pathlib import Path
 from deploy.export import export_policy
 from deploy.quantize import METHODS
 from deploy.selection import SELECT_EPISODES
+from envs.config import SwarmConfig
 from marl.evaluate import eval_config
+
+
+def _select_cfgs(args: argparse.Namespace) -> list[SwarmConfig] | None:
+    """The environments the --candidates fly: each --select-densities value on its own, at
+    --select-obstacle-size if given (as marl bench policies flies a cell); None: the policy's own."""
+    if args.select_densities is None:
+        if args.select_obstacle_size is not None:
+            raise ValueError("--select-obstacle-size needs --select-densities (the densities the candidates fly)")
+        return None
+    size = {} if args.select_obstacle_size is None else {"obstacle_size": args.select_obstacle_size}
+    return [eval_config(args.run or "pid", density=float(d), **size) for d in args.select_densities.split(",") if d]
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -19,8 +31,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
         preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, calib_rounds=args.calib_rounds,
         candidates=args.candidates, select_episodes=args.select_episodes,
-        select_cfgs=None if args.select_densities is None else
-        [eval_config(args.run or "pid", density=float(d)) for d in args.select_densities.split(",") if d],
+        select_cfgs=_select_cfgs(args),
         closed_loop=args.closed_loop,
         closed_loop_backends=tuple(b for b in args.closed_loop_backends.split(",") if b),
     )
@@ -62,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--select-densities", default=None, metavar="D,...",
                     help="densities the --candidates fly, each on its own with the policy's other settings "
                     "(default: the policy's own environment)")
+    ex.add_argument("--select-obstacle-size", type=float, default=None, metavar="M",
+                    help="column diameter (m) of the selection flights (default: the policy's own, or its range)")
     ex.add_argument("--select-episodes", type=int, default=SELECT_EPISODES, metavar="N",
                     help=f"episodes per selection density (default {SELECT_EPISODES})")
     ex.add_argument("--closed-loop", type=int, default=0, metavar="N",
