@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -39,7 +40,8 @@ def main() -> None:
     p.add_argument("policy")
     p.add_argument("--densities", default="0.2,0.4")
     p.add_argument("--episodes", type=int, default=32, help="episodes per density and backend")
-    p.add_argument("--seed", type=int, default=1000, help="episodes (held out)")
+    p.add_argument("--seed", default="1000", help="seed of the episodes (held out); several, comma-separated, fly "
+                   "the same compressions on each (JSON: seeds -> densities)")
     p.add_argument("--calib-seed", type=int, default=5000)
     p.add_argument("--calib", choices=("pid", "rollout"), default="pid",
                    help="states flown by the PID controller, or by the policy itself (marl export's default)")
@@ -51,6 +53,8 @@ def main() -> None:
     p.add_argument("--joint", action="store_true", help="compress a gated actor as one, not network by network")
     p.add_argument("--backends", default="sim,pybullet")
     p.add_argument("--methods", default="float32,jlcm:3", help="method[:bits], comma-separated")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="also write each compressed method's dequantised actor (state dict, METHOD_BITS.pt) to DIR")
     p.add_argument("--obstacle-size", type=float, default=0.6, help="column diameter (m) of the episodes")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -75,20 +79,33 @@ def main() -> None:
                 round_seed=args.calib_seed + 100, flyer=flyer, select_cfgs=list(cfgs.values()),
                 per_network=not args.joint)
             print(f"{method}:{bits} compressed in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    out = {"policy": args.policy, "seed": args.seed, "calib": args.calib, "calib_rounds": args.calib_rounds,
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                torch.save(precomputed[(method, bits)].dequantized(actor).state_dict(),
+                           Path(args.save) / f"{method}_{bits}.pt")
+    seeds = [int(s) for s in args.seed.split(",")]
+    out = {"policy": args.policy, "seed": seeds[0] if len(seeds) == 1 else seeds, "calib": args.calib,
+           "calib_rounds": args.calib_rounds,
            "per_network": hasattr(actor, "gates") and not args.joint, "candidates": args.candidates,
-           "selection": selection, "densities": {}}
+           "selection": selection}
     names = [m for m, _ in methods]
-    for d, cfg in cfgs.items():
-        rows = {r["method"] if names.count(r["method"]) == 1 else f"{r['method']}:{r['bits']}": r
-                for r in closed_loop_report(actor, cfg, methods=methods, episodes=args.episodes, backends=backends,
-                                            calib=calib, test=test, seed=args.seed, precomputed=precomputed)}
-        rows["pid_avoid"] = {}
-        for b in backends:
-            ref = evaluate("pid_avoid", backend=b, episodes=args.episodes, seed=args.seed, env_config=cfg)
-            rows["pid_avoid"].update({f"success_{b}": ref["success_rate"],
-                                      f"collision_rate_{b}": ref["collision_rate"]})
-        out["densities"][str(d)] = rows
+    by_seed: dict[str, dict] = {}
+    for seed in seeds:
+        by_seed[str(seed)] = {}
+        for d, cfg in cfgs.items():
+            rows = {r["method"] if names.count(r["method"]) == 1 else f"{r['method']}:{r['bits']}": r
+                    for r in closed_loop_report(actor, cfg, methods=methods, episodes=args.episodes, backends=backends,
+                                                calib=calib, test=test, seed=seed, precomputed=precomputed)}
+            rows["pid_avoid"] = {}
+            for b in backends:
+                ref = evaluate("pid_avoid", backend=b, episodes=args.episodes, seed=seed, env_config=cfg)
+                rows["pid_avoid"].update({f"success_{b}": ref["success_rate"],
+                                          f"collision_rate_{b}": ref["collision_rate"]})
+            by_seed[str(seed)][str(d)] = rows
+    if len(seeds) == 1:
+        out["densities"] = by_seed[str(seeds[0])]
+    else:
+        out["seeds"] = by_seed
     print(json.dumps(out, indent=1))
 
 
