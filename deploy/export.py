@@ -111,9 +111,9 @@ def export_policy(
     columns (docs/deploy.md), else 0). candidates: compressions from independent calibration draws to choose
     among by their flights (deploy.selection.choose_compression: the fewest failed drones on selection maps
     of each of ``select_cfgs``, with None of the policy's own environment, ``select_episodes`` episodes each;
-    1 = no selection, no flights);
-    report.json ``selection`` logs each. jlcm_kwargs: settings of jlcm (deploy.jlcm.JLCMConfig)
-    or, for the other methods, deploy.gptq.CalibratedConfig (e.g. ``allocate`` / ``tune_float`` for gptq).
+    1 = no selection, no flights); report.json ``selection`` logs each. jlcm_kwargs: settings of jlcm
+    (deploy.jlcm.JLCMConfig) or, for the other methods, deploy.gptq.CalibratedConfig (e.g. ``allocate`` /
+    ``tune_float`` for gptq).
     The test states of the fidelity figures are recorded from other episodes of the policy's own
     rollouts (of the PID controller with ``pid``). closed_loop: episodes per method and backend of the closed-loop check
     (deploy/closed_loop.py: float32, int8, int4, kmeans 3, jlcm 3 and the exported method, dequantised

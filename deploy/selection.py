@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from deploy.calibration import NUM_CALIB_STATES, calibrate_in_closed_loop, calibration_states
+from deploy.closed_loop import ActorPolicy
 from deploy.quantize import QuantizedActor
 from envs.config import SwarmConfig
 from envs.evaluation import evaluate_swarm
@@ -29,12 +30,8 @@ CANDIDATE_STRIDE = 10_000  # candidate k's calibration and round seeds are candi
 
 def failed_drones(policy: nn.Module, cfg: SwarmConfig, episodes: int, seed: int) -> int:
     """Drones that did not succeed in ``episodes`` episodes of ``cfg`` (batched simulator, from ``seed``)
-    flown by ``policy`` (obs -> actions, clamped to [-1, 1] as deployed)."""
-
-    def act(obs: torch.Tensor) -> torch.Tensor:
-        return policy(obs).clamp(-1.0, 1.0)
-
-    res, _ = evaluate_swarm(act, cfg, episodes, seed, "sim")
+    flown by the actor ``policy`` (its actions clamped, as deployed)."""
+    res, _ = evaluate_swarm(ActorPolicy(policy), cfg, episodes, seed, "sim")
     return round((1.0 - float(res["success_rate"])) * episodes * cfg.num_drones)
 
 
@@ -68,20 +65,22 @@ def choose_compression(
         raise ValueError(f"candidates={candidates} must be >= 1 (compressions to choose among)")
     n = min(calib.shape[0], NUM_CALIB_STATES)
     cfgs = list(select_cfgs) if select_cfgs is not None else [cfg]
-    made: list[tuple[QuantizedActor, torch.Tensor]] = []
+    best: tuple[QuantizedActor, torch.Tensor] | None = None
+    chosen = 0
     log: list[dict[str, Any]] = []
     for k in range(candidates):
         shift = k * CANDIDATE_STRIDE
         states = calib if k == 0 else calibration_states(cfg, n, seed=calib_seed + shift, policy=flyer)
-        made.append(calibrate_in_closed_loop(actor, cfg, method, bits, states, rounds, seed=round_seed + shift,
-                                             **settings))
+        q, states = calibrate_in_closed_loop(actor, cfg, method, bits, states, rounds, seed=round_seed + shift,
+                                             **settings)
         if candidates == 1:
-            return made[0][0], made[0][1], {}
-        policy = made[-1][0].dequantized(actor).eval()
-        failed = [failed_drones(policy, c, episodes, select_seed) for c in cfgs]
+            return q, states, {}
+        failed = [failed_drones(q.dequantized(actor).eval(), c, episodes, select_seed) for c in cfgs]
         log.append({"candidate": k, "calib_seed": calib_seed + shift, "failed_drones": failed, "total": sum(failed)})
-    chosen = min(range(candidates), key=lambda i: (log[i]["total"], i))
-    return made[chosen][0], made[chosen][1], {
+        if best is None or sum(failed) < log[chosen]["total"]:  # a tie keeps the earlier
+            best, chosen = (q, states), k
+    assert best is not None
+    return best[0], best[1], {
         "candidates": log, "chosen": chosen, "episodes": episodes, "seed": select_seed,
         "flown": [_conditions(c) for c in cfgs]}
 
