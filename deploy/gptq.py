@@ -73,7 +73,7 @@ class CalibratedConfig(BaseModel):
     steps: int = Field(1500, ge=0, description="tune_float: Adam steps")
     batch: int = Field(512, ge=1)
     lr_float: float = Field(0.005, gt=0, description="tune_float: Adam step (cosine decay)")
-    loss_power: float = Field(4.0, ge=2.0, description="p of the action loss (mean |e|^p)^(2/p)")
+    loss_power: float = Field(2.0, ge=2.0, description="p of the action loss (mean |e|^p)^(2/p); 2: the mean square")
     eval_every: int = Field(25, ge=1)
     max_eval_states: int = Field(8192, ge=1, description="calibration states of the Hessians and evaluations")
     seed: int = 0

@@ -54,7 +54,7 @@ class JLCMConfig(BaseModel):
     init: Literal["gptq", "nearest"] = Field("gptq", description="initial mappings")
     steps: int = Field(1500, ge=0, description="joint-learning steps")
     batch: int = Field(512, ge=1)
-    loss_power: float = Field(4.0, ge=2.0, description="p of the action loss (mean |e|^p)^(2/p)")
+    loss_power: float = Field(2.0, ge=2.0, description="p of the action loss (mean |e|^p)^(2/p); 2: the mean square")
     lr_codebook: float = Field(0.01, gt=0, description="Adam step on codebook entries and log-scales")
     tune_float: bool = Field(True, description="also learn the float32 biases and LayerNorm gains / shifts")
     lr_float: float = Field(0.005, gt=0, description="Adam step on biases and LayerNorm parameters")
