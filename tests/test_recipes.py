@@ -101,6 +101,29 @@ def test_swarm_dense_close_fits_the_gated_networks_of_the_zoo_policy_and_ships_t
     assert report["c_vs_torch_max_abs_diff"] < 1e-5 and report["self_test"] == "pass"
 
 
+def test_swarm_dense_careful_imitates_the_slower_teacher_from_scratch_then_fits_the_gated_networks(tmp_path,
+                                                                                                  monkeypatch):
+    taught = []
+
+    def spy(name, env, device="cpu", gains=None):
+        teacher = make_teacher(name, env, device=device, gains=gains)
+        taught.append((name, teacher.cfg.max_pos_error))
+        return teacher
+
+    make_teacher = pretrain.make_teacher
+    monkeypatch.setattr(pretrain, "make_teacher", spy)
+    cfg = resolve_config("swarm_dense_careful", [*TINY, *SHORT, *PRETRAIN, "train.total_agent_steps=1024",
+                                                 "env.num_drones=4", "pretrain.close_range.swarms=3",
+                                                 "pretrain.close_range.fit_steps=20", "pretrain.close_range.rounds=1",
+                                                 "agent.close_range=1.0", "agent.column_range=0.3"])
+    train(cfg, tmp_path / "run")
+    warm = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    # DAgger from scratch (no init_from), then the close-range fit, both labelled by pid_avoid at 1.2 m
+    assert "init_from" not in warm and warm["rows"] > 0 and len(warm["close_range"]["rounds"]) == 1
+    assert taught == [("pid_avoid", 1.2), ("pid_avoid", 1.2)]
+    assert resolve_config("swarm_dense_close").pretrain.teacher_gains is None  # the default teacher: 1.6 m
+
+
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
     with pytest.raises(ValueError, match="pid_avoid"):
         resolve_config("quickstart", ["pretrain.teacher=lqr"])
