@@ -49,7 +49,17 @@ from deploy.formats import (
     packed_bytes,
     to_f16,
 )
-from deploy.jlcm import _float_params, _layer_inputs, action_loss, candidate_bits, gptq_indices, greedy_allocate
+from deploy.jlcm import (
+    JLCMConfig,
+    _float_params,
+    _layer_inputs,
+    action_loss,
+    candidate_bits,
+    gptq_indices,
+    greedy_allocate,
+)
+
+_JLCM = JLCMConfig.model_fields  # the re-learning settings below default to JLCM's
 
 
 class CalibratedConfig(BaseModel):
@@ -70,12 +80,14 @@ class CalibratedConfig(BaseModel):
     act_order: bool = Field(True, description="gptq: round columns by decreasing Hessian diagonal")
     damp: float = Field(0.01, ge=0, description="gptq: Hessian damping, a fraction of its mean diagonal")
     sequential: bool = Field(True, description="gptq: each layer's Hessian on the already-quantised layers' outputs")
-    steps: int = Field(1500, ge=0, description="tune_float: Adam steps")
-    batch: int = Field(512, ge=1)
-    lr_float: float = Field(0.005, gt=0, description="tune_float: Adam step (cosine decay)")
-    loss_power: float = Field(2.0, ge=2.0, description="p of the action loss (mean |e|^p)^(2/p); 2: the mean square")
-    eval_every: int = Field(25, ge=1)
-    max_eval_states: int = Field(8192, ge=1, description="calibration states of the Hessians and evaluations")
+    steps: int = Field(_JLCM["steps"].default, ge=0, description="tune_float: Adam steps")
+    batch: int = Field(_JLCM["batch"].default, ge=1)
+    lr_float: float = Field(_JLCM["lr_float"].default, gt=0, description="tune_float: Adam step (cosine decay)")
+    loss_power: float = Field(_JLCM["loss_power"].default, ge=2.0,
+                              description="p of the action loss (mean |e|^p)^(2/p)")
+    eval_every: int = Field(_JLCM["eval_every"].default, ge=1)
+    max_eval_states: int = Field(_JLCM["max_eval_states"].default, ge=1,
+                                 description="calibration states of the Hessians and evaluations")
     seed: int = 0
 
 
