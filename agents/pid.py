@@ -81,6 +81,12 @@ class PIDConfig:
     # every failure a drone still on its way), 0.8 reached every goal, 1.2 hit columns.
     slow_speed: float = 0.8  # m/s, speed limit at the safe clearance to a column ...
     slow_gain: float = 3.0  # 1/s ... rising this much per metre of extra clearance
+    # Cruise near hazards (0: off). The position error is clipped at caution_pos_error instead of max_pos_error
+    # where a column or neighbour is within its avoidance range, blended by caution_ramp x the hazard proximity
+    # (hazard_proximity; 3: fully at a third of the way in), so the drone cruises fast in the open and slowly
+    # only where it has something to avoid. Off by default; a slower teacher for imitation (docs/training.md).
+    caution_pos_error: float = 0.0  # m
+    caution_ramp: float = 3.0
 
     @classmethod
     def from_dynamics(cls, dyn, **overrides) -> PIDConfig:
@@ -168,7 +174,8 @@ class PIDController:
 
         # Position PID -> desired acceleration (world frame).
         norm = err.norm(dim=-1, keepdim=True)
-        err_c = err * (c.max_pos_error / norm.clamp_min(c.max_pos_error))  # caps the approach speed
+        clip = self.position_error_clip(obs)
+        err_c = err * (clip / norm.clamp_min(clip))  # caps the approach speed
         if self.integral is None or self.integral.shape[:2] != (e, m):
             self.integral = torch.zeros(e, m, 3, device=self.device)
         near = (norm < c.integral_zone).float()  # [E, M, 1]
@@ -202,6 +209,15 @@ class PIDController:
         torque = self.inertia * (-self.kr * e_rot - self.kw * omega) + torch.linalg.cross(omega, jw)
         torque[..., 2] = torque[..., 2].clamp(-self.max_yaw_torque, self.max_yaw_torque)
         return self._mix(thrust, torque)
+
+    def position_error_clip(self, obs: torch.Tensor) -> torch.Tensor | float:
+        """The clip of the position error (m), which caps the cruise speed near kp / kd times it: max_pos_error,
+        or [E, M, 1] blended towards caution_pos_error near hazards when avoidance and caution are on."""
+        c = self.cfg
+        if not (c.avoid and c.caution_pos_error > 0.0):
+            return c.max_pos_error
+        f = (c.caution_ramp * self.hazard_proximity(obs)).clamp(max=1.0).unsqueeze(-1)
+        return c.max_pos_error + (c.caution_pos_error - c.max_pos_error) * f
 
     def velocity_setpoint(self, obs: torch.Tensor, err_c: torch.Tensor) -> torch.Tensor:
         """The PD written as a velocity set-point [E, M, 3] from the capped position error err_c = p - g:

@@ -141,3 +141,23 @@ def test_spec_checks_layout():
     assert ctrl(env.reset(seed=0)).shape == (2, 4, 4)
     with pytest.raises(ValueError):
         ctrl(torch.zeros(2, 4, 19 + 6 * 2 + 9))  # K = 2 observations for a K = 3 spec
+
+
+def test_caution_slows_the_cruise_only_near_hazards():
+    # 3 m from the goal, level, at rest; the SDF part says where the nearest column's surface is.
+    obs = torch.zeros(2, 1, 28)
+    obs[..., 0] = 3.0
+    obs[..., 6:15] = torch.eye(3).flatten()
+    obs[0, :, 19:] = 5.0  # open space
+    obs[1, :, 19:] = PIDConfig().arm + 0.1  # at the safe clearance of a column: full proximity
+    plain = PIDController(PIDConfig(avoid=True))
+    careful = PIDController(PIDConfig(avoid=True, caution_pos_error=1.2))
+    assert plain.position_error_clip(obs) == pytest.approx(1.6)
+    clip = careful.position_error_clip(obs).flatten()
+    assert clip.tolist() == pytest.approx([1.6, 1.2])
+    # Half the ramp: halfway between the two clips.
+    obs[1, :, 19:] = PIDConfig().arm + 0.8 - 0.7 / 6.0
+    assert careful.position_error_clip(obs)[1].item() == pytest.approx(1.4, abs=1e-4)
+    # Without avoidance the option does nothing; in the open the actions are the plain controller's.
+    assert PIDController(PIDConfig(caution_pos_error=1.2)).position_error_clip(obs) == pytest.approx(1.6)
+    torch.testing.assert_close(careful(obs[:1]), plain(obs[:1]))
