@@ -161,3 +161,36 @@ def test_caution_slows_the_cruise_only_near_hazards():
     # Without avoidance the option does nothing; in the open the actions are the plain controller's.
     assert PIDController(PIDConfig(caution_pos_error=1.2)).position_error_clip(obs) == pytest.approx(1.6)
     torch.testing.assert_close(careful(obs[:1]), plain(obs[:1]))
+
+
+def test_brake_room_floor_softens_braking_only_inside_the_safe_clearance():
+    # A column on +x (its SDF falls by 0.1 m per grid step towards +x), the drone closing on it at 0.5 m/s.
+    arm = PIDConfig().arm
+    obs = torch.zeros(2, 1, 28)
+    obs[..., 3] = 0.5
+    obs[..., 6:15] = torch.eye(3).flatten()
+    offsets = torch.tensor([-1.0, -1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])  # x offset of each SDF cell
+    for row, clear in enumerate((0.05, 0.3)):  # inside / outside the 0.1 m safe clearance
+        obs[row, :, 19:] = arm + clear - 0.1 * offsets
+    v_des = torch.zeros(2, 1, 3)
+    _, plain = PIDController(PIDConfig(avoid=True)).avoid_velocity(obs, v_des)
+    _, floored = PIDController(PIDConfig(avoid=True, brake_room_floor=0.5)).avoid_velocity(obs, v_des)
+    # Inside: the plain room (clearance - safe) is floored at 1 cm, so it brakes at max_brake (8 m/s^2); with
+    # the floor the room is half the 5 cm clearance: 0.5^2 / (2 x 0.025) = 5 m/s^2, away from the column.
+    assert plain[0, 0].tolist() == pytest.approx([-8.0, 0.0, 0.0], abs=1e-4)
+    assert floored[0, 0].tolist() == pytest.approx([-5.0, 0.0, 0.0], abs=1e-4)
+    # Outside, clearance - safe (0.2 m) is more than half the clearance: the floor changes nothing.
+    torch.testing.assert_close(floored[1], plain[1])
+
+
+def test_brake_room_floor_threads_the_gaps_between_large_columns():
+    # 0.8 m columns stand 0.2 m apart: the plain controller chatters in the gaps and times out.
+    cfg = make_config(num_drones=8, scenario="o_random", density=0.6, obstacle_size=0.8)
+    gains = dict(brake_room_floor=0.5, max_brake=12.0, push_gain=4.0)  # configs/swarm_dense_gaps.yaml's teacher
+    runs = {}
+    for name, extra in (("plain", {}), ("floored", gains)):
+        env = QuadSwarmVecEnv(cfg, num_envs=16)
+        ctrl = PIDController(PIDConfig.from_dynamics(cfg.dynamics, avoid=True, **extra))
+        runs[name] = _run_episode(env, ctrl, env.reset(seed=0))
+    assert runs["floored"]["deadlock_rate"] < 0.5 * runs["plain"]["deadlock_rate"]
+    assert runs["floored"]["success_rate"] > runs["plain"]["success_rate"] + 0.04
