@@ -122,6 +122,11 @@ def test_swarm_dense_careful_imitates_the_slower_teacher_from_scratch_then_fits_
     assert "init_from" not in warm and warm["rows"] > 0 and len(warm["close_range"]["rounds"]) == 1
     assert taught == [("pid_avoid", 1.2), ("pid_avoid", 1.2)]
     assert resolve_config("swarm_dense_close").pretrain.teacher_gains is None  # the default teacher: 1.6 m
+    # swarm_dense_gaps is the same procedure whose slower teacher also threads narrow gaps (agents.pid)
+    gaps = resolve_config("swarm_dense_gaps").pretrain
+    assert gaps.init_from is None and gaps.teacher_gains == {"max_pos_error": 1.2, "brake_room_floor": 0.5,
+                                                             "max_brake": 12.0, "push_gain": 4.0}
+    assert make_teacher("pid_avoid", cfg.env, gains=gaps.teacher_gains).cfg.brake_room_floor == 0.5
 
 
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():

@@ -16,7 +16,8 @@ from marl.evaluate import eval_config, evaluate
 from marl.train_config import resolve_config
 from marl.zoo import KEEP, add_to_zoo, list_zoo
 
-SHIPPED = ("quickstart", "swarm8_obstacles", "swarm_dense", "swarm_dense_close", "swarm_dense_careful")
+SHIPPED = ("quickstart", "swarm8_obstacles", "swarm_dense", "swarm_dense_close", "swarm_dense_careful",
+           "swarm_dense_gaps")
 
 
 def test_shipped_entries_are_complete_small_and_weights_only():
