@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 
 import torch
 
 from agents.checkpoint import load_policy
+from marl.devices import claim_cores
 from marl.imitation import dagger, make_student
 from marl.train_config import resolve_config
 from marl.trainer import Trainer, train
@@ -77,3 +79,13 @@ def test_a_training_run_computes_on_the_configured_device_end_to_end(tmp_path):
     assert _resolved(sampler.env.device) == want and sampler.obs.device == want
     assert _on(vars(sampler.env), want) == [] and _on(vars(sampler.env.live), want) == []
     assert _on(vars(sampler.teacher), want) == []
+
+
+def test_runs_side_by_side_claim_different_cores(tmp_path):
+    with ExitStack() as first, ExitStack() as second, ExitStack() as third:
+        a = claim_cores([0, 1], 1, first, tmp_path)
+        b = claim_cores([0, 1], 1, second, tmp_path)
+        assert a == [0] and b == [1]  # the second run takes the core the first left free
+        assert claim_cores([0, 1], 1, third, tmp_path) == [0]  # none free: share, never refuse
+    with ExitStack() as again:
+        assert claim_cores([0, 1], 2, again, tmp_path) == [0, 1]  # released when the runs end
