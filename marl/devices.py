@@ -53,7 +53,10 @@ def cpu_name() -> str:
 
 def _try_lock(core: int, lock_dir: Path) -> IO[str] | None:
     """The open lock file of ``core`` if no other process holds it, else None."""
-    f = open(lock_dir / f"core-{core}.lock", "a")  # noqa: SIM115 - held open while the core is claimed
+    try:
+        f = open(lock_dir / f"core-{core}.lock", "a")  # noqa: SIM115 - held open while the core is claimed
+    except OSError:  # unwritable lock dir: treat the core as claimed rather than fail the run
+        return None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -65,8 +68,12 @@ def _try_lock(core: int, lock_dir: Path) -> IO[str] | None:
 def claim_cores(cores: list[int], n: int, stack: ExitStack, lock_dir: Path | None = None) -> list[int]:
     """``n`` of ``cores``, those no other running process has claimed first; the claims last as long
     as ``stack``. Where fewer are free, the rest are the lowest claimed ones (shared, never refused)."""
-    lock_dir = lock_dir or Path(tempfile.gettempdir()) / "marl-cores"
-    lock_dir.mkdir(exist_ok=True)
+    if lock_dir is None:  # per user: another user's lock files are not ours to open
+        lock_dir = Path(tempfile.gettempdir()) / f"marl-cores-{os.getuid()}"
+    try:
+        lock_dir.mkdir(exist_ok=True)
+    except OSError:
+        return cores[:n]
     free = []
     for core in cores:
         if len(free) == n:
