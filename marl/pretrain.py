@@ -35,7 +35,7 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
         c = cfg.close_range
         out["close_range"] = fit_close_range(policy, env, teacher, swarms=c.swarms, rounds=c.rounds,
                                              fit_steps=c.fit_steps, batch=c.batch, lr=c.lr, seed=seed,
-                                             closing_weight=c.closing_weight)
+                                             closing_weight=c.closing_weight, lr_decay=bool(c.lr_decay))
         out["agent_steps"] += c.rounds * c.swarms * episode_steps * env.num_drones
     return {**out, "wall_s": time.perf_counter() - t0}
 
@@ -48,7 +48,7 @@ def imitate(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: in
                     optimizer=cfg.optimizer, num_envs=cfg.num_envs, fit_steps=cfg.fit_steps, batch=cfg.batch,
                     lr=cfg.lr, seed=seed, hazard_weight=cfg.hazard_weight or 0.0,
                     action_noise=cfg.action_noise or 0.0, focus_envs=cfg.focus.envs if cfg.focus else 0,
-                    focus_threshold=cfg.focus.threshold if cfg.focus else 0.5)
+                    focus_threshold=cfg.focus.threshold if cfg.focus else 0.5, lr_decay=bool(cfg.lr_decay))
     episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
     swarms = (cfg.iterations + 1) * cfg.num_envs + (cfg.iterations * cfg.focus.envs if cfg.focus else 0)
     return {

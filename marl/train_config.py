@@ -162,6 +162,9 @@ class CloseRangeFitConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     closing_weight: float = Field(0.0, ge=0, description="each gated sample's weight is 1 + this x the speed "
                                   "(m/s) at which it closes in on its gate's hazard (0: all equal)")
+    # None, not False: earlier runs' resolved configs stay the same, so they still resume.
+    lr_decay: bool | None = Field(None, description="each fit's learning rate falls linearly to 0 over its "
+                                  "fit_steps (None/false: constant lr)")
 
 
 class BCTermConfig(_Strict):
@@ -231,6 +234,8 @@ class PretrainConfig(_Strict):
         None, ge=0, description="std of Gaussian noise on every executed action of the DAgger rollouts (DART: "
         "the states stray, the labels stay the teacher's; None = no noise)"
     )
+    lr_decay: bool | None = Field(None, description="each DAgger refit's learning rate falls linearly to 0 over "
+                                  "its fit_steps (None/false: constant lr; gradient optimisers only)")
     focus: FocusConfig | None = Field(None, description="extra DAgger data from the student's near-misses (off "
                                       "when None; needs a controller teacher)")
     critic_warmup_updates: int = Field(5, ge=0, description="first PPO updates that leave the actor alone")
@@ -282,6 +287,9 @@ class PretrainConfig(_Strict):
                 self.teacher not in CONTROLLERS):
             raise ValueError(f"pretrain.hazard_weight, pretrain.focus and pretrain.close_range need a controller "
                              f"teacher ({', '.join(CONTROLLERS)}), got teacher={self.teacher!r}")
+        if self.lr_decay and self.optimizer.lower() in ("sso", "tpsgd"):
+            raise ValueError(f"pretrain.lr_decay needs a gradient optimiser (adam or another registry name), got "
+                             f"optimizer={self.optimizer!r}")
         if self.bc is not None and self.bc.coef > 0 and self.teacher == "pid_plan":
             # PPO's collector restores replayed snapshots mid-episode, which the planner would not see.
             raise ValueError("pretrain.bc needs a teacher that reads only the observation; teacher='pid_plan' "

@@ -31,6 +31,7 @@ from marl.imitation.data import (
     rollout,
 )
 from optim.registry import build, is_second_order, needs_closure, resolve
+from optim.schedules import linear_decay
 from optim.sso import SSO
 from optim.tpsgd import TPSGD
 
@@ -80,6 +81,7 @@ def fit(
     eval_every: int = 10,
     seed: int = 0,
     sample_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    lr_decay: bool = False,
 ) -> FitResult:
     """Regress the student's action means on the teacher's actions (mean squared error), in place.
 
@@ -90,11 +92,13 @@ def fit(
     (default: the library's). ``tpsgd`` needs an ``nn.Sequential`` student of Linear layers (use
     ``marl.bench.studies.distill.distill_compare`` for the comparison with back-propagation).
     ``sample_weight``: obs [B, M, D] -> weights [B, M] of each agent sample in the squared error (a
-    weighted mean; gradient optimisers only).
+    weighted mean; gradient optimisers only). ``lr_decay``: the learning rate falls linearly to 0 over the
+    ``steps`` (gradient optimisers only), so the fit ends on an averaged iterate rather than wherever the last
+    minibatches pushed it.
     """
     name = check_optimizer(optimizer)
-    if sample_weight is not None and name in ("sso", "tpsgd"):
-        raise ValueError(f"sample weights need a gradient optimiser, not {name!r}")
+    if (sample_weight is not None or lr_decay) and name in ("sso", "tpsgd"):
+        raise ValueError(f"sample weights and lr_decay need a gradient optimiser, not {name!r}")
     if steps < 1 or batch < 1 or eval_every < 1:
         raise ValueError(f"need steps, batch, eval_every >= 1, got {steps}, {batch}, {eval_every}")
     start = time.perf_counter()
@@ -114,6 +118,7 @@ def fit(
         if lr is not None:
             kwargs["lr"] = lr
         opt = build(name, params, **kwargs)
+    schedule = linear_decay(opt, steps) if lr_decay else None
     second = name not in ("sso", "tpsgd") and is_second_order(name)
     closure_step = name not in ("sso", "tpsgd") and needs_closure(name)
 
@@ -153,6 +158,8 @@ def fit(
             else:
                 closure()
                 opt.step()
+            if schedule is not None:
+                schedule.step()
         if step % eval_every == 0 or step == steps:
             result.curve.append((evals, imitation_loss(student, data)))
             if eval_data is not None:
@@ -251,6 +258,7 @@ def dagger(
     action_noise: float = 0.0,
     focus_envs: int = 0,
     focus_threshold: float = 0.5,
+    lr_decay: bool = False,
 ) -> DAggerResult:
     """DAgger: BC, then ``iterations`` rounds of (fly the mixture, label with the teacher, aggregate, refit).
 
@@ -263,7 +271,7 @@ def dagger(
     that many more swarms with the student alone in every round after the first and keeps only their
     states where a drone's proximity to a neighbour (the teacher's ``neighbour_proximity``) reaches
     ``focus_threshold``, every step: the student's own near-misses, rare in the other rounds' data,
-    labelled with the teacher's recovery.
+    labelled with the teacher's recovery. ``lr_decay``: each refit's learning rate falls linearly to 0 (``fit``).
     """
     check_optimizer(optimizer)
     if iterations < 0 or not 0.0 <= beta0 <= 1.0 or not 0.0 <= beta_decay <= 1.0:
@@ -284,7 +292,8 @@ def dagger(
         weight = lambda obs: 1.0 + hazard_weight * proximity(obs)  # noqa: E731
     near_miss = lambda obs: neighbour_proximity(obs).amax(-1) >= focus_threshold  # noqa: E731
     fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
-              "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps, "sample_weight": weight}
+              "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps, "sample_weight": weight,
+              "lr_decay": lr_decay}
     roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every, "device": device,
                "action_noise": action_noise}
     history: list[DAggerIteration] = []
@@ -318,15 +327,16 @@ def fit_close_range(
     lr: float = 1e-3,
     seed: int = 0,
     closing_weight: float = 0.0,
+    lr_decay: bool = False,
 ) -> dict[str, Any]:
     """Fit the gated networks (near, and column with ``column_range``) of ``policy``'s
     ``agents.close_range.CloseRangeActor`` in place, in ``rounds`` DAgger rounds of their own: ``swarms``
     swarms flown by the policy (one episode, seed ``seed + 500 + round``), every step where a gate holds for
     some drone recorded and labelled by ``teacher`` and added to the data, then for each network Adam on the
     squared error of the drones its gate picks, each weighted by 1 + ``closing_weight`` x the speed (m/s) at
-    which it closes in on its gate's hazard (``closing_speeds``: the approaches, where the teacher brakes).
-    Returns per round and network the drone-steps it was fitted on and their mean squared error before and
-    after."""
+    which it closes in on its gate's hazard (``closing_speeds``: the approaches, where the teacher brakes);
+    ``lr_decay``: each fit's learning rate falls linearly to 0 (``fit``). Returns per round and network the
+    drone-steps it was fitted on and their mean squared error before and after."""
     actor = getattr(policy, "actor", None)
     if not hasattr(actor, "heads") or not hasattr(actor, "gates"):
         raise ValueError(f"fit_close_range needs a policy with a close-range actor (agent.close_range), got "
@@ -355,7 +365,7 @@ def fit_close_range(
             part = ImitationData(data.obs[rows], data.actions[rows])
             before = _gated_mse(head, part, picked[rows])
             fit(head, part, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, eval_every=fit_steps,
-                seed=seed + 500 + r,
+                seed=seed + 500 + r, lr_decay=lr_decay,
                 sample_weight=lambda obs, name=name: _gate_weight(actor, obs, name, closing_weight))
             row[name] = {"drone_steps": int(picked.sum()), "mse_before": before,
                          "mse": _gated_mse(head, part, picked[rows])}
