@@ -127,6 +127,10 @@ def test_swarm_dense_careful_imitates_the_slower_teacher_from_scratch_then_fits_
     assert gaps.init_from is None and gaps.teacher_gains == {"max_pos_error": 1.2, "brake_room_floor": 0.5,
                                                              "max_brake": 12.0, "push_gain": 4.0}
     assert make_teacher("pid_avoid", cfg.env, gains=gaps.teacher_gains).cfg.brake_room_floor == 0.5
+    # swarm_dense_gaps_decay anneals both fits and changes nothing else
+    decay = resolve_config("swarm_dense_gaps_decay").pretrain
+    assert decay.lr_decay and decay.close_range.lr_decay and not gaps.lr_decay and not gaps.close_range.lr_decay
+    assert decay.model_copy(update={"lr_decay": None, "close_range": gaps.close_range}) == gaps
 
 
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
