@@ -93,8 +93,8 @@ def fit(
     ``marl.bench.studies.distill.distill_compare`` for the comparison with back-propagation).
     ``sample_weight``: obs [B, M, D] -> weights [B, M] of each agent sample in the squared error (a
     weighted mean; gradient optimisers only). ``lr_decay``: the learning rate falls linearly to 0 over the
-    ``steps`` (gradient optimisers only), so the fit ends on an averaged iterate rather than wherever the last
-    minibatches pushed it.
+    ``steps`` (gradient optimisers only), so the last steps are small and the fit does not end wherever its
+    last few minibatches pushed it.
     """
     name = check_optimizer(optimizer)
     if (sample_weight is not None or lr_decay) and name in ("sso", "tpsgd"):
