@@ -131,6 +131,12 @@ def test_swarm_dense_careful_imitates_the_slower_teacher_from_scratch_then_fits_
     decay = resolve_config("swarm_dense_gaps_decay").pretrain
     assert decay.lr_decay and decay.close_range.lr_decay and not gaps.lr_decay and not gaps.close_range.lr_decay
     assert decay.model_copy(update={"lr_decay": None, "close_range": gaps.close_range}) == gaps
+    # swarm_dense_gaps_rl: PPO on every part of the shipped student among 0.8 m columns, held by a
+    # behaviour-cloning term towards the same gap-threading teacher
+    rl = resolve_config("swarm_dense_gaps_rl")
+    assert rl.pretrain.init_from == "zoo:swarm_dense_gaps" and rl.pretrain.teacher_gains == gaps.teacher_gains
+    assert rl.pretrain.bc.coef_at(1000) == 10.0 and rl.train.actor_parts is None
+    assert rl.env.randomization.size_range == (0.8, 0.8)
 
 
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
