@@ -37,10 +37,11 @@ from marl.pretrain import warm_start
 from marl.train_config import RunConfig, apply_overrides, validate_run_config
 from marl.vec_env import EnvInfo, build_policy, env_info
 
-# Config keys a resume may change: they do not alter what the saved state means.
+# Config keys a resume may change: they do not alter what the saved state means (train.threads: a run cut
+# on one machine goes on on another with fewer or more cores).
 RESUMABLE_CHANGES = (
     "name", "description", "train.total_agent_steps", "train.checkpoint_every", "train.eval_every",
-    "train.eval_episodes", "logging.", "distributed.",
+    "train.eval_episodes", "train.threads", "logging.", "distributed.",
 )
 # Builds the rollout side of a run from its config, the env's description and the learner's policy.
 SamplerFactory = Callable[[RunConfig, EnvInfo, ActorCritic], Sampler]

@@ -22,7 +22,7 @@ from marl.ppo import NonFiniteError
 from marl.replay import CollisionReplay
 from marl.rollout import RolloutBuffer
 from marl.train_config import ReplayConfig, apply_overrides, parse_override, resolve_config, validate_run_config
-from marl.trainer import Trainer, load_run_config, train
+from marl.trainer import Trainer, config_differences, load_run_config, train
 from marl.vec_env import Capabilities, capabilities, make_vec_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,6 +211,8 @@ def test_resume_refuses_incompatible_config_and_corrupt_checkpoint(tmp_path):
     latest = run / "checkpoints" / "latest.pt"
     with pytest.raises(CheckpointError, match="env.num_drones"):
         train(load_run_config(run, ["env.num_drones=3"]), run, resume=True, progress=False)
+    moved = load_run_config(run, ["train.threads=2"]).to_dict()  # the same run, moved to a machine with more cores
+    assert config_differences(load_checkpoint(latest)["config"], moved) == []
     good = latest.read_bytes()
     assert load_checkpoint(latest)["counters"]["update"] == 1
     latest.write_bytes(good[: len(good) // 2])  # a torn file
