@@ -17,7 +17,7 @@ from marl.train_config import resolve_config
 from marl.zoo import KEEP, add_to_zoo, list_zoo
 
 SHIPPED = ("quickstart", "swarm8_obstacles", "swarm_dense", "swarm_dense_close", "swarm_dense_careful",
-           "swarm_dense_gaps")
+           "swarm_dense_gaps", "swarm_dense_gaps_rl")
 
 
 def test_shipped_entries_are_complete_small_and_weights_only():
@@ -41,6 +41,13 @@ def test_shipped_entries_are_complete_small_and_weights_only():
 def test_zoo_swarm8_obstacles_flies_the_column_field_precisely():
     """The shipped obstacle policy, on held-out maps: every drone-episode but a few reaches its goal, within cm."""
     report = evaluate("zoo:swarm8_obstacles", episodes=4, seed=1000, density=0.2)
+    assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
+
+
+def test_zoo_swarm_dense_gaps_rl_flies_dense_narrow_columns_precisely():
+    """The PPO-tuned policy among 0.6 m columns at density 0.6 (the README's headline maps, seed 1000)."""
+    env = eval_config(None, drones=8, density=0.6, base=resolve_config("swarm_dense_gaps_rl").env, obstacle_size=0.6)
+    report = evaluate("zoo:swarm_dense_gaps_rl", episodes=4, seed=1000, env_config=env)
     assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
 
 
