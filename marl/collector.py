@@ -133,7 +133,7 @@ class Collector:
     """
 
     def __init__(self, cfg: RunConfig, num_envs: int, seed: int, policy: ActorCritic,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, buffers: int = 1):
         tc = cfg.train
         self.cfg, self.num_envs, self.run_envs = cfg, num_envs, tc.num_envs
         self.device = torch.device(tc.device if device is None else device)
@@ -148,8 +148,11 @@ class Collector:
         self.teacher = (make_teacher(cfg.pretrain.teacher, cfg.env, device=self.device,
                                      gains=cfg.pretrain.teacher_gains)
                         if bc is not None and bc.coef > 0 else None)
-        self.buf = RolloutBuffer(tc.rollout_steps, num_envs, self.num_agents, self.env.obs_dim, policy.act_dim,
-                                 self.device, teacher=self.teacher is not None)
+        # ``buffers`` > 1: rollouts fill them in turn, so one can be collected while the learner reads the last
+        # (train.overlap); ``buf`` is the one the last rollout filled.
+        self.bufs = [RolloutBuffer(tc.rollout_steps, num_envs, self.num_agents, self.env.obs_dim, policy.act_dim,
+                                   self.device, teacher=self.teacher is not None) for _ in range(buffers)]
+        self.buf, self.rollouts = self.bufs[0], 0
         self.gen = torch.Generator().manual_seed(seed + 2)  # replay draws (the learner's is seed + 1)
         self.replay: CollisionReplay | None = None
         if tc.replay.enabled:
@@ -182,6 +185,8 @@ class Collector:
         """Fill the buffer with ``rollout_steps`` steps of the policy with ``weights``; NonFiniteError on NaN."""
         self.load_weights(weights)
         self.policy.set_training_progress(progress.update, progress.num_updates)
+        self.buf = self.bufs[self.rollouts % len(self.bufs)]
+        self.rollouts += 1
         tc, buf, env, policy, replay = self.cfg.train, self.buf, self.env, self.policy, self.replay
         update = progress.update + 1
         run_steps_per_step = self.run_envs * self.num_agents  # the run's agent steps per step of every collector

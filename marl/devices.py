@@ -87,9 +87,9 @@ def claim_cores(cores: list[int], n: int, stack: ExitStack, lock_dir: Path | Non
 
 
 @contextmanager
-def pinned(threads: int) -> Iterator[list[int]]:
-    """Pin this process to ``threads`` cores (free ones first, see ``claim_cores``) and torch to as
-    many threads; restore both afterwards."""
+def pinned(threads: int, torch_threads: int | None = None) -> Iterator[list[int]]:
+    """Pin this process to ``threads`` cores (free ones first, see ``claim_cores``) and torch to
+    ``torch_threads`` threads (default as many); restore both afterwards."""
     cores = available_cores()
     if threads > len(cores):
         raise ValueError(f"threads={threads} exceeds the {len(cores)} cores available to this process")
@@ -101,7 +101,7 @@ def pinned(threads: int) -> Iterator[list[int]]:
     try:
         if can_pin:
             os.sched_setaffinity(0, use)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(torch_threads or threads)
         yield use
     finally:
         torch.set_num_threads(old_threads)

@@ -117,6 +117,9 @@ class TrainConfig(_Strict):
     eval_episodes: int = Field(32, ge=1)
     checkpoint_every: int = Field(10, ge=1, description="updates between checkpoints (and one at the end)")
     threads: int = Field(2, ge=1, description="cores the run is pinned to (and torch threads)")
+    overlap: bool = Field(False, description="collect the next rollout in a background thread while the learner "
+                          "updates, with the weights from before that update (one update of lag; torch then runs "
+                          "one thread in each; see marl.overlap)")
     device: str = "cpu"
 
     @field_validator("device")
@@ -125,8 +128,16 @@ class TrainConfig(_Strict):
         parse_device(v)
         return v
 
+    @property
+    def torch_threads(self) -> int:
+        """torch's threads per Python thread: one each for the collector and the learner when overlapping."""
+        return 1 if self.overlap else self.threads
+
     @model_validator(mode="after")
     def _sizes(self) -> TrainConfig:
+        if self.overlap and self.threads < 2:
+            raise ValueError(f"train.overlap=true runs the collector and the learner on a core each, but "
+                             f"train.threads={self.threads}: set train.threads >= 2 (or train.overlap=false)")
         if self.minibatches > self.num_envs * self.rollout_steps:
             raise ValueError(
                 f"minibatches={self.minibatches} exceeds the {self.num_envs * self.rollout_steps} rows of a rollout "
@@ -484,6 +495,10 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
             raise ValueError(f"{source}: pretrain.bc.coef={bc.coef} needs the teacher's labels of the local "
                              f"collector; distributed.backend={out['distributed'].backend!r} does not send them: "
                              "set pretrain.bc.coef=0 or distributed.backend=none")
+    if out["train"].overlap and out["distributed"].backend != "none":
+        raise ValueError(f"{source}: train.overlap=true overlaps the local collector with the update; "
+                         f"distributed.backend={out['distributed'].backend!r} collects on remote workers: "
+                         "set train.overlap=false or distributed.backend=none")
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"{source}: seed must be an integer, got {seed!r}")

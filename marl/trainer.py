@@ -32,6 +32,7 @@ from marl.distributed import RaySampler, effective_config
 from marl.evaluate import evaluate_policy
 from marl.learner import Learner
 from marl.logger import RunLogger, truncate_metrics
+from marl.overlap import OverlappedSampler
 from marl.ppo import NonFiniteError
 from marl.pretrain import warm_start
 from marl.train_config import RunConfig, apply_overrides, validate_run_config
@@ -70,9 +71,14 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return diffs
 
 
-def local_sampler(cfg: RunConfig, info: EnvInfo, policy: ActorCritic) -> Collector:
-    """One collector with the whole batch in this process, acting with a copy of the learner's policy."""
-    return Collector(cfg, cfg.train.num_envs, cfg.seed, copy.deepcopy(policy))
+def local_sampler(cfg: RunConfig, info: EnvInfo, policy: ActorCritic) -> Collector | OverlappedSampler:
+    """One collector with the whole batch in this process, acting with a copy of the learner's policy
+    (``train.overlap``: collecting in a background thread while the learner updates)."""
+    tc = cfg.train
+    if not tc.overlap:
+        return Collector(cfg, tc.num_envs, cfg.seed, copy.deepcopy(policy))
+    collector = Collector(cfg, tc.num_envs, cfg.seed, copy.deepcopy(policy), buffers=2)
+    return OverlappedSampler(collector, tc.num_envs * tc.rollout_steps * info.num_agents)
 
 
 def _scalars(report: Any) -> list[tuple[str, float]]:
@@ -217,7 +223,7 @@ def train(
     """
     run_dir = Path(run_dir)
     tc = cfg.train
-    with pinned(tc.threads), open_trainer(cfg, run_dir) as trainer:
+    with pinned(tc.threads, tc.torch_threads), open_trainer(cfg, run_dir) as trainer:
         learner = trainer.learner
         if resume:
             ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")

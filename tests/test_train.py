@@ -62,6 +62,7 @@ def test_overrides_are_yaml_typed_and_dotted():
         ("agent.num_heads=0", "agent.num_heads"),
         ("train.replay.capacity=0", "train.replay.capacity"),
         ("bogus.key=1", "bogus"),
+        ("train.overlap=true", "train.threads"),  # quickstart runs on one core: nothing to overlap on
     ],
 )
 def test_config_errors_name_the_field(override, field):

@@ -1,5 +1,6 @@
 """End-to-end training throughput (``marl bench train``): agent-steps/s of whole updates (simulation,
-inference and PPO), in one process or with Ray rollout workers against one process."""
+inference and PPO), in one process, overlapped on two cores against serial on one, or with Ray rollout
+workers against one process."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def bench_train(
         extra.append(f"train.threads={threads}")
     cfg = resolve_config(config, extra)
     tc = cfg.train
-    with tempfile.TemporaryDirectory() as tmp, pinned(tc.threads) as cores:
+    with tempfile.TemporaryDirectory() as tmp, pinned(tc.threads, tc.torch_threads) as cores:
         trainer = Trainer(cfg, tmp)
         n, elapsed, rollout, update = time_updates(trainer, warmup_updates, seconds)
         params = sum(p.numel() for p in trainer.policy.parameters())
@@ -68,6 +69,18 @@ def bench_train(
         **timing_figures(n, trainer.steps_per_update, elapsed, rollout, update), "threads": tc.threads, "cores": cores,
         "torch_version": torch.__version__, "python_version": platform.python_version(), "cpu": cpu_name(),
     }
+
+
+def bench_train_overlap(
+    config: str = "quickstart", seconds: float = 30.0, overrides: list[str] | None = None, warmup_updates: int = 1,
+) -> dict[str, Any]:
+    """The same updates of ``config`` serially on one core and overlapped on two (``train.overlap``): the
+    collector fills the next rollout while the learner updates. Returns both runs' figures and the speed-up."""
+    extra = list(overrides or [])
+    serial = bench_train(config, seconds, 1, [*extra, "train.overlap=false"], warmup_updates)
+    overlapped = bench_train(config, seconds, 2, [*extra, "train.overlap=true"], warmup_updates)
+    return {"config": config, "serial": serial, "overlap": overlapped,
+            "speedup": overlapped["agent_steps_per_s"] / serial["agent_steps_per_s"]}
 
 
 def bench_train_distributed(

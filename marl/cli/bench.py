@@ -3,6 +3,7 @@
     marl bench sim --drones 8 --envs 1024 --steps 100 --density 0.2 [--json]     -> bench_sim
     marl bench sim --sweep [--json]                                                -> bench_sweep
     marl bench train [--config NAME] [--seconds S] [--threads N] [--json] [k=v ...] -> bench_train
+    marl bench train --overlap [--config NAME] [--seconds S] [k=v ...] -> bench_train_overlap
     marl bench train --distributed [--workers N ...] [--envs-per-worker E] [k=v ...] -> bench_train_distributed
     marl bench optim --suite {sso,tpsgd,ppo,all} [--quick] [--json]                -> run_suite
     marl bench policies [--policies pid,pid_avoid,sbc] [--densities ...] [--json PATH] -> bench_policies
@@ -22,7 +23,7 @@ from marl.bench import compress, policies
 from marl.bench.optim import SUITES, run_suite
 from marl.bench.plots import plot_success_curves
 from marl.bench.sim import BACKENDS, bench_sim, bench_sweep, sweep_ratios
-from marl.bench.train import bench_train, bench_train_distributed
+from marl.bench.train import bench_train, bench_train_distributed, bench_train_overlap
 from marl.cli.common import print_json
 
 
@@ -81,6 +82,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"{row['workers']:>8} {row['envs']:>6} {row['agent_steps_per_s']:>14,.0f} "
                   f"{row['speedup_vs_single']:>12.2f}x {row['rollout_agent_steps_per_s']:>16,.0f} "
                   f"{row['rollout_share']:>8.0%} {row['update_share']:>7.0%}")
+        return 0
+    if args.overlap:
+        if args.threads is not None:
+            raise ValueError("--overlap times 1 core serially against 2 overlapped; leave out --threads")
+        result = bench_train_overlap(args.config, args.seconds, args.overrides)
+        if args.json:
+            print_json(result)
+            return 0
+        print(f"{'':>10} {'threads':>7} {'agent-steps/s':>14} {'rollout':>8} {'update':>7}")
+        for name in ("serial", "overlap"):
+            row = result[name]
+            print(f"{name:>10} {row['threads']:>7} {row['agent_steps_per_s']:>14,.0f} {row['rollout_share']:>8.0%} "
+                  f"{row['update_share']:>7.0%}")
+        print(f"{'speed-up':>10} {result['speedup']:>22.2f}x")
         return 0
     result = bench_train(args.config, args.seconds, args.threads, args.overrides)
     if args.json:
@@ -147,6 +162,8 @@ def _add_train(what: argparse._SubParsersAction) -> None:
     bt.add_argument("--seconds", type=float, default=30.0, help="timed seconds after one warm-up update (default 30)")
     bt.add_argument("--threads", type=int, help="cores to pin to (default: the config's train.threads)")
     bt.add_argument("--json", action="store_true", help="print the result as JSON")
+    bt.add_argument("--overlap", action="store_true",
+                    help="time serial updates on 1 core against train.overlap on 2 (collection beside the update)")
     bt.add_argument("--distributed", action="store_true",
                     help="time Ray rollout workers (marl.distributed) for each --workers count against one process")
     bt.add_argument("--workers", nargs="+", default=["1", "2"], metavar="N",
