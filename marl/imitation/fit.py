@@ -118,7 +118,7 @@ def fit(
         if lr is not None:
             kwargs["lr"] = lr
         if name in ("adam", "adamw"):
-            # torch's fused CPU kernel: 24 ms instead of 29 ms per minibatch of a close-range student's fit,
+            # torch's fused CPU kernel: 24 ms instead of 29 ms per minibatch of the whole student's DAgger fit,
             # the same losses (docs/training.md, "Collection beside the update").
             kwargs.setdefault("fused", True)
         opt = build(name, params, **kwargs)
