@@ -117,10 +117,6 @@ def fit(
     else:
         if lr is not None:
             kwargs["lr"] = lr
-        if name in ("adam", "adamw"):
-            # torch's fused CPU kernel: 24 ms instead of 29 ms per minibatch of the whole student's DAgger fit,
-            # the same losses (docs/training.md, "Collection beside the update").
-            kwargs.setdefault("fused", True)
         opt = build(name, params, **kwargs)
     schedule = linear_decay(opt, steps) if lr_decay else None
     second = name not in ("sso", "tpsgd") and is_second_order(name)
