@@ -19,9 +19,11 @@ from marl.imitation import dagger, fit_close_range, make_teacher
 from marl.train_config import PretrainConfig
 
 
-def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: int = 0) -> dict[str, Any]:
+def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed: int = 0,
+               workers: int = 1) -> dict[str, Any]:
     """Imitate ``cfg.teacher`` into ``policy`` in place (or load ``cfg.init_from``), then fit its close-range
-    network when ``cfg.close_range`` asks; returns what it cost and how well the fits went."""
+    networks when ``cfg.close_range`` asks, side by side in ``workers`` threads (``fit_close_range``); returns
+    what it cost and how well the fits went."""
     t0 = time.perf_counter()
     device = next(policy.parameters()).device
     episode_steps = round(env.episode_seconds / env.dynamics.control_dt)
@@ -35,7 +37,8 @@ def warm_start(policy: ActorCritic, env: SwarmConfig, cfg: PretrainConfig, seed:
         c = cfg.close_range
         out["close_range"] = fit_close_range(policy, env, teacher, swarms=c.swarms, rounds=c.rounds,
                                              fit_steps=c.fit_steps, batch=c.batch, lr=c.lr, seed=seed,
-                                             closing_weight=c.closing_weight, lr_decay=bool(c.lr_decay))
+                                             closing_weight=c.closing_weight, lr_decay=bool(c.lr_decay),
+                                             workers=workers)
         out["agent_steps"] += c.rounds * c.swarms * episode_steps * env.num_drones
     return {**out, "wall_s": time.perf_counter() - t0}
 

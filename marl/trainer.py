@@ -234,7 +234,10 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "metrics.jsonl").write_text("")
             if cfg.pretrain is not None:
-                warm = warm_start(learner.policy, cfg.env, cfg.pretrain, cfg.seed)
+                # With the overlap torch runs one thread per Python thread: the warm start's independent
+                # fits then take a core each.
+                warm = warm_start(learner.policy, cfg.env, cfg.pretrain, cfg.seed,
+                                  workers=tc.threads if tc.overlap else 1)
                 learner.agent_steps += warm["agent_steps"]
                 learner.wall_s += warm["wall_s"]
                 (run_dir / "pretrain.json").write_text(json.dumps(warm, indent=2) + "\n")

@@ -235,6 +235,22 @@ def test_fit_close_range_fits_each_gated_network_on_its_own_drones(closing_weigh
         fit_close_range(policy, env, swarms=1, fit_steps=1, closing_weight=-1.0)
 
 
+def test_fit_close_range_side_by_side_ends_as_one_after_the_other():
+    import copy
+
+    env = SwarmConfig(num_drones=4, num_neighbors=K, scenario="o_random", episode_seconds=2.0)
+    policy = make_policy("attention", obs_spec(K), 4, close_range=0.8, column_range=1.0)
+    twin = copy.deepcopy(policy)
+    kw = {"swarms": 4, "rounds": 2, "fit_steps": 60, "batch": 32, "seed": 0, "closing_weight": 4.0, "lr_decay": True}
+    serial = fit_close_range(policy, env, "pid_avoid", workers=1, **kw)
+    threaded = fit_close_range(twin, env, "pid_avoid", workers=2, **kw)
+    assert threaded == serial
+    for (k, v), w in zip(policy.state_dict().items(), twin.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    with pytest.raises(ValueError, match="workers"):
+        fit_close_range(policy, env, swarms=1, fit_steps=1, workers=0)
+
+
 def test_actor_parts_lets_ppo_train_only_the_gated_networks(tmp_path):
     from marl.trainer import Trainer
 

@@ -3,6 +3,8 @@ tpSGD distillation study (marl.bench.studies.distill, an experiment built on it)
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -77,6 +79,12 @@ def test_fit_with_a_registry_optimizer(env_cfg, data: ImitationData) -> None:
     assert res.grad_evals == 40 and [e for e, _ in res.curve] == [0, 20, 40]
     assert res.final_eval_loss == pytest.approx(res.final_loss)  # same data for both here
     assert res.final_loss < 0.8 * res.initial_loss
+    # unscored, the same minibatches train the same weights; no pass over the whole data is made
+    trained = [p.detach().clone() for p in student.parameters()]
+    twin = make_student("mlp", env_cfg, seed=0)
+    unscored = fit(twin, data, optimizer="adam", lr=3e-3, steps=40, batch=16, eval_data=data, score=False)
+    assert unscored.curve == [] and unscored.eval_curve == [] and math.isnan(unscored.final_loss)
+    assert all(torch.equal(a, b) for a, b in zip(trained, twin.parameters(), strict=True))
 
 
 def test_sample_weights_steer_the_fit_to_the_weighted_samples(env_cfg, data: ImitationData) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,7 @@ def fit(
     seed: int = 0,
     sample_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
     lr_decay: bool = False,
+    score: bool = True,
 ) -> FitResult:
     """Regress the student's action means on the teacher's actions (mean squared error), in place.
 
@@ -94,7 +96,9 @@ def fit(
     ``sample_weight``: obs [B, M, D] -> weights [B, M] of each agent sample in the squared error (a
     weighted mean; gradient optimisers only). ``lr_decay``: the learning rate falls linearly to 0 over the
     ``steps`` (gradient optimisers only), so the last steps are small and the fit does not end wherever its
-    last few minibatches pushed it.
+    last few minibatches pushed it. ``score=False`` skips the losses on the whole ``data`` (and ``eval_data``)
+    at the start and every ``eval_every`` steps: the curve stays empty and the losses NaN, and a fit on a large
+    data set costs its minibatches alone (the trained weights are the same either way).
     """
     name = check_optimizer(optimizer)
     if (sample_weight is not None or lr_decay) and name in ("sso", "tpsgd"):
@@ -124,10 +128,12 @@ def fit(
 
     gen = torch.Generator().manual_seed(seed)
     evals = 0
-    result = FitResult(name, 0, [], initial_loss=imitation_loss(student, data))
-    result.curve.append((0, result.initial_loss))
-    if eval_data is not None:
-        result.eval_curve.append((0, imitation_loss(student, eval_data)))
+    result = FitResult(name, 0, [])
+    if score:
+        result.initial_loss = imitation_loss(student, data)
+        result.curve.append((0, result.initial_loss))
+        if eval_data is not None:
+            result.eval_curve.append((0, imitation_loss(student, eval_data)))
 
     for step in range(1, steps + 1):
         b = torch.randint(len(data), (min(batch, len(data)),), generator=gen).to(data.obs.device)
@@ -160,15 +166,16 @@ def fit(
                 opt.step()
             if schedule is not None:
                 schedule.step()
-        if step % eval_every == 0 or step == steps:
+        if score and (step % eval_every == 0 or step == steps):
             result.curve.append((evals, imitation_loss(student, data)))
             if eval_data is not None:
                 result.eval_curve.append((evals, imitation_loss(student, eval_data)))
     if second:
         opt.zero_grad(set_to_none=True)  # drop the graph that create_graph kept alive
     result.grad_evals = evals
-    result.final_loss = result.curve[-1][1]
-    result.final_eval_loss = result.eval_curve[-1][1] if eval_data is not None else None
+    if score:
+        result.final_loss = result.curve[-1][1]
+        result.final_eval_loss = result.eval_curve[-1][1] if eval_data is not None else None
     result.seconds = time.perf_counter() - start
     return result
 
@@ -292,8 +299,8 @@ def dagger(
         weight = lambda obs: 1.0 + hazard_weight * proximity(obs)  # noqa: E731
     near_miss = lambda obs: neighbour_proximity(obs).amax(-1) >= focus_threshold  # noqa: E731
     fit_kw = {"optimizer": optimizer, "steps": fit_steps, "batch": batch, "lr": lr,
-              "optimizer_kwargs": optimizer_kwargs, "eval_every": fit_steps, "sample_weight": weight,
-              "lr_decay": lr_decay}
+              "optimizer_kwargs": optimizer_kwargs, "sample_weight": weight, "lr_decay": lr_decay,
+              "score": False}  # the aggregate's loss is taken once, after the refit
     roll_kw = {"num_envs": num_envs, "steps": rollout_steps, "record_every": record_every, "device": device,
                "action_noise": action_noise}
     history: list[DAggerIteration] = []
@@ -307,10 +314,11 @@ def dagger(
             focus = rollout(env_cfg, teacher, student, beta=0.0, seed=seed + 100 + i, record_if=near_miss,
                             **{**roll_kw, "num_envs": focus_envs, "record_every": 1})
             data, new_rows = data.extend(focus.data), new_rows + len(focus.data)
-        res = fit(student, data, seed=seed + i, **fit_kw)
+        fit(student, data, seed=seed + i, **fit_kw)
         closed = (evaluate_closed_loop(student, env_cfg, num_envs=eval_envs, seed=seed + 1000, device=device)
                   if eval_envs else {})
-        history.append(DAggerIteration(i, beta, ro.teacher_fraction, new_rows, len(data), res.final_loss, closed))
+        history.append(DAggerIteration(i, beta, ro.teacher_fraction, new_rows, len(data),
+                                       imitation_loss(student, data), closed))
     assert data is not None
     return DAggerResult(data, history)
 
@@ -328,6 +336,7 @@ def fit_close_range(
     seed: int = 0,
     closing_weight: float = 0.0,
     lr_decay: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Fit the gated networks (near, and column with ``column_range``) of ``policy``'s
     ``agents.close_range.CloseRangeActor`` in place, in ``rounds`` DAgger rounds of their own: ``swarms``
@@ -335,8 +344,10 @@ def fit_close_range(
     some drone recorded and labelled by ``teacher`` and added to the data, then for each network Adam on the
     squared error of the drones its gate picks, each weighted by 1 + ``closing_weight`` x the speed (m/s) at
     which it closes in on its gate's hazard (``closing_speeds``: the approaches, where the teacher brakes);
-    ``lr_decay``: each fit's learning rate falls linearly to 0 (``fit``). Returns per round and network the
-    drone-steps it was fitted on and their mean squared error before and after."""
+    ``lr_decay``: each fit's learning rate falls linearly to 0 (``fit``). ``workers`` > 1 fits the networks
+    side by side in that many threads (they share no weights, so each ends as it would alone; meant for one
+    torch thread each, on a core each). Returns per round and network the drone-steps it was fitted on and
+    their mean squared error before and after."""
     actor = getattr(policy, "actor", None)
     if not hasattr(actor, "heads") or not hasattr(actor, "gates"):
         raise ValueError(f"fit_close_range needs a policy with a close-range actor (agent.close_range), got "
@@ -345,6 +356,8 @@ def fit_close_range(
         raise ValueError(f"rounds={rounds} must be >= 1")
     if closing_weight < 0:
         raise ValueError(f"closing_weight={closing_weight} must be >= 0")
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be >= 1")
     device = next(policy.parameters()).device
     gated = lambda obs: actor.is_close(obs).any(-1)  # noqa: E731
     teacher = make_teacher(teacher, env_cfg, device)
@@ -355,21 +368,27 @@ def fit_close_range(
                       device=device, record_if=gated).data
         data = new if data is None else data.extend(new)
         gates = actor.gates(data.obs)
-        row = {}
-        for name, head in actor.heads().items():
-            picked = gates[name]
-            rows = picked.any(-1)
-            if not bool(rows.any()):
+        for name, picked in gates.items():
+            if not bool(picked.any()):
                 raise ValueError(f"no drone came within the {name} gate of the close-range actor in {swarms} "
                                  "swarms: raise pretrain.close_range.swarms or the gate's range")
+
+        def fit_head(name: str, data: ImitationData = data, gates: dict = gates, r: int = r) -> dict[str, Any]:
+            head, picked = actor.heads()[name], gates[name]
+            rows = picked.any(-1)
             part = ImitationData(data.obs[rows], data.actions[rows])
             before = _gated_mse(head, part, picked[rows])
-            fit(head, part, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, eval_every=fit_steps,
-                seed=seed + 500 + r, lr_decay=lr_decay,
-                sample_weight=lambda obs, name=name: _gate_weight(actor, obs, name, closing_weight))
-            row[name] = {"drone_steps": int(picked.sum()), "mse_before": before,
-                         "mse": _gated_mse(head, part, picked[rows])}
-        history.append(row)
+            fit(head, part, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, seed=seed + 500 + r,
+                lr_decay=lr_decay, score=False,
+                sample_weight=lambda obs: _gate_weight(actor, obs, name, closing_weight))
+            return {"drone_steps": int(picked.sum()), "mse_before": before, "mse": _gated_mse(head, part, picked[rows])}
+
+        names = list(gates)
+        if workers > 1 and len(names) > 1:
+            with ThreadPoolExecutor(min(workers, len(names))) as pool:
+                history.append(dict(zip(names, pool.map(fit_head, names), strict=True)))
+        else:
+            history.append({name: fit_head(name) for name in names})
     return {"rounds": history}
 
 
