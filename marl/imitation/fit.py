@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -372,24 +373,28 @@ def fit_close_range(
             if not bool(picked.any()):
                 raise ValueError(f"no drone came within the {name} gate of the close-range actor in {swarms} "
                                  "swarms: raise pretrain.close_range.swarms or the gate's range")
-
-        def fit_head(name: str, data: ImitationData = data, gates: dict = gates, r: int = r) -> dict[str, Any]:
-            head, picked = actor.heads()[name], gates[name]
-            rows = picked.any(-1)
-            part = ImitationData(data.obs[rows], data.actions[rows])
-            before = _gated_mse(head, part, picked[rows])
-            fit(head, part, optimizer="adam", steps=fit_steps, batch=batch, lr=lr, seed=seed + 500 + r,
-                lr_decay=lr_decay, score=False,
-                sample_weight=lambda obs: _gate_weight(actor, obs, name, closing_weight))
-            return {"drone_steps": int(picked.sum()), "mse_before": before, "mse": _gated_mse(head, part, picked[rows])}
-
+        fit_one = partial(_fit_gated, actor, data, gates, steps=fit_steps, batch=batch, lr=lr, seed=seed + 500 + r,
+                          lr_decay=lr_decay, closing_weight=closing_weight)
         names = list(gates)
         if workers > 1 and len(names) > 1:
             with ThreadPoolExecutor(min(workers, len(names))) as pool:
-                history.append(dict(zip(names, pool.map(fit_head, names), strict=True)))
+                history.append(dict(zip(names, pool.map(fit_one, names), strict=True)))
         else:
-            history.append({name: fit_head(name) for name in names})
+            history.append({name: fit_one(name) for name in names})
     return {"rounds": history}
+
+
+def _fit_gated(actor: nn.Module, data: ImitationData, gates: dict[str, torch.Tensor], name: str, *,
+               closing_weight: float, **fit_kw: Any) -> dict[str, Any]:
+    """Fit gated network ``name`` of a close-range ``actor`` (Adam) on the drones its gate picks in ``data``
+    (``gates``: its bool [N, M] per network); returns their drone-steps and squared error before and after."""
+    head, picked = actor.heads()[name], gates[name]
+    rows = picked.any(-1)
+    part = ImitationData(data.obs[rows], data.actions[rows])
+    before = _gated_mse(head, part, picked[rows])
+    fit(head, part, optimizer="adam", score=False, **fit_kw,
+        sample_weight=lambda obs: _gate_weight(actor, obs, name, closing_weight))
+    return {"drone_steps": int(picked.sum()), "mse_before": before, "mse": _gated_mse(head, part, picked[rows])}
 
 
 def closing_speeds(actor: nn.Module, obs: torch.Tensor) -> dict[str, torch.Tensor]:
