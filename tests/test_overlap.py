@@ -65,3 +65,18 @@ def test_overlap_needs_two_cores_and_the_local_collector():
         resolve_config("quickstart", [*TINY, "train.overlap=true", "train.threads=1"])
     with pytest.raises(ValueError, match=r"train\.overlap=true.*distributed\.backend='ray'"):
         resolve_config("quickstart", [*OVERLAP, "distributed.backend=ray"])
+
+
+@pytest.mark.parametrize(("overrides", "workers"), [(OVERLAP, 2), ([*TINY, "train.threads=2"], 1)])
+def test_the_warm_start_fits_side_by_side_only_under_the_overlap(tmp_path, monkeypatch, overrides, workers):
+    # One torch thread per Python thread is what makes side-by-side fits a core each; without the overlap
+    # torch already spreads each fit over train.threads.
+    seen = []
+
+    def warm_start(policy, env, cfg, seed=0, workers=1):
+        seen.append((torch.get_num_threads(), workers))
+        return {"agent_steps": 0, "wall_s": 0.0}
+
+    monkeypatch.setattr("marl.trainer.warm_start", warm_start)
+    train(resolve_config("quickstart", [*overrides, "pretrain.iterations=0", "train.total_agent_steps=256"]), tmp_path)
+    assert seen == [(1 if workers == 2 else 2, workers)]
