@@ -137,6 +137,11 @@ def test_swarm_dense_careful_imitates_the_slower_teacher_from_scratch_then_fits_
     assert rl.pretrain.init_from == "zoo:swarm_dense_gaps" and rl.pretrain.teacher_gains == gaps.teacher_gains
     assert rl.pretrain.bc.coef_at(1000) == 10.0 and rl.train.actor_parts is None
     assert rl.env.randomization.size_range == (0.8, 0.8)
+    # swarm_dense_gaps_mix: the same PPO with the 0.6 m columns in its maps as well
+    mix = resolve_config("swarm_dense_gaps_mix")
+    assert mix.env.randomization.size_range == (0.6, 0.8)
+    assert mix.model_copy(update={"name": rl.name, "description": rl.description,
+                                  "env": mix.env.model_copy(update={"randomization": rl.env.randomization})}) == rl
 
 
 def test_pretrain_and_sso_configs_are_checked_before_anything_runs():
