@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import numpy as np
@@ -236,8 +237,6 @@ def test_fit_close_range_fits_each_gated_network_on_its_own_drones(closing_weigh
 
 
 def test_fit_close_range_side_by_side_ends_as_one_after_the_other():
-    import copy
-
     env = SwarmConfig(num_drones=4, num_neighbors=K, scenario="o_random", episode_seconds=2.0)
     policy = make_policy("attention", obs_spec(K), 4, close_range=0.8, column_range=1.0)
     twin = copy.deepcopy(policy)
