@@ -17,7 +17,7 @@ from marl.train_config import resolve_config
 from marl.zoo import KEEP, add_to_zoo, list_zoo
 
 SHIPPED = ("quickstart", "swarm8_obstacles", "swarm_dense", "swarm_dense_close", "swarm_dense_careful",
-           "swarm_dense_gaps", "swarm_dense_gaps_rl")
+           "swarm_dense_gaps", "swarm_dense_gaps_rl", "swarm_dense_gaps_mix")
 
 
 def test_shipped_entries_are_complete_small_and_weights_only():
@@ -44,10 +44,11 @@ def test_zoo_swarm8_obstacles_flies_the_column_field_precisely():
     assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
 
 
-def test_zoo_swarm_dense_gaps_rl_flies_dense_narrow_columns_precisely():
-    """The PPO-tuned policy among 0.6 m columns at density 0.6 (the README's headline maps, seed 1000)."""
-    env = eval_config(None, drones=8, density=0.6, base=resolve_config("swarm_dense_gaps_rl").env, obstacle_size=0.6)
-    report = evaluate("zoo:swarm_dense_gaps_rl", episodes=4, seed=1000, env_config=env)
+@pytest.mark.parametrize("name", ["swarm_dense_gaps_rl", "swarm_dense_gaps_mix"])
+def test_zoo_ppo_tuned_gaps_policies_fly_dense_narrow_columns_precisely(name):
+    """The PPO-tuned policies among 0.6 m columns at density 0.6 (the README's headline maps, seed 1000)."""
+    env = eval_config(None, drones=8, density=0.6, base=resolve_config(name).env, obstacle_size=0.6)
+    report = evaluate(f"zoo:{name}", episodes=4, seed=1000, env_config=env)
     assert report["success_rate"] >= 0.9 and report["distance_to_goal_1s"] <= 0.05, report
 
 
