@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from deploy.calibration import NUM_CALIB_STATES, NUM_TEST_STATES, load_actor, record_states
-from deploy.quantize import CALIBRATED, SUPPORTED_BITS, QuantizedActor, check_method_bits, quantize_actor
+from deploy.quantize import CALIBRATED, SUPPORTED_BITS, QuantizedActor, check_method_bits, parse_method, quantize_actor
 from envs.evaluation import evaluate_swarm
 
 DEFAULT_METHODS: tuple[tuple[str, int], ...] = (("float32", 32), ("int8", 8), ("int4", 4), ("kmeans", 3), ("jlcm", 3))
@@ -129,11 +129,7 @@ def closed_loop_markdown(rows: list[dict[str, Any]], backends: Sequence[str] = (
 def parse_methods(text: str) -> list[tuple[str, int]]:
     """``"float32,jlcm:3,int8"`` -> [(method, bits)], each checked and its bits filled in (the method's default
     where none is given), so they match the keys of closed_loop_report's ``precomputed``."""
-    out: list[tuple[str, int]] = []
-    for item in text.split(","):
-        name, _, bits = item.strip().partition(":")
-        out.append((name, check_method_bits(name, int(bits) if bits else None)))
-    return out
+    return [parse_method(item) for item in text.split(",")]
 
 
 ALL_METHODS = ",".join(

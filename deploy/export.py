@@ -96,6 +96,7 @@ def export_policy(
     select_cfgs: list[SwarmConfig] | None = None,
     select_episodes: int = SELECT_EPISODES,
     jlcm_kwargs: dict[str, Any] | None = None,
+    network_methods: dict[str, str] | None = None,
     closed_loop: int = 0,
     closed_loop_backends: tuple[str, ...] = ("sim", "pybullet"),
     closed_loop_kwargs: dict[str, Any] | None = None,
@@ -113,7 +114,8 @@ def export_policy(
     of each of ``select_cfgs``, with None of the policy's own environment, ``select_episodes`` episodes each;
     1 = no selection, no flights); report.json ``selection`` logs each. jlcm_kwargs: settings of jlcm
     (deploy.jlcm.JLCMConfig) or, for the other methods, deploy.gptq.CalibratedConfig (e.g. ``allocate`` /
-    ``tune_float`` for gptq).
+    ``tune_float`` for gptq). network_methods: a gated actor's networks by name -> ``"method[:bits]"`` of their
+    own (e.g. ``{"near": "int8"}``; deploy.quantize.quantize_networks).
     The test states of the fidelity figures are recorded from other episodes of the policy's own
     rollouts (of the PID controller with ``pid``). closed_loop: episodes per method and backend of the closed-loop check
     (deploy/closed_loop.py: float32, int8, int4, kmeans 3, jlcm 3 and the exported method, dequantised
@@ -147,13 +149,13 @@ def export_policy(
         raise ValueError(f"method {method!r} needs calibration states: use --calib rollout or --calib FILE, not none")
     test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed, policy=flyer)
     selection: dict[str, Any] = {}
+    settings = {**(jlcm_kwargs or {}), **({"network_methods": network_methods} if network_methods else {})}
     if method in CALIBRATED:  # one candidate: calibrate_in_closed_loop's compression (quantize_actor's at 0 rounds)
         q, calib_states, selection = choose_compression(
             actor, cfg, method, bits, calib_states, candidates, calib_rounds, calib_seed=1000 + seed,
-            round_seed=1100 + seed, flyer=flyer, select_cfgs=select_cfgs, episodes=select_episodes,
-            **(jlcm_kwargs or {}))
+            round_seed=1100 + seed, flyer=flyer, select_cfgs=select_cfgs, episodes=select_episodes, **settings)
     else:
-        q = quantize_actor(actor, method, bits, calib=calib_states, **(jlcm_kwargs or {}))
+        q = quantize_actor(actor, method, bits, calib=calib_states, **settings)
     deq = q.dequantized(actor)
     with torch.no_grad():
         ref_float = actor(test).clamp(-1, 1)
@@ -174,7 +176,8 @@ def export_policy(
     host_out, host_st = verify.run_host(build, states_np)
     acc = q.accounting()
     report: dict[str, Any] = {
-        "method": method, "bits": bits, "target": target, "policy": run or f"{preset} (seed {seed})",
+        "method": method, "bits": bits, "network_methods": network_methods or {},
+        "target": target, "policy": run or f"{preset} (seed {seed})",
         "weight_bytes": acc["weight_bytes"], "float32_weight_bytes": acc["float32_weight_bytes"],
         "bits_per_weight": acc["bits_per_weight"], "param_bytes": acc["param_bytes"],
         "float32_param_bytes": acc["float32_param_bytes"], "bits_per_param": acc["bits_per_param"],

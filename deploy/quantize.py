@@ -17,6 +17,7 @@ Design note (the storage formats, what is counted): docs/design/quantize.md.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ from deploy.jlcm import JLCMConfig, jlcm_compress
 __all__ = [
     "CALIBRATED", "DEFAULT_BITS", "METHODS", "PALETTE_BITS", "SUPPORTED_BITS", "QuantizedActor", "QuantizedLinear",
     "check_method_bits", "count_other_params", "decode_palette", "kmeans_1d", "linear_layers", "nearest",
+    "parse_method", "parse_network_methods",
     "pack_bits", "packed_bytes", "palette_storage", "quantize_actor", "quantize_float32", "quantize_kmeans",
     "quantize_networks", "quantize_uniform", "to_f16", "unpack_bits",
 ]
@@ -75,6 +77,28 @@ def check_method_bits(method: str, bits: int | None) -> int:
     if bits not in allowed:
         raise ValueError(f"bits={bits} is not supported by method {method!r}; allowed: {', '.join(map(str, allowed))}")
     return bits
+
+
+def parse_method(spec: str) -> tuple[str, int]:
+    """``"jlcm:3"`` / ``"int8"`` -> (method, bits), checked, the method's default bits where none is given."""
+    name, _, bits = spec.strip().partition(":")
+    try:
+        width = int(bits) if bits else None
+    except ValueError:
+        raise ValueError(f"{spec!r}: bits must be an integer, as in 'jlcm:3'") from None
+    return name, check_method_bits(name, width)
+
+
+def parse_network_methods(items: list[str] | None) -> dict[str, str] | None:
+    """``["near=int8", "column=jlcm:4"]`` (``--network-method``) -> {"near": "int8", "column": "jlcm:4"}; None if
+    empty. The names and methods are checked where they are used (:func:`quantize_networks`)."""
+    out = {}
+    for item in items or []:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise ValueError(f"--network-method {item!r}: expected NETWORK=METHOD[:BITS], e.g. near=int8")
+        out[name.strip()] = spec.strip()
+    return out or None
 
 
 def _bias(layer: nn.Linear) -> torch.Tensor | None:
@@ -119,6 +143,7 @@ def quantize_actor(
     bits: int | None = None,
     calib: torch.Tensor | None = None,
     per_network: bool = True,
+    network_methods: Mapping[str, str] | None = None,
     **settings: Any,
 ) -> QuantizedActor:
     """Compress every Linear weight of ``actor`` with ``method`` at ``bits`` (None = the method's default).
@@ -128,11 +153,16 @@ def quantize_actor(
     :class:`deploy.jlcm.JLCMConfig` for jlcm and to :class:`deploy.gptq.CalibratedConfig` for the others
     (``tune_float``, and for gptq ``allocate``; see deploy/gptq.py). ``per_network``: an actor with gated
     networks (agents.close_range) is compressed one network at a time by the calibrated methods
-    (:func:`quantize_networks`); False compresses it as one actor.
+    (:func:`quantize_networks`); False compresses it as one actor. ``network_methods``: such networks by name
+    (``far``, ``near``, ``column``) -> ``"method[:bits]"`` of their own, e.g. ``{"near": "int8"}``
+    (network by network only).
     """
     bits = check_method_bits(method, bits)
-    if per_network and method in CALIBRATED and hasattr(actor, "networks"):
-        return quantize_networks(actor, method, bits, calib, **settings)
+    if network_methods and not (per_network and hasattr(actor, "networks")):
+        raise ValueError(f"network_methods={dict(network_methods)!r} needs an actor with gated networks "
+                         "(agents.close_range) compressed network by network (per_network=True)")
+    if per_network and (method in CALIBRATED or network_methods) and hasattr(actor, "networks"):
+        return quantize_networks(actor, method, bits, calib, network_methods, **settings)
     layers = linear_layers(actor)
     if not layers:
         raise ValueError("the actor has no nn.Linear layer to compress")
@@ -172,7 +202,7 @@ def quantize_actor(
 
 
 def quantize_networks(actor: nn.Module, method: str, bits: int, calib: torch.Tensor | None,
-                      **settings: Any) -> QuantizedActor:
+                      network_methods: Mapping[str, str] | None = None, **settings: Any) -> QuantizedActor:
     """A gated actor (agents.close_range.CloseRangeActor) compressed network by network, each within its own
     ``bits`` budget: the far network on every calibration state, each gated network on the states its gate
     picks.
@@ -182,28 +212,43 @@ def quantize_networks(actor: nn.Module, method: str, bits: int, calib: torch.Ten
     errors are what touches columns and neighbours (docs/deploy.md, "The close-range policy, compressed").
     ``calib`` needs enough of each gated network's states (deploy.calibration.calibration_states adds them).
     The layers, re-learned float parameters and logs keep the actor's parameter names.
+
+    ``network_methods`` gives named networks a method of their own (``{"near": "int8"}``): the near network
+    flies the last 0.45 m before a neighbour, where a 3-bit copy's errors are neighbour contacts
+    (docs/deploy.md), and int8 costs it ~3.6 KB instead of ~1.6 KB.
     """
-    if calib is None or calib.numel() == 0:
+    nets = {prefix[:-1] or "far": (prefix, net) for prefix, net in actor.networks().items()}
+    own = {name: parse_method(spec) for name, spec in (network_methods or {}).items()}
+    unknown = sorted(set(own) - set(nets))
+    if unknown:
+        raise ValueError(f"network_methods names {unknown}; the actor's networks are: {', '.join(nets)}")
+    uses_calib = any(m in CALIBRATED for m, _ in [own.get(name, (method, bits)) for name in nets])
+    if uses_calib and (calib is None or calib.numel() == 0):
         raise ValueError(f"method {method!r} needs a calibration set; none was given")
-    calib = calib.reshape(-1, calib.shape[-1])
+    calib = calib.reshape(-1, calib.shape[-1]) if calib is not None else torch.zeros(0, 0)
     with torch.no_grad():
-        gates = actor.gates(calib)
+        gates = actor.gates(calib) if calib.numel() else {}
     layers: dict[str, QuantizedLinear] = {}
     overrides: dict[str, torch.Tensor] = {}
     info: dict[str, Any] = {}
-    for prefix, net in actor.networks().items():
-        name = prefix[:-1] or "far"
-        states = calib if not prefix else calib[gates[name]]
-        if states.shape[0] < MIN_NETWORK_STATES:
-            raise ValueError(
-                f"the {name} network's gate picks {states.shape[0]} of the {calib.shape[0]} calibration states, "
-                f"fewer than {MIN_NETWORK_STATES}: record more of them (deploy.calibration.calibration_states) or "
-                "compress the actor as one (per_network=False)"
-            )
-        q = quantize_actor(net, method, bits, calib=states, per_network=False, **settings)
+    for name, (prefix, net) in nets.items():
+        net_method, net_bits = own.get(name, (method, bits))
+        states, logged = None, {}
+        if net_method in CALIBRATED:
+            states = calib if not prefix else calib[gates[name]]
+            if states.shape[0] < MIN_NETWORK_STATES:
+                raise ValueError(
+                    f"the {name} network's gate picks {states.shape[0]} of the {calib.shape[0]} calibration "
+                    f"states, fewer than {MIN_NETWORK_STATES}: record more of them "
+                    "(deploy.calibration.calibration_states) or compress the actor as one (per_network=False)"
+                )
+            logged = {"calib_states": int(states.shape[0])}
+        # the settings belong to the actor's method (JLCMConfig / CalibratedConfig), not to a network's own
+        q = quantize_actor(net, net_method, net_bits, calib=states, per_network=False,
+                           **(settings if net_method == method else {}))
         layers.update({prefix + n: dataclasses.replace(ql, name=prefix + n) for n, ql in q.layers.items()})
         overrides.update({prefix + k: v for k, v in q.overrides.items()})
-        info[name] = {"calib_states": int(states.shape[0]), **q.info}
+        info[name] = {"method": net_method, "bits": net_bits, **logged, **q.info}
     order = list(linear_layers(actor))  # the actor's own layer order (the C export walks it)
     return QuantizedActor(method, bits, {n: layers[n] for n in order}, count_other_params(actor),
                           {"networks": info}, overrides)

@@ -30,7 +30,7 @@ from deploy.calibration import (
     record_states,
 )
 from deploy.closed_loop import closed_loop_report, parse_methods
-from deploy.quantize import CALIBRATED
+from deploy.quantize import CALIBRATED, parse_network_methods
 from deploy.selection import choose_compression
 from marl.evaluate import eval_config, evaluate
 
@@ -55,11 +55,15 @@ def main() -> None:
     p.add_argument("--methods", default="float32,jlcm:3", help="method[:bits], comma-separated")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also write each compressed method's dequantised actor (state dict, METHOD_BITS.pt) to DIR")
+    p.add_argument("--network-method", action="append", default=None, metavar="NETWORK=METHOD[:BITS]",
+                   help="a method of its own for one network of the calibrated methods' compressions, e.g. "
+                   "near=int8 (repeatable)")
     p.add_argument("--obstacle-size", type=float, default=0.6, help="column diameter (m) of the episodes")
     args = p.parse_args()
     torch.set_num_threads(1)
     backends = tuple(args.backends.split(","))
     methods = parse_methods(args.methods)
+    own = parse_network_methods(args.network_method)
     actor, env = load_actor(args.policy)
     flyer = actor if args.calib == "rollout" else None
     gather = record_states if args.joint else calibration_states  # the one-actor rows: a plain sample, as before
@@ -77,7 +81,7 @@ def main() -> None:
             precomputed[(method, bits)], _, selection[f"{method}:{bits}"] = choose_compression(
                 actor, env, method, bits, calib, args.candidates, args.calib_rounds, calib_seed=args.calib_seed,
                 round_seed=args.calib_seed + 100, flyer=flyer, select_cfgs=list(cfgs.values()),
-                per_network=not args.joint)
+                per_network=not args.joint, **({"network_methods": own} if own else {}))
             print(f"{method}:{bits} compressed in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             if args.save:
                 Path(args.save).mkdir(parents=True, exist_ok=True)
@@ -85,7 +89,7 @@ def main() -> None:
                            Path(args.save) / f"{method}_{bits}.pt")
     seeds = [int(s) for s in args.seed.split(",")]
     out = {"policy": args.policy, "seed": seeds[0] if len(seeds) == 1 else seeds, "calib": args.calib,
-           "calib_rounds": args.calib_rounds,
+           "calib_rounds": args.calib_rounds, "network_methods": own or {},
            "per_network": hasattr(actor, "gates") and not args.joint, "candidates": args.candidates,
            "selection": selection}
     names = [m for m, _ in methods]

@@ -306,6 +306,47 @@ def test_per_network_compression_fits_each_network_on_the_states_its_gate_picks(
         quantize_actor(actor, "gptq", 3, calib=near)
 
 
+def test_network_methods_give_one_network_its_own_method_and_the_c_matches(tmp_path):
+    """quantize_networks(network_methods=...): the named network is stored with its own method (here int8,
+    every other with gptq 3-bit), the bytes add up per network, the C runs the mixed actor as torch does, and
+    unknown networks or methods are refused with the allowed names."""
+    from deploy import verify
+    from deploy.export_c import generate_c
+    from deploy.quantize import parse_network_methods, quantize_actor
+
+    actor = _policy(column_range=0.15).actor.eval()
+    near = _obs(40, True, seed=1).reshape(-1, obs_spec(K).dim)
+    far = _obs(80, False, seed=2).reshape(-1, obs_spec(K).dim)
+    far[::4, SDF_CENTRE] = 0.05
+    calib = torch.cat([near, far])
+    q = quantize_actor(actor, "gptq", 3, calib=calib, network_methods=parse_network_methods(["near=int8"]))
+    kinds = {n: (ql.kind, ql.bits) for n, ql in q.layers.items()}
+    assert all(k == ("int", 8) for n, k in kinds.items() if n.startswith("near."))
+    assert all(k == ("int", 3) for n, k in kinds.items() if not n.startswith("near."))  # gptq: 3-bit grid
+    assert q.info["networks"]["near"]["method"] == "int8" and "calib_states" not in q.info["networks"]["near"]
+    plain = quantize_actor(actor, "gptq", 3, calib=calib)
+    near_bytes = {name: sum(ql.storage()["weight"] for n, ql in qa.layers.items() if n.startswith("near."))
+                  for name, qa in (("mixed", q), ("plain", plain))}
+    assert near_bytes["mixed"] > 2 * near_bytes["plain"]  # int8 against 3-bit indices
+    assert all(torch.equal(q.layers[n].weight, plain.layers[n].weight) for n in q.layers if not n.startswith("near."))
+    with torch.no_grad():
+        ref = q.dequantized(actor)(calib).clamp(-1, 1)
+    files, _ = generate_c(actor, q, calib[:3], ref[:3], fallback_action=0.0)
+    for fname, text in files.items():
+        (tmp_path / fname).write_text(text)
+    host, status = verify.run_host(tmp_path, calib.numpy())
+    assert status == 0 and np.abs(host - ref.numpy()).max() < 2e-6
+    with pytest.raises(ValueError, match="the actor's networks are: far, near, column"):
+        quantize_actor(actor, "gptq", 3, calib=calib, network_methods={"nearby": "int8"})
+    with pytest.raises(ValueError, match="method='int7' is unknown; allowed: float32, int8"):
+        quantize_actor(actor, "gptq", 3, calib=calib, network_methods={"near": "int7"})
+    with pytest.raises(ValueError, match="expected NETWORK=METHOD"):
+        parse_network_methods(["near"])
+    with pytest.raises(ValueError, match="needs an actor with gated networks"):
+        quantize_actor(make_policy("attention", obs_spec(K), 4).actor, "gptq", 3, calib=calib,
+                       network_methods={"near": "int8"})
+
+
 def test_record_states_adds_each_gated_network_s_states():
     from deploy.calibration import default_env_config, record_states
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from deploy.export import export_policy
-from deploy.quantize import METHODS
+from deploy.quantize import METHODS, parse_network_methods
 from deploy.selection import SELECT_EPISODES
 from envs.config import SwarmConfig
 from marl.evaluate import eval_config
@@ -31,7 +31,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         out=args.out, method=args.method, bits=args.bits, target=args.target, run=args.run,
         preset=args.policy, seed=args.seed, onnx=args.onnx, calib=args.calib, calib_rounds=args.calib_rounds,
         candidates=args.candidates, select_episodes=args.select_episodes,
-        select_cfgs=_select_cfgs(args),
+        select_cfgs=_select_cfgs(args), network_methods=parse_network_methods(args.network_method),
         closed_loop=args.closed_loop,
         closed_loop_backends=tuple(b for b in args.closed_loop_backends.split(",") if b),
     )
@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--method", choices=METHODS, default="jlcm", help="compression method (default jlcm)")
     ex.add_argument("--bits", type=int, default=None,
                     help="bits per weight index (jlcm / gptq / kmeans / kmeans_w: 2, 3, 4, 8; default 3)")
+    ex.add_argument("--network-method", action="append", default=None, metavar="NETWORK=METHOD[:BITS]",
+                    help="a method of its own for one network of a close-range policy (far, near, column), e.g. "
+                    "near=int8; repeatable (default: every network with --method)")
     ex.add_argument("--target", default="host", help="host or cortex-m4 (default host)")
     ex.add_argument("--out", default="runs/export", help="output directory (default runs/export)")
     ex.add_argument("--onnx", action="store_true", help="also write policy.onnx and check it with onnxruntime")
