@@ -56,7 +56,8 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
             "float32_param_bytes", "bits_per_param", "max_abs_action_error", "mean_abs_action_error",
             "c_vs_torch_max_abs_diff", "qemu_vs_host_max_abs_diff", "self_test", "flash_bytes", "ram_bytes", "macs",
             "instructions_per_inference", "est_inference_ms_168mhz", "onnx_vs_torch_max_abs_diff"]
-    lines = [f"# Policy export: {report['method']} {report['bits']}-bit, target {report['target']}", "",
+    own = "".join(f", {name} {spec}" for name, spec in report.get("network_methods", {}).items())
+    lines = [f"# Policy export: {report['method']} {report['bits']}-bit{own}, target {report['target']}", "",
              "| key | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(report[k])} |" for k in keys if k in report and report[k] is not None]
     lines += ["", "## Storage per layer (bytes)", "",

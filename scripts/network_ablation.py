@@ -8,7 +8,7 @@ The compressed actor (a dequantised state dict) flies with each named network's 
 float32 policy's (``float32``) or by its plain per-channel int8 weights with float32 biases and LayerNorms
 (``int8``, which needs no calibration); the other networks keep their compressed values. ``none`` flies the
 compressed actor as it is. Prints one JSON object: failed drones and collision / deadlock rates per seed and
-density (batched simulator, 8 drones unless the policy says otherwise).
+density (``--backend``: the batched simulator or PyBullet; the policy's own drone count).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--seed", default="3000,4000", help="seeds of the episodes, comma-separated")
     p.add_argument("--episodes", type=int, default=1024)
     p.add_argument("--obstacle-size", type=float, default=0.6)
+    p.add_argument("--backend", default="sim", help="sim (the batched simulator) or pybullet")
     args = p.parse_args()
     torch.set_num_threads(1)
     actor, env = load_actor(args.policy)
@@ -70,14 +71,14 @@ def main() -> None:
     for seed in (int(s) for s in args.seed.split(",")):
         for density in (float(d) for d in args.densities.split(",")):
             cfg = eval_config(args.policy, drones=env.num_drones, density=density, obstacle_size=args.obstacle_size)
-            res, _ = evaluate_swarm(ActorPolicy(actor), cfg, args.episodes, seed, "sim")
+            res, _ = evaluate_swarm(ActorPolicy(actor), cfg, args.episodes, seed, args.backend)
             rows.append({
                 "seed": seed, "density": density,
                 "failed": round((1.0 - float(res["success_rate"])) * args.episodes * cfg.num_drones),
                 **{k: res[k] for k in ("neighbour_collision_rate", "obstacle_collision_rate", "deadlock_rate",
                                        "distance_to_goal_1s")}})
     print(json.dumps({"policy": args.policy, "compressed": args.compressed, "restore": args.restore,
-                      "episodes": args.episodes, "rows": rows}, indent=1))
+                      "backend": args.backend, "episodes": args.episodes, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
