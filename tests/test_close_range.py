@@ -310,8 +310,8 @@ def test_network_methods_give_one_network_its_own_method_and_the_c_matches(tmp_p
     """quantize_networks(network_methods=...): the named network is stored with its own method (here int8,
     every other with gptq 3-bit), the bytes add up per network, the C runs the mixed actor as torch does, and
     unknown networks or methods are refused with the allowed names."""
-    from deploy import verify
-    from deploy.export_c import generate_c
+    from helpers import c_vs_torch
+
     from deploy.quantize import parse_network_methods, quantize_actor
 
     actor = _policy(column_range=0.15).actor.eval()
@@ -329,13 +329,7 @@ def test_network_methods_give_one_network_its_own_method_and_the_c_matches(tmp_p
                   for name, qa in (("mixed", q), ("plain", plain))}
     assert near_bytes["mixed"] > 2 * near_bytes["plain"]  # int8 against 3-bit indices
     assert all(torch.equal(q.layers[n].weight, plain.layers[n].weight) for n in q.layers if not n.startswith("near."))
-    with torch.no_grad():
-        ref = q.dequantized(actor)(calib).clamp(-1, 1)
-    files, _ = generate_c(actor, q, calib[:3], ref[:3], fallback_action=0.0)
-    for fname, text in files.items():
-        (tmp_path / fname).write_text(text)
-    host, status = verify.run_host(tmp_path, calib.numpy())
-    assert status == 0 and np.abs(host - ref.numpy()).max() < 2e-6
+    assert c_vs_torch(actor, q, calib, tmp_path) < 2e-6
     with pytest.raises(ValueError, match="the actor's networks are: far, near, column"):
         quantize_actor(actor, "gptq", 3, calib=calib, network_methods={"nearby": "int8"})
     with pytest.raises(ValueError, match="method='int7' is unknown; allowed: float32, int8"):

@@ -174,26 +174,13 @@ def test_c_export_matches_torch_to_float32_rounding(tiny_policy, tmp_path, metho
     7.2e-7, mean about 1e-7, i.e. up to 6 float32 ulps of an action near 1 (1.2e-7). Limit: 2e-6,
     about 3x the worst measured difference.
     """
-    import shutil
+    from helpers import c_vs_torch
 
-    import numpy as np
-
-    from deploy import verify
-    from deploy.export_c import generate_c
     from deploy.quantize import quantize_actor
 
-    assert shutil.which("gcc") is not None, "gcc is needed to build the host binary (make setup installs it)"
     actor, _, test = tiny_policy
-    q = quantize_actor(actor, method, bits)
-    with torch.no_grad():
-        ref = q.dequantized(actor)(test).clamp(-1, 1)
-    files, _ = generate_c(actor, q, test[:3], ref[:3], fallback_action=0.0)
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    host, status = verify.run_host(tmp_path, test.numpy())
-    assert status == 0
-    diff = np.abs(host - ref.numpy())
-    assert diff.max() < 2e-6, f"max |C - torch| = {diff.max():.2e}"
+    diff = c_vs_torch(actor, quantize_actor(actor, method, bits), test, tmp_path)
+    assert diff < 2e-6, f"max |C - torch| = {diff:.2e}"
 
 
 # ------------------------------------------------------------------ JLCM: the curvature term of a mapping move
