@@ -334,6 +334,8 @@ def test_network_methods_give_one_network_its_own_method_and_the_c_matches(tmp_p
         quantize_actor(actor, "gptq", 3, calib=calib, network_methods={"nearby": "int8"})
     with pytest.raises(ValueError, match="method='int7' is unknown; allowed: float32, int8"):
         quantize_actor(actor, "gptq", 3, calib=calib, network_methods={"near": "int7"})
+    with pytest.raises(ValueError, match="'jlcm' needs a calibration set"):  # a network's own calibrated method
+        quantize_actor(actor, "int8", None, network_methods={"far": "jlcm:3"})
     with pytest.raises(ValueError, match="expected NETWORK=METHOD"):
         parse_network_methods(["near"])
     with pytest.raises(ValueError, match="needs an actor with gated networks"):
