@@ -150,13 +150,14 @@ def export_policy(
         raise ValueError(f"method {method!r} needs calibration states: use --calib rollout or --calib FILE, not none")
     test = record_states(cfg, NUM_TEST_STATES, seed=2000 + seed, policy=flyer)
     selection: dict[str, Any] = {}
-    settings = {**(jlcm_kwargs or {}), **({"network_methods": network_methods} if network_methods else {})}
     if method in CALIBRATED:  # one candidate: calibrate_in_closed_loop's compression (quantize_actor's at 0 rounds)
         q, calib_states, selection = choose_compression(
             actor, cfg, method, bits, calib_states, candidates, calib_rounds, calib_seed=1000 + seed,
-            round_seed=1100 + seed, flyer=flyer, select_cfgs=select_cfgs, episodes=select_episodes, **settings)
+            round_seed=1100 + seed, flyer=flyer, select_cfgs=select_cfgs, episodes=select_episodes,
+            network_methods=network_methods, **(jlcm_kwargs or {}))
     else:
-        q = quantize_actor(actor, method, bits, calib=calib_states, **settings)
+        q = quantize_actor(actor, method, bits, calib=calib_states, network_methods=network_methods,
+                           **(jlcm_kwargs or {}))
     deq = q.dequantized(actor)
     with torch.no_grad():
         ref_float = actor(test).clamp(-1, 1)

@@ -223,11 +223,14 @@ def quantize_networks(actor: nn.Module, method: str, bits: int, calib: torch.Ten
     if unknown:
         raise ValueError(f"network_methods names {unknown}; the actor's networks are: {', '.join(nets)}")
     calibrated = {own.get(name, (method, bits))[0] for name in nets} & set(CALIBRATED)
-    if calibrated and (calib is None or calib.numel() == 0):
-        raise ValueError(f"method {', '.join(map(repr, sorted(calibrated)))} needs a calibration set; none was given")
-    calib = calib.reshape(-1, calib.shape[-1]) if calib is not None else torch.zeros(0, 0)
-    with torch.no_grad():
-        gates = actor.gates(calib) if calib.numel() else {}
+    gates: dict[str, torch.Tensor] = {}
+    if calibrated:
+        if calib is None or calib.numel() == 0:
+            raise ValueError(f"method {', '.join(map(repr, sorted(calibrated)))} needs a calibration set; "
+                             "none was given")
+        calib = calib.reshape(-1, calib.shape[-1])
+        with torch.no_grad():
+            gates = actor.gates(calib)
     layers: dict[str, QuantizedLinear] = {}
     overrides: dict[str, torch.Tensor] = {}
     info: dict[str, Any] = {}

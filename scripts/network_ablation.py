@@ -29,7 +29,7 @@ RESTORES = ("float32", "int8")
 
 def restored_state(actor: torch.nn.Module, compressed: dict[str, torch.Tensor], spec: str) -> dict[str, torch.Tensor]:
     """``compressed`` with the networks named in ``spec`` (``near=float32,column=int8`` or ``none``) put back."""
-    names = {prefix[:-1] or "far" for prefix in actor.networks()}
+    names = {"far", *actor.heads()}
     wanted: dict[str, str] = {}
     for item in ([] if spec == "none" else spec.split(",")):
         name, _, how = item.partition("=")

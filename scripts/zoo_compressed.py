@@ -81,7 +81,7 @@ def main() -> None:
             precomputed[(method, bits)], _, selection[f"{method}:{bits}"] = choose_compression(
                 actor, env, method, bits, calib, args.candidates, args.calib_rounds, calib_seed=args.calib_seed,
                 round_seed=args.calib_seed + 100, flyer=flyer, select_cfgs=list(cfgs.values()),
-                per_network=not args.joint, **({"network_methods": own} if own else {}))
+                per_network=not args.joint, network_methods=own)
             print(f"{method}:{bits} compressed in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             if args.save:
                 Path(args.save).mkdir(parents=True, exist_ok=True)
